@@ -1,0 +1,21 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# Two threads match the machine this runs on; more only thrash.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none on this machine")
+
+
+@pytest.fixture(scope="session")
+def sg3_fixtures() -> dict:
+    """The official StyleGAN3 outputs (see tests/fixtures/README.md), loaded once."""
+    return {
+        name: torch.load(FIXTURES / f"sg3_tiny_{name}.pt", weights_only=True, map_location="cpu")
+        for name in ("t64", "r64")
+    }
