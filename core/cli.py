@@ -1,0 +1,130 @@
+"""The `soundvj` command: one entry point, one subcommand per job.
+
+User mistakes (`SoundvjError`) print one line and exit with code 2; `--debug` shows the traceback.
+Subcommands register themselves from their own modules so this file stays a thin dispatcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from core.errors import SoundvjError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors already exit 2; keep them one line
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from core.model_file import describe_generator, load_generator
+    from core.stylegan3.ops.backend import describe_backend
+
+    if args.backend:
+        print(describe_backend())
+        if args.model is None:
+            return 0
+    G = load_generator(args.model or "default", device=args.device)
+    facts = describe_generator(G)
+    print(f"model:        {args.model or 'default (embedded, random weights)'}")
+    print(f"generator:    {facts['variant']}, {facts['resolution']}x{facts['resolution']} px, "
+          f"{facts['channels']} channels")
+    print(f"latent:       num_ws {facts['num_ws']}, w_dim {facts['w_dim']}, z_dim {facts['z_dim']}, "
+          f"c_dim {facts['c_dim']}")
+    print(f"size:         channel_base {facts['channel_base']}, channel_max {facts['channel_max']}, "
+          f"{facts['parameters']:,} parameters")
+    print(f"device:       {facts['device']}")
+    sound = _sound_summary(args.model)
+    if sound:
+        print(f"sound models: {sound}")
+    return 0
+
+
+def _sound_summary(model: str | None) -> str | None:
+    if model is None or model == "default":
+        return "embedded (seeded, untrained)"
+    path = Path(model)
+    if path.suffix == ".pkl":
+        return "none in the file (seeded defaults are used)"
+    from core.model_file import read_model_file
+
+    contents = read_model_file(path)
+    return "present" if contents.sound_state else "none in the file (seeded defaults are used)"
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from core.model_file import check_writable_folder, generator_from_pickle, save_model
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise SoundvjError(f"{out}: the output must end in .safetensors")
+    check_writable_folder(out)
+    G = generator_from_pickle(args.network, key=args.key)
+    save_model(out, G, source=f"converted from {Path(args.network).name} ({args.key})")
+    print(f"wrote {out} ({G.img_resolution} px, num_ws {G.num_ws})")
+    return 0
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="soundvj", description="Sound-guided semantic video generation with StyleGAN3.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("info", help="describe a model file (resolution, num_ws, T/R, parameters, device)")
+    p.add_argument("model", nargs="?", help="NVIDIA .pkl or soundvj .safetensors (default: the embedded model)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--backend", action="store_true", help="also say which StyleGAN3 op implementation runs")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert an NVIDIA network pickle to a soundvj .safetensors model")
+    p.add_argument("network", help="NVIDIA network pickle (network-snapshot-*.pkl)")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors path")
+    p.add_argument("--key", default="G_ema", choices=["G_ema", "G"], help="which generator in the pickle")
+    p.set_defaults(func=_cmd_convert)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable]:
+    """Subcommands that live with the code they run (render in core; live and train come later)."""
+    registrars = []
+    try:
+        from core.render import register_cli
+    except ImportError as e:
+        if "core.render" not in str(e):
+            raise
+    else:
+        registrars.append(register_cli)
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SoundvjError as e:
+        if args.debug:
+            raise
+        print(f"soundvj: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("soundvj: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
