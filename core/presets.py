@@ -1,0 +1,221 @@
+"""Versioned, validated YAML presets: named looks that set a subset of the performer's parameters.
+
+File format (see presets/README.md):
+
+    version: 1
+    name: storm            # optional, defaults to the file stem
+    description: "..."     # optional
+    params: {alpha: 0.7}   # any subset of core.params.NAMES
+
+A preset only ever changes the keys it sets, so it can be layered over CLI flags or the current UI
+state. Every problem is one `SoundvjError` line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import SoundvjError
+from core.params import NAMES, Params, Value, check_known_names, suggest, validate_values
+
+SUPPORTED_VERSIONS = (1,)
+CURRENT_VERSION = 1
+TOP_LEVEL_KEYS = ("version", "name", "description", "params")
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
+USER_DIR_ENV = "SOUNDVJ_PRESETS_DIR"  # os.pathsep-separated folders, searched before the shipped one
+SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A loaded preset. `values` holds only the keys the file sets (validated and coerced)."""
+
+    name: str
+    description: str = ""
+    path: Path | None = None
+    values: dict[str, Value] = field(default_factory=dict, hash=False)  # dicts are unhashable
+
+    def __post_init__(self) -> None:
+        source = str(self.path) if self.path else f"preset {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SoundvjError(f"{source}: name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise SoundvjError(f"{source}: description must be a string, got {type(self.description).__name__}")
+        # A private copy: the dataclass is frozen, and callers' dicts must not alias it.
+        object.__setattr__(self, "values", validate_values(self.values, source))
+
+    def apply(self, base: Params) -> Params:
+        """`base` with exactly this preset's keys replaced."""
+        return base.replace(**self.values)
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for bare preset names: user folders (env var) first, then the shipped one."""
+    user = [Path(p).expanduser() for p in os.environ.get(USER_DIR_ENV, "").split(os.pathsep) if p.strip()]
+    return [*user, SHIPPED_DIR]
+
+
+def _is_bare_name(ref: str | os.PathLike) -> bool:
+    if isinstance(ref, Path):
+        return False
+    text = os.fspath(ref)
+    return "/" not in text and os.sep not in text and not text.lower().endswith(SUFFIXES)
+
+
+def _files_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+
+
+def _available_names() -> list[str]:
+    return sorted({p.stem for d in preset_dirs() for p in _files_in(d)})
+
+
+def resolve_preset_path(ref: str | os.PathLike) -> Path:
+    """A path is used as is; a bare name is looked up in `preset_dirs()` (first match wins)."""
+    if not _is_bare_name(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise SoundvjError(f"{path}: no such preset file")
+        return path
+    name = os.fspath(ref)
+    for folder in preset_dirs():
+        for suffix in SUFFIXES:
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
+    available = _available_names()
+    close = suggest(name, available) if available else ""
+    hint = "available: " + (", ".join(available) or "none")
+    if close.startswith("did you mean"):
+        hint = f"{close} ({hint})"
+    raise SoundvjError(f"preset {name!r}: not found in {', '.join(map(str, preset_dirs()))}; {hint}")
+
+
+def _parse_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SoundvjError(f"{path}: cannot read preset ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SoundvjError(f"{path}: invalid YAML{where}: {problem}") from None
+
+
+def _check_version(doc: Mapping, source: str) -> None:
+    supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+    if "version" not in doc:
+        raise SoundvjError(f"{source}: missing 'version' (supported versions: {supported})")
+    version = doc["version"]
+    # `version: true` would compare equal to 1; only a real integer counts.
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        raise SoundvjError(f"{source}: version {version!r} is not supported (supported versions: {supported})")
+
+
+def _check_top_level_keys(doc: Mapping, source: str) -> None:
+    for key in doc:
+        if key in TOP_LEVEL_KEYS:
+            continue
+        if key in NAMES:  # the most likely slip: a parameter written at the top level
+            raise SoundvjError(f"{source}: {key!r} is a parameter; put it under 'params:'")
+        raise SoundvjError(f"{source}: unknown top-level key {str(key)!r}; {suggest(str(key), TOP_LEVEL_KEYS)}")
+
+
+def load_preset(path_or_name: str | os.PathLike, base: Params | None = None) -> Preset:
+    """Load and validate a preset file or a bare preset name.
+
+    If `base` is given the preset is also applied to it once, so a preset that loads is known to
+    combine with that base; the returned `Preset` is the same either way.
+    """
+    path = resolve_preset_path(path_or_name)
+    source = str(path)
+    doc = _parse_yaml(path)
+    if doc is None:
+        raise SoundvjError(f"{source}: file is empty; expected a mapping with 'version' and 'params'")
+    if not isinstance(doc, Mapping):
+        kind = type(doc).__name__
+        raise SoundvjError(f"{source}: top level must be a mapping with 'version' and 'params', got {kind}")
+    _check_version(doc, source)
+    _check_top_level_keys(doc, source)
+    params = doc.get("params")
+    if params is None:
+        params = {}  # a preset with no params is allowed (a named "defaults" look)
+    if not isinstance(params, Mapping):
+        kind = type(params).__name__
+        raise SoundvjError(f"{source}: 'params' must be a mapping of parameter names to values, got {kind}")
+    preset = Preset(
+        name=doc.get("name", path.stem),
+        description=doc.get("description") or "",
+        path=path,
+        values=dict(params),
+    )
+    if base is not None:
+        preset.apply(base)
+    return preset
+
+
+def list_presets() -> list[Preset]:
+    """Every preset in the user folders and the shipped folder; a user file shadows a shipped one
+    with the same stem, matching how bare names resolve."""
+    seen: set[str] = set()
+    found: list[Preset] = []
+    for folder in preset_dirs():
+        for path in _files_in(folder):
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            found.append(load_preset(path))
+    return sorted(found, key=lambda p: p.name.lower())
+
+
+def save_preset(
+    path: str | os.PathLike,
+    params: Params,
+    name: str | None = None,
+    description: str = "",
+    only: Iterable[str] | None = None,
+) -> Path:
+    """Write `params` (or just the `only` keys) as a version-1 preset, atomically.
+
+    The YAML goes to a temp file in the same folder and is renamed over `path` only once fully
+    written, so a crash or error never leaves a half-written preset (or destroys the old one).
+    """
+    path = Path(path).expanduser()
+    keys = NAMES if only is None else tuple(only)
+    check_known_names(keys, source=str(path))
+    name = name or path.stem
+    preset = Preset(name=name, description=description, path=path, values={k: getattr(params, k) for k in keys})
+    doc: dict[str, Any] = {"version": CURRENT_VERSION, "name": preset.name}
+    if preset.description:
+        doc["description"] = preset.description
+    doc["params"] = {k: preset.values[k] for k in NAMES if k in preset.values}  # registry order
+
+    folder = path.parent
+    if not folder.is_dir():
+        raise SoundvjError(f"{path}: the folder {folder} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise SoundvjError(f"{path}: cannot write in {folder} ({e.strerror or e})") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(doc, fh, sort_keys=False, allow_unicode=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
