@@ -1,0 +1,383 @@
+"""Writing rendered frames (and the input's audio) to an H.264/AAC .mp4, and reading such files back.
+
+`Mp4Writer` encodes frames as they arrive and muxes the audio alongside them, so memory stays flat over
+a long render. The file appears under its final name only when `close()` finishes cleanly: until then it
+is written to a hidden temp file next to it (`.OUT.mp4.partial-<hex>`), which is deleted on any exception,
+`abort()`, KeyboardInterrupt, or a SIGTERM the CLI turns into an exception. A SIGKILL (or power loss)
+cannot be caught, so it may leave that temp file behind; it never leaves a half-written OUT.mp4, and an
+existing OUT.mp4 stays intact until `os.replace` swaps in the finished file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import weakref
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from core.errors import SoundvjError
+
+__all__ = ["MediaInfo", "Mp4Writer", "check_output_path", "probe_media", "to_uint8_rgb"]
+
+# Both go through FFmpeg's mov muxer, which trims AAC priming with an edit list; matroska would not.
+OUTPUT_SUFFIXES = (".mp4", ".mov")
+
+# Sample rates AAC codes natively; anything else is resampled to 48 kHz (the video-world standard).
+AAC_SAMPLE_RATES = frozenset({96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000})
+FALLBACK_SAMPLE_RATE = 48000
+
+# Used as the mp4 "movie timescale" when there's no audio: a multiple of every common frame rate,
+# including the NTSC ones, so edit lists don't round the last frame.
+VIDEO_ONLY_TIMESCALE = 90000
+
+# FFmpeg's AVCOL_PRI/TRC/SPC_BT709 and AVCOL_RANGE_MPEG: tagged so players don't guess BT.601.
+AVCOL_BT709 = 1
+AVCOL_RANGE_MPEG = 1
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail fast (before any rendering) if `path` can't become the output video; returns it absolute.
+
+    Writability is tested by creating a scratch file in the folder: `os.access` says yes to root even
+    for a read-only folder, and only an actual create sees EROFS/EACCES.
+    """
+    out = Path(path).expanduser().absolute()
+    if out.is_dir():
+        raise SoundvjError(f"{out}: is a folder; give a file name such as {out / 'out.mp4'}")
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        got = f"'{out.suffix}'" if out.suffix else "no extension"
+        raise SoundvjError(f"{out}: output must end in {' or '.join(OUTPUT_SUFFIXES)} (got {got})")
+    folder = out.parent
+    if not folder.exists():
+        raise SoundvjError(f"{out}: output folder {folder} does not exist")
+    if not folder.is_dir():
+        raise SoundvjError(f"{out}: {folder} is not a folder")
+    try:
+        fd, scratch = tempfile.mkstemp(prefix=".soundvj-write-check-", dir=folder)
+    except OSError as e:
+        raise SoundvjError(f"{out}: cannot write to output folder {folder} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(scratch)
+    return out
+
+
+def to_uint8_rgb(img: torch.Tensor) -> torch.Tensor:
+    """The generator's raw [3,H,W] (or [1,3,H,W]) output in [-1,1] as a uint8 [H,W,3] RGB image, same device."""
+    if img.ndim == 4 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim != 3 or img.shape[0] != 3:
+        raise ValueError(f"to_uint8_rgb expects a [3,H,W] image, got shape {tuple(img.shape)}")
+    # 127.5/128 (not 127.5/127.5) matches StyleGAN's own image export, truncating towards zero.
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+def exact_frame_rate(fps: float | Fraction) -> Fraction:
+    """fps as a Fraction; 23.976/29.97/59.94/119.88 mean the NTSC rates (24000/1001 etc.), not 2997/100."""
+    if isinstance(fps, Fraction):
+        rate = fps
+    else:
+        rate = Fraction(fps).limit_denominator(1001)
+        for base in (24, 30, 48, 60, 120):
+            ntsc = Fraction(base * 1000, 1001)
+            if abs(float(fps) - float(ntsc)) < 0.005:
+                rate = ntsc
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+def _audio_as_array(audio: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float32 [channels, n] on the CPU, finite and within [-1, 1]."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().to("cpu", torch.float32).numpy()
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[None]
+    if samples.ndim != 2:
+        raise ValueError(f"audio must be [channels, n] or [n], got shape {samples.shape}")
+    if samples.shape[0] not in (1, 2):
+        raise ValueError(f"audio has {samples.shape[0]} channels; Mp4Writer muxes mono or stereo (downmix first)")
+    return np.clip(np.nan_to_num(samples), -1.0, 1.0)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Mp4Writer:
+    """H.264 (yuv420p, BT.709) video with optional AAC audio, written atomically to `path`.
+
+    Use as a context manager: `with Mp4Writer(out, fps, w, h, audio, sr) as w: w.write(frame)`.
+    The audio is cut or padded with silence to exactly frame_count / fps when the writer closes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float | Fraction,
+        width: int,
+        height: int,
+        audio: torch.Tensor | np.ndarray | None = None,
+        sample_rate: int | None = None,
+        crf: int = 18,
+        preset: str = "medium",
+    ) -> None:
+        self.path = check_output_path(path)
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            raise SoundvjError(
+                f"{self.path}: H.264 (yuv420p) needs an even, positive width and height, got {width}x{height}"
+            )
+        self.fps = exact_frame_rate(fps)
+        self.width, self.height = int(width), int(height)
+        self.frame_count = 0
+
+        self._samples: np.ndarray | None = None
+        self.sample_rate: int | None = None
+        if audio is not None:
+            if sample_rate is None or sample_rate <= 0:
+                raise ValueError("sample_rate is required (and positive) when audio is given")
+            self._samples, self.sample_rate = self._prepare_audio(audio, int(sample_rate))
+        self._samples_sent = 0
+
+        container_format = "mov" if self.path.suffix.lower() == ".mov" else "mp4"
+        self.temp_path = self.path.with_name(f".{self.path.name}.partial-{secrets.token_hex(4)}")
+        # The edit list that hides AAC priming is stored in the movie timescale (default 1000 = ms), which
+        # would round the audio's length by up to half a ms; the sample rate keeps it sample-exact.
+        timescale = self.sample_rate or VIDEO_ONLY_TIMESCALE
+        try:
+            self._container = av.open(
+                str(self.temp_path),
+                mode="w",
+                format=container_format,
+                options={"movie_timescale": str(timescale), "movflags": "+faststart"},
+            )
+        except BaseException:
+            _remove_quietly(str(self.temp_path))
+            raise
+        # Removes the temp file if this object is dropped (or the interpreter exits) without close().
+        self._cleanup = weakref.finalize(self, _remove_quietly, str(self.temp_path))
+        try:
+            self._video = self._container.add_stream(
+                "libx264", rate=self.fps, options={"crf": str(int(crf)), "preset": preset}
+            )
+            self._video.width, self._video.height = self.width, self.height
+            self._video.pix_fmt = "yuv420p"
+            self._video.codec_context.time_base = 1 / self.fps  # pts counts frames
+            ctx = self._video.codec_context
+            ctx.color_primaries = ctx.color_trc = ctx.colorspace = AVCOL_BT709
+            ctx.color_range = AVCOL_RANGE_MPEG
+            self._audio = None
+            if self._samples is not None:
+                layout = "mono" if self._samples.shape[0] == 1 else "stereo"
+                self._audio = self._container.add_stream("aac", rate=self.sample_rate, layout=layout)
+                self._audio.codec_context.time_base = Fraction(1, self.sample_rate)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = False
+
+    @staticmethod
+    def _prepare_audio(audio: torch.Tensor | np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+        samples = _audio_as_array(audio)
+        if sample_rate in AAC_SAMPLE_RATES:
+            return samples, sample_rate
+        import torchaudio.functional
+
+        resampled = torchaudio.functional.resample(torch.from_numpy(samples), sample_rate, FALLBACK_SAMPLE_RATE)
+        return np.clip(resampled.numpy(), -1.0, 1.0), FALLBACK_SAMPLE_RATE
+
+    @property
+    def audio_samples_sent(self) -> int:
+        """Audio samples handed to the encoder so far (it tracks the video as frames are written)."""
+        return self._samples_sent
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _frame_as_hwc_uint8(self, frame: torch.Tensor | np.ndarray) -> np.ndarray:
+        h, w = self.height, self.width
+        if isinstance(frame, np.ndarray):
+            frame = torch.from_numpy(frame)
+        if frame.ndim == 4 and frame.shape[0] == 1:
+            frame = frame[0]
+        if frame.dtype != torch.uint8:
+            if not frame.is_floating_point():
+                raise ValueError(f"frame must be uint8 RGB or a float image in [-1,1], got dtype {frame.dtype}")
+            frame = to_uint8_rgb(frame)
+        # Decide layout by the writer's size, so a 3-pixel-wide image isn't mistaken for CHW.
+        if tuple(frame.shape) == (h, w, 3):
+            hwc = frame
+        elif tuple(frame.shape) == (3, h, w):
+            hwc = frame.permute(1, 2, 0)
+        else:
+            raise ValueError(f"frame shape {tuple(frame.shape)} is neither [{h},{w},3] nor [3,{h},{w}]")
+        return np.ascontiguousarray(hwc.detach().cpu().numpy())
+
+    def write(self, frame: torch.Tensor | np.ndarray) -> None:
+        """Encode one frame: uint8 RGB [H,W,3]/[3,H,W] (numpy or torch) or a float [3,H,W] image in [-1,1]."""
+        if self._closed:
+            raise RuntimeError(f"{self.path}: write() after close() or abort()")
+        rgb = av.VideoFrame.from_ndarray(self._frame_as_hwc_uint8(frame), format="rgb24")
+        yuv = rgb.reformat(format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709", dst_color_range="MPEG")
+        yuv.pts = self.frame_count
+        yuv.time_base = self._video.codec_context.time_base
+        self._container.mux(self._video.encode(yuv))
+        self.frame_count += 1
+        if self._audio is not None:
+            # Keep the audio level with the video, in whole AAC frames, so the muxer's queue stays short.
+            frame_size = self._audio.codec_context.frame_size or 1024
+            due = int(self.frame_count * self.sample_rate / self.fps)
+            self._send_audio_until(due - due % frame_size)
+
+    def _send_audio_until(self, end: int) -> None:
+        """Encode input samples [sent, end), silence past the input's end."""
+        start = self._samples_sent
+        if end <= start:
+            return
+        chunk = self._samples[:, start:end]
+        if chunk.shape[1] < end - start:
+            chunk = np.pad(chunk, ((0, 0), (0, end - start - chunk.shape[1])))
+        layout = "mono" if chunk.shape[0] == 1 else "stereo"
+        audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=layout)
+        audio_frame.sample_rate = self.sample_rate
+        # pts in samples (the stream's 1/sample_rate time base). The encoder's 1024-sample priming comes
+        # out as a negative-pts first packet, and the mov muxer hides it with an edit list.
+        audio_frame.pts = start
+        audio_frame.time_base = Fraction(1, self.sample_rate)
+        self._container.mux(self._audio.encode(audio_frame))
+        self._samples_sent = end
+
+    def close(self) -> None:
+        """Flush the encoders, finish the file and move it to its final name."""
+        if self._closed:
+            return
+        try:
+            if self.frame_count == 0:
+                raise RuntimeError(f"{self.path}: no frames were written; nothing to save")
+            if self._audio is not None:
+                # Exactly the video's duration; a short last AAC frame is allowed and keeps it sample-exact.
+                self._send_audio_until(round(self.frame_count * self.sample_rate / self.fps))
+                self._container.mux(self._audio.encode(None))
+            self._container.mux(self._video.encode(None))
+            self._container.close()
+            os.replace(self.temp_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._cleanup.detach()
+
+    def abort(self) -> None:
+        """Drop the render: close without finishing and delete the temp file. The output path is untouched."""
+        self._closed = True
+        try:
+            self._container.close()
+        except Exception:
+            pass  # it's being thrown away; a failing close mustn't hide the original error
+        finally:
+            _remove_quietly(str(self.temp_path))
+            self._cleanup.detach()
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a media file holds, as PyAV decodes it. Video fields are None when there is no video stream."""
+
+    path: str
+    has_video: bool
+    video_codec: str | None
+    frame_count: int | None  # decoded, so exact
+    fps: float | None
+    width: int | None
+    height: int | None
+    video_duration: float | None  # seconds
+    has_audio: bool
+    audio_codec: str | None
+    sample_rate: int | None
+    channels: int | None
+    audio_duration: float | None  # seconds, encoder priming and end padding excluded
+
+
+def probe_media(path: str | os.PathLike) -> MediaInfo:
+    """Open `path` with PyAV and decode its first video and audio streams (for exact counts and durations)."""
+    src = Path(path)
+    if not src.is_file():
+        raise SoundvjError(f"{src}: no such file")
+    try:
+        with av.open(str(src)) as container:
+            video_fields = _probe_video(container)
+        with av.open(str(src)) as container:
+            audio_fields = _probe_audio(container)
+    except av.FFmpegError as e:
+        raise SoundvjError(f"{src}: not a readable media file ({_one_line(e)})") from None
+    return MediaInfo(path=str(src), **video_fields, **audio_fields)
+
+
+def _stream_seconds(stream) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _probe_video(container) -> dict:
+    if not container.streams.video:
+        return dict(
+            has_video=False, video_codec=None, frame_count=None, fps=None, width=None, height=None, video_duration=None
+        )
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    frame_count = sum(1 for _ in container.decode(stream))
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else None
+    duration = _stream_seconds(stream)
+    if duration is None and fps:
+        duration = frame_count / fps
+    return dict(
+        has_video=True,
+        video_codec=stream.codec_context.name,
+        frame_count=frame_count,
+        fps=fps,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        video_duration=duration,
+    )
+
+
+def _probe_audio(container) -> dict:
+    if not container.streams.audio:
+        return dict(has_audio=False, audio_codec=None, sample_rate=None, channels=None, audio_duration=None)
+    stream = container.streams.audio[0]
+    decoded_samples = sum(frame.samples for frame in container.decode(stream))
+    sample_rate = stream.codec_context.sample_rate
+    duration = decoded_samples / sample_rate if sample_rate else None
+    # Decoders drop the AAC priming but not the last frame's padding; the container's length (edit list) does.
+    container_duration = _stream_seconds(stream)
+    if duration is not None and container_duration is not None:
+        duration = min(duration, container_duration)
+    return dict(
+        has_audio=True,
+        audio_codec=stream.codec_context.name,
+        sample_rate=sample_rate,
+        channels=stream.codec_context.channels,
+        audio_duration=duration,
+    )
