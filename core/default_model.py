@@ -30,7 +30,7 @@ DEFAULT_GENERATOR_CONFIG: dict = {
     "magnitude_ema_beta": 0.5 ** (32 / 20000),
 }
 W_AVG_SAMPLES = 4096
-CALIBRATION_SAMPLES = 32
+CALIBRATION_SAMPLES = 8
 TARGET_STD = 0.5  # per colour channel, in the generator's [-1, 1] output range
 
 

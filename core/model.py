@@ -1,0 +1,142 @@
+"""The assembled model: a StyleGAN3 generator, the three sound models and the mel settings they expect.
+
+A soundvj model file carries all of it. An NVIDIA pickle (or a converted bare generator) carries only
+the generator: it gets seeded, untrained sound models, and the caller is told so in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from core.audio.mel import MelConfig
+from core.device import pick_device
+from core.errors import SoundvjError
+from core.model_file import (
+    DEFAULT_MODEL_NAME,
+    build_generator,
+    generator_from_pickle,
+    model_kind,
+    read_model_file,
+    save_model,
+)
+from core.sound import SoundModels, SoundModelsConfig
+from core.stylegan3.networks import Generator
+
+SOUND_SEED = 7
+# Untrained sound models only need to be sound-dependent and fast; width 16 keeps E_I ~10 ms on CPU.
+SEEDED_SOUND_WIDTH = 16
+
+
+@dataclass
+class SoundvjModel:
+    generator: Generator
+    sound: SoundModels
+    mel_config: MelConfig
+    source: str
+    sound_is_seeded: bool  # True: the sound models are untrained stand-ins
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def to(self, device: torch.device) -> "SoundvjModel":
+        self.generator.to(device)
+        self.sound.to(device)
+        return self
+
+
+def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDED_SOUND_WIDTH) -> SoundModels:
+    """Untrained sound models sized for `G`, the same for the same generator shape and seed."""
+    config = SoundModelsConfig.for_generator(num_ws=G.num_ws, w_dim=G.w_dim, width=width)
+    rng_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        sound = SoundModels(config)
+    finally:
+        torch.random.set_rng_state(rng_state)
+    sound.set_w_avg(G.mapping.w_avg.detach().cpu())
+    return sound.eval().requires_grad_(False)
+
+
+def _sound_config_json(sound: SoundModels, mel: MelConfig) -> dict:
+    return {"models": sound.config.to_dict(), "mel": dataclasses.asdict(mel)}
+
+
+def _sound_from_file(path: Path, config: dict, state: dict[str, torch.Tensor], G: Generator) -> tuple[SoundModels, MelConfig]:
+    unknown = set(config) - {"models", "mel"}
+    if unknown:
+        raise SoundvjError(f"{path}: sound.config has unknown key(s) {sorted(unknown)}; expected models, mel")
+    try:
+        models_config = SoundModelsConfig.from_dict(config.get("models", {}))
+        mel = MelConfig(**config.get("mel", {}))
+    except TypeError as e:
+        raise SoundvjError(f"{path}: sound.config does not fit ({e})") from None
+    except SoundvjError as e:
+        raise SoundvjError(f"{path}: sound.config: {e}") from None
+    stepper = models_config.latent_stepper
+    if (stepper.num_ws, stepper.w_dim) != (G.num_ws, G.w_dim):
+        raise SoundvjError(
+            f"{path}: the sound models are for num_ws {stepper.num_ws}, w_dim {stepper.w_dim}; "
+            f"the generator has num_ws {G.num_ws}, w_dim {G.w_dim}"
+        )
+    sound = SoundModels(models_config)
+    result = sound.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        bad = (result.missing_keys or result.unexpected_keys)[0]
+        raise SoundvjError(
+            f"{path}: sound model weights do not fit sound.config "
+            f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected, e.g. {bad})"
+        )
+    return sound.eval().requires_grad_(False), mel
+
+
+def _warn(message: str) -> None:
+    print(f"soundvj: warning: {message}", file=sys.stderr)
+
+
+def load_model(
+    path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    warn: Callable[[str], None] = _warn,
+) -> SoundvjModel:
+    """Generator + sound models, ready to run on `device`; `path` None or "default" is the embedded model."""
+    dev = pick_device(device)
+    if path is None or str(path) == DEFAULT_MODEL_NAME:
+        from core.default_model import default_generator
+
+        G = default_generator()
+        model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), "embedded default (random weights)", True)
+        return model.to(dev)
+    path = Path(path)
+    if model_kind(path) == "pickle":
+        G, sound_config, sound_state, source = generator_from_pickle(path), None, None, f"NVIDIA pickle {path.name}"
+    else:
+        contents = read_model_file(path)
+        G = build_generator(contents.generator_config, contents.generator_state, path)
+        sound_config, sound_state, source = contents.sound_config, contents.sound_state, contents.source
+    if sound_state is None:
+        warn(f"{path} has no sound models; using seeded untrained ones (motion follows the sound's "
+             "loudness and spectrum, not its meaning)")
+        model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), source or str(path), True)
+    else:
+        sound, mel = _sound_from_file(path, sound_config or {}, sound_state, G)
+        model = SoundvjModel(G, sound, mel, source or str(path), False)
+    return model.to(dev)
+
+
+def save_full_model(path: str | os.PathLike, model: SoundvjModel, source: str = "") -> Path:
+    """Write generator, sound models and mel settings into one model file."""
+    return save_model(
+        path,
+        model.generator,
+        sound_state=model.sound.state_dict(),
+        sound_config=_sound_config_json(model.sound, model.mel_config),
+        source=source or model.source,
+    )
