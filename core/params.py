@@ -151,7 +151,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "gain_db", "float", 0.0, -40.0, 40.0, "audio", "Input gain",
-        "Gain applied to the samples before the mel spectrogram.",
+        "Input gain: shifts the sound level the sound models hear (digital silence stays silent).",
         unit="dB",
     ),
     ParamSpec(
