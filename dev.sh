@@ -42,9 +42,12 @@ ensure_venv() {
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   log "installing Python packages into $VENV (torch is large; first run takes a few minutes)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q $TORCH_PINS
-  "$VENV/bin/python" -m pip install -q -e ".[live,dev]"
+  local pip_log="$VENV/pip-install.log"
+  {
+    "$VENV/bin/python" -m pip install --upgrade pip &&
+    "$VENV/bin/python" -m pip install $TORCH_PINS &&
+    "$VENV/bin/python" -m pip install -e ".[live,dev]"
+  } >"$pip_log" 2>&1 || { tail -n 40 "$pip_log" >&2; log "pip install failed (full log: $pip_log)"; exit 1; }
   echo "$want" > "$stamp"
 }
 
