@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from core.sound.config import InversionEncoderConfig, style_groups
+from core.sound.latent_space import WSpaceModule
 from core.sound.resnet import ResidualStages, check_mel_batch, init_resnet_weights
 
 LRELU_SLOPE = 0.2
@@ -71,9 +72,11 @@ class MapToStyle(torch.nn.Module):
         return self.linear(x)
 
 
-class SoundInversionEncoder(torch.nn.Module):
+class SoundInversionEncoder(WSpaceModule):
     """pSp-style encoder; parameter names: input_conv, input_bn, body.stages.*, lateral_middle,
     lateral_fine, styles.{i}.convs.*, styles.{i}.linear; buffer w_avg."""
+
+    label = "inversion encoder"
 
     def __init__(self, config: InversionEncoderConfig | None = None):
         super().__init__()
@@ -102,22 +105,8 @@ class SoundInversionEncoder(torch.nn.Module):
             MapToStyle(pyramid_channels, cfg.w_dim, convs_for_level[level], cfg.offset_init_std)
             for level in self.style_level
         )
-        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+        self._register_w_avg()
 
-    @property
-    def num_ws(self) -> int:
-        return self.config.num_ws
-
-    @property
-    def w_dim(self) -> int:
-        return self.config.w_dim
-
-    def set_w_avg(self, w_avg: torch.Tensor) -> None:
-        """Copy the generator's `mapping.w_avg` [w_dim] in (keeps this module's device and dtype)."""
-        if w_avg.shape != (self.w_dim,):
-            raise ValueError(f"inversion encoder: w_avg must be [{self.w_dim}], got {list(w_avg.shape)}")
-        with torch.no_grad():
-            self.w_avg.copy_(w_avg.detach())
 
     def offsets(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mels, W] -> E_I(mel), the per-style offsets from w_avg, [B, num_ws, w_dim]."""

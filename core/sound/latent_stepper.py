@@ -23,6 +23,7 @@ import torch
 
 from core.errors import SoundvjError
 from core.sound.config import LatentStepperConfig, alpha_groups
+from core.sound.latent_space import WSpaceModule
 
 AlphaLike = float | Sequence[float] | torch.Tensor
 
@@ -50,8 +51,10 @@ def alpha_per_style(alpha: AlphaLike, num_ws: int) -> torch.Tensor:
     raise SoundvjError(f"alpha: expected 1, 3 (coarse, middle, fine) or {num_ws} values, got {len(values)}")
 
 
-class LatentStepper(torch.nn.Module):
+class LatentStepper(WSpaceModule):
     """GRU stack proposing the next frame's w; parameter names: in_proj, gru, out_fc; buffer w_avg."""
+
+    label = "latent stepper"
 
     def __init__(self, config: LatentStepperConfig | None = None):
         super().__init__()
@@ -64,22 +67,8 @@ class LatentStepper(torch.nn.Module):
         # stepper's w_tilde stays close to the inversion encoder's w_hat.
         torch.nn.init.normal_(self.out_fc.weight, std=cfg.delta_init_std / math.sqrt(fc_in))
         torch.nn.init.zeros_(self.out_fc.bias)
-        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+        self._register_w_avg()
 
-    @property
-    def num_ws(self) -> int:
-        return self.config.num_ws
-
-    @property
-    def w_dim(self) -> int:
-        return self.config.w_dim
-
-    def set_w_avg(self, w_avg: torch.Tensor) -> None:
-        """Copy the generator's `mapping.w_avg` [w_dim] in (keeps this module's device and dtype)."""
-        if w_avg.shape != (self.w_dim,):
-            raise ValueError(f"latent stepper: w_avg must be [{self.w_dim}], got {list(w_avg.shape)}")
-        with torch.no_grad():
-            self.w_avg.copy_(w_avg.detach())
 
     def draw_noise(self, batch: int, noise_std: float, generator: torch.Generator | None) -> torch.Tensor:
         """n_t [batch, noise_dim]; always consumes one draw from `generator` (see module docstring)."""
