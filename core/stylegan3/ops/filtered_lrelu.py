@@ -6,7 +6,9 @@ import math
 
 import torch
 
+from core.stylegan3.ops import backend
 from core.stylegan3.ops.bias_act import bias_act
+from core.stylegan3.ops.filtered_lrelu_fast import filtered_lrelu_fast
 from core.stylegan3.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 
 
@@ -40,5 +42,13 @@ def filtered_lrelu_reference(
 
 
 def filtered_lrelu(x: torch.Tensor, **kwargs) -> torch.Tensor:
-    """The implementation in use (see `core.stylegan3.ops.backend`)."""
-    return filtered_lrelu_reference(x, **kwargs)
+    """The implementation in use (see `core.stylegan3.ops.backend`); same arguments as the reference."""
+    name = backend.active_backend()
+    if name == "reference":
+        return filtered_lrelu_reference(x, **kwargs)
+    return filtered_lrelu_fast(x, allow_cpp=(name == "fast"), **kwargs)
+
+
+def set_backend(name: str) -> None:
+    """'reference', 'fast' or 'fast-torch' (no C++ kernel), for every later call (tests, benchmarks)."""
+    backend.set_backend(name)
