@@ -25,6 +25,7 @@ from core.errors import SoundvjError
 from core.model import SoundvjModel, load_model
 from core.params import Params, add_cli_arguments, params_from_cli
 from core.pipeline import FramePipeline
+from core.stylegan3.ops import backend as ops_backend
 from core.video_writer import Mp4Writer, check_output_path, to_uint8_rgb
 
 DEMO_SECONDS = 24.0
@@ -121,6 +122,7 @@ def render(
 ) -> RenderResult:
     """Render `audio` to `output`: frame count round(duration x fps), the audio muxed as AAC."""
     out = check_output_path(output)
+    ops_backend.prepare(model.device.type, wait=True)
     pipeline = FramePipeline(model, params)
     windower = pipeline.make_windower()
     total = num_video_frames(audio.mono.shape[0], pipeline.mel_config.sample_rate, params.fps)

@@ -9,6 +9,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Two threads match the machine this runs on; more only thrash.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
+def pytest_sessionstart(session):
+    # Build (or load) the C++ kernel before any test runs, so every test sees the same code path
+    # instead of switching when a background build finishes.
+    from core.stylegan3.ops import backend
+
+    backend.prepare("cpu", wait=True)
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none on this machine")
 
 
