@@ -77,8 +77,10 @@ def load_render_audio(
     """Decode `path` (None: the demo soundscape) into model-rate mono plus the track to mux."""
     if path is None:
         total = DEMO_SECONDS if seconds is None else seconds
-        full = demo_soundscape(seconds=start + total, sample_rate=sample_rate)
-        clip = full[int(round(start * sample_rate)) :]
+        # The soundscape's sections scale with its length; short requests cut a 1 s minimum.
+        full = demo_soundscape(seconds=max(1.0, start + total), sample_rate=sample_rate)
+        first = int(round(start * sample_rate))
+        clip = full[first : first + int(round(total * sample_rate))]
         return RenderAudio(clip, clip[None], sample_rate, clip.shape[0] / sample_rate, "demo soundscape")
     decoded = decode_audio(path, start=start, seconds=seconds)
     mono = to_mono(decoded.samples)
