@@ -53,17 +53,76 @@ class SoundvjModel:
         return self
 
 
+SEEDED_DELTA_SCALE = 0.3  # stepper deltas relative to the generator's latent spread
+SPREAD_SAMPLES = 2048
+
+
+@torch.no_grad()
+def latent_covariance_root(G: Generator) -> torch.Tensor:
+    """C^(1/2) of the mapped latents' covariance around w_avg [w_dim, w_dim]: it turns unit noise
+    into offsets shaped like the generator's own latent distribution."""
+    z = torch.randn([SPREAD_SAMPLES, G.z_dim], device=G.mapping.w_avg.device)
+    c = torch.zeros([SPREAD_SAMPLES, G.c_dim], device=z.device)
+    w = (G.mapping(z, c)[:, 0] - G.mapping.w_avg).double()
+    eigvals, eigvecs = torch.linalg.eigh(w.T @ w / (w.shape[0] - 1))
+    return (eigvecs * eigvals.clamp_min(0).sqrt()) @ eigvecs.T
+
+
 def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDED_SOUND_WIDTH) -> SoundModels:
-    """Untrained sound models sized for `G`, the same for the same generator shape and seed."""
-    config = SoundModelsConfig.for_generator(num_ws=G.num_ws, w_dim=G.w_dim, width=width)
+    """Untrained sound models sized for `G`, the same for the same generator and seed.
+
+    Untrained output layers would offset w isotropically, off the generator's latent distribution
+    (every picture turns into the same flat average). Their last layers are therefore shaped by the
+    generator's latent covariance: loud sound moves E_I's target about one latent spread, in
+    directions the generator actually uses, and the stepper's deltas (and so the noise knob) move
+    SEEDED_DELTA_SCALE of that.
+    """
     rng_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
+        root = latent_covariance_root(G).float().cpu()
+        config = SoundModelsConfig.for_generator(num_ws=G.num_ws, w_dim=G.w_dim, width=width)
+        config = dataclasses.replace(
+            config,
+            inversion_encoder=dataclasses.replace(config.inversion_encoder, offset_init_std=1.0),
+            latent_stepper=dataclasses.replace(config.latent_stepper, delta_init_std=SEEDED_DELTA_SCALE),
+        )
         sound = SoundModels(config)
     finally:
         torch.random.set_rng_state(rng_state)
+    _standardise_heads(sound)
+    with torch.no_grad():
+        for head in sound.inversion_encoder.styles:
+            head.linear.weight.copy_(root @ head.linear.weight)
+            head.linear.bias.copy_(root @ head.linear.bias)
+        fc = sound.latent_stepper.out_fc.weight  # [num_ws * w_dim, fc_in]
+        fc.copy_((root @ fc.view(G.num_ws, G.w_dim, -1)).view_as(fc))
     sound.set_w_avg(G.mapping.w_avg.detach().cpu())
     return sound.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _standardise_heads(sound: SoundModels) -> None:
+    """Centre and scale each E_I head's input over a reference soundscape (folded into its linear
+    layer). An untrained backbone answers every sound with nearly the same features; removing that
+    common part leaves the part that differs between sounds, so different sounds get different pictures."""
+    from core.audio.demo import demo_soundscape
+    from core.audio.windows import WindowConfig, mel_windows
+
+    mel = MelConfig()
+    windows = mel_windows(demo_soundscape(seconds=24.0, sample_rate=mel.sample_rate), mel, WindowConfig(fps=4.0))
+    inputs: list[torch.Tensor] = []
+    hooks = [h.linear.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+             for h in sound.inversion_encoder.styles]
+    try:
+        sound.inversion_encoder.eval().offsets(windows)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for head, feats in zip(sound.inversion_encoder.styles, inputs):
+        mean, scale = feats.mean(dim=0), feats.std(dim=0).mean().clamp_min(1e-6)
+        head.linear.bias.copy_(head.linear.bias - head.linear.weight @ mean / scale)
+        head.linear.weight.div_(scale)
 
 
 def _sound_config_json(sound: SoundModels, mel: MelConfig) -> dict:

@@ -149,3 +149,21 @@ def test_silence_and_loud_sound_give_different_motion():
     sound = model.sound
     gap = (sound.inversion_encoder(silence[-1:]) - sound.inversion_encoder(loud[-1:])).norm().item()
     assert gap > 0.1
+
+
+def test_seeded_sound_models_tell_the_demo_sections_apart():
+    """The embedded default's untrained stand-ins still give each kind of sound its own target latent."""
+    from core.audio import demo_sections
+
+    model = load_model(None, device="cpu")
+    wins = windows_of(demo_soundscape(seconds=24.0), fps=4.0)
+    with torch.no_grad():
+        w_hat = model.sound.inversion_encoder(wins)
+    spread = (w_hat - w_hat.mean(0)).pow(2).mean().sqrt().item()
+    sections = [w_hat[int(a * 4) + 2 : int(b * 4) - 2].mean(0) for _, a, b in demo_sections(24.0)]
+    gaps = [(sections[i] - sections[j]).pow(2).mean().sqrt().item() for i in range(4) for j in range(i + 1, 4)]
+    print(f"w_hat spread {spread:.3f}; section-to-section rms gaps {[round(g, 3) for g in gaps]}")
+    assert min(gaps) > 0.2 * spread
+    again = load_model(None, device="cpu")
+    with torch.no_grad():
+        assert torch.equal(again.sound.inversion_encoder(wins), w_hat)  # seeded: the same every time
