@@ -202,6 +202,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise SoundvjError(f"--seconds {args.seconds}: expected a positive number of seconds")
     model = load_model(args.model, device=args.device)
     audio = load_render_audio(None if args.demo else args.audio, model.mel_config.sample_rate, args.start, args.seconds)
+    if ops_backend.kernel_pending(model.device.type):
+        print("soundvj: compiling the fast CPU kernel (first run on this machine only, about 10 s)", file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = render(audio, args.output, model, params, size=size, batch=args.batch, crf=args.crf,

@@ -67,3 +67,13 @@ def prepare(device_type: str, wait: bool) -> None:
         from core.stylegan3.ops import cpp_kernel
 
         cpp_kernel.load(wait=wait)
+
+
+def kernel_pending(device_type: str) -> bool:
+    """True if the active backend wants the C++ kernel on this device and it is not loaded yet
+    (so a caller about to wait can tell the user why)."""
+    if _active != "fast" or device_type != "cpu":
+        return False
+    from core.stylegan3.ops import cpp_kernel
+
+    return cpp_kernel.load(wait=False) is None and "building" in cpp_kernel.status()
