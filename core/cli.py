@@ -40,6 +40,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"size:         channel_base {facts['channel_base']}, channel_max {facts['channel_max']}, "
           f"{facts['parameters']:,} parameters")
     print(f"device:       {facts['device']}")
+    if args.model and Path(args.model).suffix == ".pkl":
+        from core.stylegan3.nvidia_pickle import list_pickle_contents
+
+        networks = [f"{k} ({v.rsplit('.', 1)[-1]})" for k, v in list_pickle_contents(args.model).items() if v]
+        print(f"networks:     {', '.join(networks)}")
     sound = _sound_summary(args.model)
     if sound:
         print(f"sound models: {sound}")
@@ -50,7 +55,9 @@ def _sound_summary(model: str | None) -> str | None:
     if model is None or model == "default":
         return "embedded (seeded, untrained)"
     path = Path(model)
-    if path.suffix == ".pkl":
+    from core.model_file import model_kind
+
+    if model_kind(path) == "pickle":
         return "none in the file (seeded defaults are used)"
     from core.model_file import read_model_file
 
@@ -68,6 +75,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     G = generator_from_pickle(args.network, key=args.key)
     save_model(out, G, source=f"converted from {Path(args.network).name} ({args.key})")
     print(f"wrote {out} ({G.img_resolution} px, num_ws {G.num_ws})")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from core.presets import list_presets
+
+    presets = list_presets()
+    width = max((len(p.name) for p in presets), default=4)
+    for p in presets:
+        keys = ", ".join(f"{k}={v}" for k, v in p.values.items())
+        print(f"{p.name:<{width}}  {p.description}")
+        if args.verbose:
+            print(f"{'':<{width}}  {p.path}\n{'':<{width}}  {keys}")
     return 0
 
 
@@ -91,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .safetensors path")
     p.add_argument("--key", default="G_ema", choices=["G_ema", "G"], help="which generator in the pickle")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("presets", help="list the presets (shipped and in SOUNDVJ_PRESETS_DIR)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show each preset's file and values")
+    p.set_defaults(func=_cmd_presets)
 
     for register in _extra_commands():
         register(sub)

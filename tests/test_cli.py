@@ -60,7 +60,8 @@ def test_convert_then_info(nvidia_pickle, tmp_path, capsys):
     n_params = sum(p.numel() for p in G.parameters())
     assert f"{n_params:,} parameters" in text
     assert main(["info", str(path)]) == 0  # the pickle itself
-    assert "StyleGAN3-R" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "StyleGAN3-R" in text and "networks:     G_ema (Generator)" in text
     assert not marker.exists()
 
 
@@ -109,3 +110,11 @@ def test_real_process_exit_code_and_debug_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and str(bad) in r.stderr
     r = subprocess.run([sys.executable, "-m", "core.cli", "--debug", "info", str(bad)], capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" in r.stderr and "SoundvjError" in r.stderr
+
+
+def test_presets_lists_the_shipped_looks(capsys):
+    assert main(["presets", "-v"]) == 0
+    text = capsys.readouterr().out
+    for name in ("calm", "flowing", "storm", "pulse"):
+        assert f"{name}.yaml" in text
+    assert "alpha=0.75" in text  # storm's values are shown
