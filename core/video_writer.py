@@ -6,6 +6,9 @@ is written to a hidden temp file next to it (`.OUT.mp4.partial-<hex>`), which is
 `abort()`, KeyboardInterrupt, or a SIGTERM the CLI turns into an exception. A SIGKILL (or power loss)
 cannot be caught, so it may leave that temp file behind; it never leaves a half-written OUT.mp4, and an
 existing OUT.mp4 stays intact until `os.replace` swaps in the finished file.
+
+The audio either comes whole up front (offline renders) or in chunks through `write_audio()` (live
+recording, where it arrives from the sound card while frames are rendered).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import secrets
 import tempfile
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -123,6 +127,16 @@ class Mp4Writer:
 
     Use as a context manager: `with Mp4Writer(out, fps, w, h, audio, sr) as w: w.write(frame)`.
     The audio is cut or padded with silence to exactly frame_count / fps when the writer closes.
+
+    Two ways to give audio:
+    - whole track: `audio=` [channels, n] samples (any sample rate; non-AAC rates are resampled to 48 kHz).
+    - live track: `audio=None, sample_rate=sr, audio_channels=1|2`, then `write_audio(chunk)` as chunks
+      arrive, in any sizes and in any order relative to `write()`. Audio sample 0 plays with frame 0.
+      Audio is encoded as soon as both it and the video up to it are there; audio that runs ahead of the
+      video waits (see `audio_samples_buffered`), because at close() everything past the last frame's
+      end is dropped, and a short track is padded with silence.
+
+    Not thread-safe: one thread (e.g. the recorder's) must make all calls, frames and audio alike.
     """
 
     def __init__(
@@ -135,6 +149,7 @@ class Mp4Writer:
         sample_rate: int | None = None,
         crf: int = 18,
         preset: str = "medium",
+        audio_channels: int | None = None,
     ) -> None:
         self.path = check_output_path(path)
         if width <= 0 or height <= 0 or width % 2 or height % 2:
@@ -145,12 +160,31 @@ class Mp4Writer:
         self.width, self.height = int(width), int(height)
         self.frame_count = 0
 
-        self._samples: np.ndarray | None = None
+        self._samples: np.ndarray | None = None  # the whole track, when given up front
+        # Live track: chunks received but not yet encoded, oldest first (None when not live).
+        self._pending: deque[np.ndarray] | None = None
+        self._pending_count = 0
         self.sample_rate: int | None = None
+        self.audio_channels: int | None = None
         if audio is not None:
+            if audio_channels is not None:
+                raise ValueError("give either the whole audio track (audio=) or a live one (audio_channels=), not both")
             if sample_rate is None or sample_rate <= 0:
                 raise ValueError("sample_rate is required (and positive) when audio is given")
             self._samples, self.sample_rate = self._prepare_audio(audio, int(sample_rate))
+            self.audio_channels = self._samples.shape[0]
+        elif audio_channels is not None:
+            if audio_channels not in (1, 2):
+                raise ValueError(f"audio_channels must be 1 or 2, got {audio_channels} (downmix first)")
+            if sample_rate is None or sample_rate <= 0:
+                raise ValueError("sample_rate is required (and positive) for a live audio track")
+            if int(sample_rate) not in AAC_SAMPLE_RATES:
+                # Resampling chunk by chunk would need a stateful resampler; sound cards offer these rates anyway.
+                raise ValueError(
+                    f"live audio must be at a rate AAC codes natively (e.g. 44100 or 48000), got {sample_rate}"
+                )
+            self.sample_rate, self.audio_channels = int(sample_rate), int(audio_channels)
+            self._pending = deque()
         self._samples_sent = 0
 
         container_format = "mov" if self.path.suffix.lower() == ".mov" else "mp4"
@@ -181,8 +215,8 @@ class Mp4Writer:
             ctx.color_primaries = ctx.color_trc = ctx.colorspace = AVCOL_BT709
             ctx.color_range = AVCOL_RANGE_MPEG
             self._audio = None
-            if self._samples is not None:
-                layout = "mono" if self._samples.shape[0] == 1 else "stereo"
+            if self.audio_channels is not None:
+                layout = "mono" if self.audio_channels == 1 else "stereo"
                 self._audio = self._container.add_stream("aac", rate=self.sample_rate, layout=layout)
                 self._audio.codec_context.time_base = Fraction(1, self.sample_rate)
         except BaseException:
@@ -204,6 +238,14 @@ class Mp4Writer:
     def audio_samples_sent(self) -> int:
         """Audio samples handed to the encoder so far (it tracks the video as frames are written)."""
         return self._samples_sent
+
+    @property
+    def audio_samples_buffered(self) -> int:
+        """Live audio received but not yet encoded: how far the audio runs ahead of the video (0 if not live).
+
+        A recorder can watch this to notice video falling behind; it grows without bound if frames stop.
+        """
+        return self._pending_count
 
     def __enter__(self) -> Mp4Writer:
         return self
@@ -244,17 +286,92 @@ class Mp4Writer:
         self._container.mux(self._video.encode(yuv))
         self.frame_count += 1
         if self._audio is not None:
-            # Keep the audio level with the video, in whole AAC frames, so the muxer's queue stays short.
-            frame_size = self._audio.codec_context.frame_size or 1024
-            due = int(self.frame_count * self.sample_rate / self.fps)
-            self._send_audio_until(due - due % frame_size)
+            self._send_due_audio()
+
+    def write_audio(self, samples: torch.Tensor | np.ndarray) -> None:
+        """Append a chunk to the live audio track: float [channels, n] (or [n] for mono) in [-1, 1].
+
+        NaN and ±inf become 0 and the rest is clipped to [-1, 1]. The chunk is copied, so the caller may
+        reuse its buffer. Whole AAC frames are encoded as soon as the video has reached them.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.path}: write_audio() after close() or abort()")
+        if self._pending is None:
+            if self._samples is not None:
+                raise ValueError(
+                    f"{self.path}: write_audio() needs a live audio track, but this writer was given the whole "
+                    "track up front"
+                )
+            raise ValueError(
+                f"{self.path}: write_audio() on a writer with no audio track; "
+                "create it with sample_rate= and audio_channels= to record live audio"
+            )
+        chunk = self._live_chunk_as_array(samples)
+        if chunk.shape[1] == 0:
+            return
+        self._pending.append(chunk)
+        self._pending_count += chunk.shape[1]
+        self._send_due_audio()
+
+    def _live_chunk_as_array(self, samples: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(samples, torch.Tensor):
+            is_float = samples.is_floating_point()
+        else:
+            samples = np.asarray(samples)
+            is_float = np.issubdtype(samples.dtype, np.floating)
+        if not is_float:
+            # Integer PCM (e.g. int16 from the sound card) would be clipped to ±1, not scaled: refuse it.
+            raise ValueError(f"write_audio() expects float samples in [-1, 1], got dtype {samples.dtype}")
+        shape = tuple(samples.shape)
+        channels = 1 if len(shape) == 1 else shape[0] if len(shape) == 2 else None
+        if channels != self.audio_channels:
+            # Sound card libraries hand out [n, channels] blocks; say so, since that's the likely mistake.
+            transposed = len(shape) == 2 and shape[1] == self.audio_channels
+            hint = "; it looks like [n, channels], so transpose it" if transposed else ""
+            raise ValueError(
+                f"write_audio() expects [{self.audio_channels}, n]"
+                + (" or [n]" if self.audio_channels == 1 else "")
+                + f" for this {self.audio_channels}-channel track, got shape {shape}{hint}"
+            )
+        if isinstance(samples, torch.Tensor):
+            samples = samples.detach().to("cpu", torch.float32).numpy()
+        # nan_to_num and clip return new arrays, so nothing aliases the caller's buffer.
+        finite = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        return _audio_as_array(finite)
+
+    def _send_due_audio(self) -> None:
+        """Encode the audio up to the video written so far, in whole AAC frames, so the muxer's queue stays short."""
+        frame_size = self._audio.codec_context.frame_size or 1024
+        due = int(self.frame_count * self.sample_rate / self.fps)
+        if self._pending is not None:
+            due = min(due, self._samples_sent + self._pending_count)  # live: only what has arrived
+        self._send_audio_until(due - due % frame_size)
+
+    def _take_input_audio(self, start: int, end: int) -> np.ndarray:
+        """Input samples [start, end), fewer if the input has run out."""
+        if self._pending is None:
+            return self._samples[:, start:end]
+        wanted = end - start
+        taken: list[np.ndarray] = []
+        while self._pending and wanted > 0:
+            head = self._pending[0]
+            if head.shape[1] <= wanted:
+                taken.append(self._pending.popleft())
+            else:
+                taken.append(head[:, :wanted])
+                self._pending[0] = head[:, wanted:]
+            wanted -= taken[-1].shape[1]
+            self._pending_count -= taken[-1].shape[1]
+        if not taken:
+            return np.zeros((self.audio_channels, 0), np.float32)
+        return np.concatenate(taken, axis=1)
 
     def _send_audio_until(self, end: int) -> None:
         """Encode input samples [sent, end), silence past the input's end."""
         start = self._samples_sent
         if end <= start:
             return
-        chunk = self._samples[:, start:end]
+        chunk = self._take_input_audio(start, end)
         if chunk.shape[1] < end - start:
             chunk = np.pad(chunk, ((0, 0), (0, end - start - chunk.shape[1])))
         layout = "mono" if chunk.shape[0] == 1 else "stereo"
@@ -278,6 +395,10 @@ class Mp4Writer:
                 # Exactly the video's duration; a short last AAC frame is allowed and keeps it sample-exact.
                 self._send_audio_until(round(self.frame_count * self.sample_rate / self.fps))
                 self._container.mux(self._audio.encode(None))
+                if self._pending is not None:
+                    # Live audio past the last frame's end has no picture to go with: dropped.
+                    self._pending.clear()
+                    self._pending_count = 0
             self._container.mux(self._video.encode(None))
             self._container.close()
             os.replace(self.temp_path, self.path)

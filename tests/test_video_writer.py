@@ -312,3 +312,193 @@ def test_ffprobe_agrees_on_codecs_and_durations(tmp_path):
     assert streams["audio"]["codec_name"] == "aac"
     assert int(streams["audio"]["channels"]) == 2
     assert abs(float(streams["video"]["duration"]) - float(streams["audio"]["duration"])) < 1 / 29.97
+
+
+# --- live (streaming) audio: chunks arrive through write_audio() while frames are written ---
+
+
+def record_live(path: Path, fps, frames: int, audio: np.ndarray, seed: int = 0) -> dict:
+    """Feed `frames` frames and `audio` ([channels, n]) in random-sized chunks, jittered around the
+    video's clock, the way a recorder thread would; returns how many chunks came before/after the frames.
+    Checks after every call that audio is encoded as soon as both it and the video are there."""
+    rng = np.random.default_rng(seed)
+    channels, n = audio.shape
+    cuts = np.cumsum(rng.integers(1, 3000, n // 200 + 2))
+    chunks = np.split(audio, cuts[cuts < n], axis=1)
+    chunks = [c[0] if channels == 1 and i % 2 else c for i, c in enumerate(chunks)]  # mono as [n] or [1, n]
+    fed = {"before": 0, "after": 0, "samples": 0}
+
+    def feed(w: Mp4Writer) -> None:
+        chunk = chunks.pop(0)
+        w.write_audio(torch.from_numpy(chunk) if len(chunks) % 3 == 0 else chunk)
+        fed["samples"] += chunk.shape[-1]
+        check(w)
+
+    def check(w: Mp4Writer) -> None:
+        video_samples = int(w.frame_count * SR / w.fps)
+        encodable = min(video_samples, fed["samples"])
+        assert encodable - 1024 < w.audio_samples_sent <= encodable
+        assert w.audio_samples_sent + w.audio_samples_buffered == fed["samples"]
+
+    with Mp4Writer(path, fps, W, H, sample_rate=SR, audio_channels=channels, preset="ultrafast") as w:
+        for _ in range(2):  # the sound card starts before the first frame is rendered
+            feed(w)
+            fed["before"] += 1
+        for i in range(frames):
+            clock = (i + rng.uniform(-2, 2)) / float(w.fps) * SR
+            while len(chunks) > 2 and fed["samples"] < clock:  # the last two come after the last frame
+                feed(w)
+            w.write(noise_frame(i))
+            check(w)
+        while chunks:
+            feed(w)
+            fed["after"] += 1
+    return fed
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("fps", [24, 29.97])
+def test_live_audio_in_random_chunks_matches_input_and_video(tmp_path, fps, channels):
+    out = tmp_path / "out.mp4"
+    rate = Fraction(30000, 1001) if fps == 29.97 else Fraction(fps)
+    frames = 45
+    n = round(frames * SR / rate)
+    sweep = chirp(n / SR)
+    tone = sine(440, n / SR, channels=1)
+    audio = np.stack([sweep, tone][:channels])
+    fed = record_live(out, fps, frames, audio, seed=channels)
+    assert fed["before"] > 0 and fed["after"] > 0
+
+    info = probe_media(out)
+    assert info.frame_count == frames
+    assert (info.audio_codec, info.channels, info.sample_rate) == ("aac", channels, SR)
+    assert abs(info.audio_duration - info.video_duration) < 1 / float(rate)
+
+    decoded, sr = decode_audio(out)
+    assert decoded.shape[0] == channels
+    left = decoded[0, :n]
+    lags = np.arange(-2048, 2049)
+    xcorr = [np.dot(left[max(0, k) : n + min(0, k)], sweep[max(0, -k) : n - max(0, k)]) for k in lags]
+    assert abs(lags[int(np.argmax(xcorr))]) <= 2
+    assert np.corrcoef(left, sweep)[0, 1] > 0.95
+    if channels == 2:
+        right = decoded[1, :n]
+        peak_hz = np.argmax(np.abs(np.fft.rfft(right))) * sr / len(right)
+        assert abs(peak_hz - 440) < 2
+        assert np.corrcoef(right, tone)[0, 1] > 0.95  # channels neither swapped nor mixed
+
+
+@pytest.mark.parametrize("audio_seconds", [0.5, 4.0])
+def test_live_audio_shorter_is_padded_and_longer_is_trimmed(tmp_path, audio_seconds):
+    out = tmp_path / "out.mp4"
+    tone = sine(440, audio_seconds, channels=1)[None]
+    record_live(out, 24, round(SECONDS * 24), tone)
+    info = probe_media(out)
+    assert info.frame_count == round(SECONDS * 24)
+    assert info.audio_duration == pytest.approx(SECONDS, abs=1 / 24)
+    decoded, sr = decode_audio(out)
+    head = decoded[0, : int(0.45 * SR)]
+    assert abs(np.argmax(np.abs(np.fft.rfft(head))) * sr / len(head) - 440) < 3
+    if audio_seconds < SECONDS:
+        assert np.abs(decoded[:, int(0.55 * SR) : int(1.45 * SR)]).max() < 0.02
+    else:
+        # The input runs on right up to the end (not padded), and nothing past the video is kept.
+        tail = slice(int(1.0 * SR), int(1.45 * SR))
+        assert np.corrcoef(decoded[0, tail], tone[0, tail])[0, 1] > 0.95
+        assert decoded.shape[1] < round(SECONDS * SR) + 1024
+
+
+def test_live_audio_surplus_is_dropped_at_close_not_encoded_early(tmp_path):
+    # Audio far ahead of the video waits in the buffer; close() drops what lies past the last frame.
+    out = tmp_path / "out.mp4"
+    with Mp4Writer(out, 24, W, H, sample_rate=SR, audio_channels=2, preset="ultrafast") as w:
+        w.write_audio(sine(440, 3.0))
+        assert (w.audio_samples_sent, w.audio_samples_buffered) == (0, 3 * SR)
+        for i in range(12):
+            w.write(noise_frame(i))
+        assert w.audio_samples_sent == SR // 2 - (SR // 2) % 1024
+    assert w.audio_samples_buffered == 0
+    info = probe_media(out)
+    assert info.audio_duration == pytest.approx(0.5, abs=1 / 24)
+
+
+def test_live_audio_nan_and_inf_become_silence(tmp_path):
+    out = tmp_path / "out.mp4"
+    garbage = np.full((2, SR), np.nan, np.float32)
+    garbage[0, ::2] = np.inf
+    garbage[1, ::3] = -np.inf
+    with Mp4Writer(out, 24, W, H, sample_rate=SR, audio_channels=2, preset="ultrafast") as w:
+        w.write_audio(garbage)
+        w.write_audio(np.full((2, SR), 7.0, np.float32))  # clipped to full scale, still encodable
+        for i in range(48):
+            w.write(noise_frame(i))
+    decoded, _ = decode_audio(out)
+    assert np.isfinite(decoded).all()
+    assert np.abs(decoded[:, : int(0.9 * SR)]).max() < 0.02
+
+
+def test_live_audio_with_no_video_after_it_is_rejected_like_any_empty_recording(tmp_path):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="no frames"):
+        with Mp4Writer(out, 24, W, H, sample_rate=SR, audio_channels=1, preset="ultrafast") as w:
+            w.write_audio(sine(440, 1.0, channels=1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_audio_programming_errors_are_clear_and_leave_the_writer_usable(tmp_path):
+    out = tmp_path / "out.mp4"
+    with Mp4Writer(out, 24, W, H, preset="ultrafast") as w:
+        with pytest.raises(ValueError, match="no audio track.*audio_channels"):
+            w.write_audio(sine(440, 0.1))
+        w.write(noise_frame(0))
+    with Mp4Writer(out, 24, W, H, sine(440, 1.0), SR, preset="ultrafast") as w:
+        with pytest.raises(ValueError, match="whole track up front"):
+            w.write_audio(sine(440, 0.1))
+        w.write(noise_frame(0))
+    with Mp4Writer(out, 24, W, H, sample_rate=SR, audio_channels=2, preset="ultrafast") as w:
+        with pytest.raises(ValueError, match=r"expects \[2, n\].*got shape \(4410,\)"):
+            w.write_audio(sine(440, 0.1, channels=1))
+        with pytest.raises(ValueError, match=r"got shape \(4410, 2\); it looks like \[n, channels\]"):
+            w.write_audio(sine(440, 0.1).T)
+        with pytest.raises(ValueError, match="float samples.*int16"):
+            w.write_audio((sine(440, 0.1) * 32767).astype(np.int16))
+        assert w.audio_samples_buffered == 0  # nothing half-appended
+        w.write_audio(sine(440, 0.1))
+        w.write(noise_frame(0))
+    assert probe_media(out).channels == 2
+    with Mp4Writer(out, 24, W, H, sample_rate=SR, audio_channels=1, preset="ultrafast") as w:
+        with pytest.raises(ValueError, match=r"expects \[1, n\] or \[n\]"):
+            w.write_audio(sine(440, 0.1, channels=2))
+        w.write(noise_frame(0))
+    with pytest.raises(RuntimeError, match="after close"):
+        w.write_audio(sine(440, 0.1, channels=1))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sample_rate=SR, audio_channels=3), "1 or 2"),
+        (dict(audio_channels=2), "sample_rate is required"),
+        (dict(sample_rate=22000, audio_channels=2), "natively.*22000"),
+        (dict(audio=np.zeros((2, 10), np.float32), sample_rate=SR, audio_channels=2), "not both"),
+    ],
+)
+def test_live_audio_constructor_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Mp4Writer(tmp_path / "out.mp4", 24, W, H, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_live_recording_exception_leaves_no_output_and_keeps_existing(tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the previous recording")
+    with pytest.raises(RuntimeError, match="sound card gone"):
+        with Mp4Writer(out, 24, W, H, sample_rate=SR, audio_channels=2, preset="ultrafast") as w:
+            for i in range(30):
+                w.write_audio(sine(440, 1 / 24))
+                w.write(noise_frame(i))
+            assert w.temp_path.exists() and w.audio_samples_sent > 0
+            raise RuntimeError("sound card gone")
+    assert out.read_bytes() == b"the previous recording"
+    assert leftovers(tmp_path) == []
