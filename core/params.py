@@ -44,7 +44,7 @@ class ParamSpec:
     label: str
     description: str
     unit: str = ""
-    live: bool = True  # False: changing it restarts the stream (audio windowing / latent sequence)
+    live: bool = True  # False: changing it restarts the stream (frame clock / latent sequence)
     nullable: bool = False  # None allowed; its meaning is given in `null_meaning`
     null_meaning: str = ""
 
@@ -157,7 +157,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "window_seconds", "float", 1.0, 0.1, 4.0, "audio", "Window",
         "Seconds of audio each frame sees, ending at the frame's time.",
-        unit="s", live=False,
+        unit="s",  # live: the windower keeps mel history for the longest window and just re-slices
     ),
     ParamSpec(
         "fps", "float", 24.0, 1.0, 120.0, "timing", "Frame rate",

@@ -19,7 +19,7 @@ import torch
 from core.audio.mel import MelConfig
 from core.audio.windows import StreamingWindower, WindowConfig
 from core.model import SoundvjModel
-from core.params import Params
+from core.params import Params, spec
 
 
 @dataclass
@@ -89,12 +89,17 @@ class FramePipeline:
         return WindowConfig(fps=self._params.fps, window_seconds=self._params.window_seconds)
 
     def make_windower(self) -> StreamingWindower:
-        """The streaming windower matching the current fps / window length and the model's mel settings."""
-        return StreamingWindower(self.mel_config, self.window_config(), device="cpu")
+        """A fresh streaming windower for the current fps / window length and the model's mel settings;
+        it keeps enough mel history for the longest window the parameter registry allows."""
+        return StreamingWindower(
+            self.mel_config, self.window_config(), device="cpu",
+            max_window_seconds=float(spec("window_seconds").maximum),
+        )
 
     def set_params(self, params: Params) -> bool:
         """Take a new parameter snapshot between frames. Returns True if it restarted the latent
-        sequence (a new seed); fps / window changes are for the owner of the windower to act on."""
+        sequence (a new seed). window_seconds / fps changes go to the owner's windower through its
+        `set_window_seconds` / `set_fps` (no reset); `make_windower()` is only for a fresh stream."""
         old, self._params = self._params, params
         self._apply_image_params()
         if params.seed != old.seed:

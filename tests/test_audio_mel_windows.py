@@ -279,3 +279,126 @@ def test_streaming_rejects_multichannel_chunks():
     assert [f.index for f in windower.push(np.zeros((10, 1), np.float32))] == [0]
     with pytest.raises(SoundvjError, match="audio chunk: expected mono"):
         windower.push(np.zeros((10, 2), np.float32))
+
+
+# --- windows: live changes of window length and fps -------------------------------------------
+
+
+def push_in_chunks(windower: StreamingWindower, samples: torch.Tensor, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    got, position = [], 0
+    for size in chunk_sizes(rng, samples.shape[0], "mixed"):
+        got.extend(windower.push(samples[position : position + size]))
+        position += size
+    return got
+
+
+def max_error(frames: list, samples: torch.Tensor, window_config: WindowConfig) -> float:
+    """Largest difference from offline windows of the same frame indices (offline covers the last one too)."""
+    offline = mel_windows(samples, MelConfig(), window_config, num_frames=frames[-1].index + 1)
+    return float((torch.stack([f.mel for f in frames]) - offline[[f.index for f in frames]]).abs().max())
+
+
+@pytest.mark.parametrize("new_seconds", [0.5, 2.0])
+def test_window_length_switch_keeps_history_and_equals_offline(new_seconds):
+    mel_config = MelConfig()
+    x = noise(3.0, 13)
+    cut = 2 * SR  # frame 48 at 24 fps ends here, and so does mel frame 172
+    windower = StreamingWindower(mel_config, WindowConfig(fps=24.0, window_seconds=1.0))
+    before = push_in_chunks(windower, x[:cut], seed=1)
+    assert before[-1].index == 48 and windower.latest().shape == (128, 83)
+
+    windower.set_window_seconds(new_seconds)
+    new_config = WindowConfig(fps=24.0, window_seconds=new_seconds)
+    assert windower.window_config == new_config and windower.window_frames == window_mel_frames(mel_config, new_config)
+    offline = mel_windows(x, mel_config, new_config, num_frames=73)  # the stream also covers frame 72 (3 s)
+    # Right after the switch: "now" is frame 48's window with the new length, no reset, no padding.
+    torch.testing.assert_close(windower.latest(), offline[48], atol=1e-5, rtol=0)
+    assert not bool((windower.latest()[:, 0] == 0).all())  # 2 s of audio fill even the 2 s window
+    after = push_in_chunks(windower, x[cut:], seed=2)
+    assert [f.index for f in after] == list(range(49, 73))
+    assert max_error(after, x, new_config) <= 1e-5
+    torch.testing.assert_close(windower.latest(), offline[-1][:, -windower.window_frames :], atol=1e-5, rtol=0)
+
+
+def test_window_switch_right_after_start_is_silence_padded_like_offline():
+    mel_config = MelConfig()
+    x = 0.5 * noise(1.0, 14) + 0.1
+    windower = StreamingWindower(mel_config, WindowConfig(window_seconds=0.5))
+    windower.set_window_seconds(2.0)  # before any audio: a fresh windower's silence
+    assert torch.equal(windower.latest(), torch.zeros(128, 169))  # 2 s = 169 mel frames
+    windower.set_window_seconds(0.5)
+    early = windower.push(x[:SR // 4])  # frames 0..6 with 0.5 s
+    windower.set_window_seconds(2.0)  # only 0.25 s heard: the rest must be the offline padding
+    offline = mel_windows(x, mel_config, WindowConfig(window_seconds=2.0), num_frames=25)
+    torch.testing.assert_close(windower.latest(), offline[6], atol=1e-5, rtol=0)
+    late = windower.push(x[SR // 4 :])
+    assert max_error(early, x, WindowConfig(window_seconds=0.5)) <= 1e-5 and early[-1].index == 6
+    assert max_error(late, x, WindowConfig(window_seconds=2.0)) <= 1e-5
+    assert [f.index for f in late] == list(range(7, 25))
+    # 1 s of audio in a 2 s window (169 frames ending at mel frame 86): frames -82..0 are silence.
+    assert torch.equal(late[-1].mel[:, :83], torch.zeros(128, 83))
+    assert bool(late[-1].mel[:, 83:].amax(0).gt(0.3).all())
+    torch.testing.assert_close(windower.latest(), offline[24], atol=1e-5, rtol=0)
+
+
+def test_window_switch_errors_are_one_line_and_change_nothing():
+    windower = StreamingWindower(MelConfig(), WindowConfig(), max_window_seconds=2.0)
+    assert windower.max_window_frames == window_mel_frames(MelConfig(), WindowConfig(window_seconds=2.0)) == 169
+    windower.push(noise(0.5, 15))
+    before = windower.latest()
+    for bad, fragment in ((2.5, "above this windower's max_window_seconds=2"), (0.01, "at least n_fft"),
+                          (-1.0, "expected a number"), (float("nan"), "expected a number")):
+        with pytest.raises(SoundvjError, match=fragment) as info:
+            windower.set_window_seconds(bad)
+        assert "\n" not in str(info.value)
+    assert windower.window_config == WindowConfig() and torch.equal(windower.latest(), before)
+    windower.set_window_seconds(2.0)  # the maximum itself is allowed
+    with pytest.raises(SoundvjError, match="above this windower's max_window_seconds=4"):
+        StreamingWindower(MelConfig(), WindowConfig(window_seconds=5.0))
+
+
+def test_memory_stays_bounded_across_live_changes():
+    mel_config = MelConfig()
+    windower = StreamingWindower(mel_config, WindowConfig())
+    assert windower.max_window_frames == 341  # 4 s at 44.1 kHz / 512
+    rng = np.random.default_rng(16)
+    samples = noise(8.0, 16).numpy()
+    position = 0
+    for i, size in enumerate(chunk_sizes(rng, samples.shape[0], "mixed")):
+        windower.push(samples[position : position + size])
+        position += size
+        if i % 7 == 0:
+            windower.set_window_seconds(float(rng.choice([0.1, 0.5, 1.0, 2.5, 4.0])))
+        assert windower.buffered_samples < mel_config.n_fft + mel_config.hop
+        assert windower.buffered_samples < mel_config.n_fft
+        assert windower.mel_history_frames == windower.max_window_frames
+        assert windower.latest().shape == (128, windower.window_frames)
+
+
+@pytest.mark.parametrize("new_fps", [30.0, 12.0, 29.97])
+def test_fps_switch_continues_with_the_first_uncovered_frame_of_the_new_rate(new_fps):
+    mel_config = MelConfig()
+    x = noise(3.0, 17)
+    cut = 33333  # mid-frame at both rates
+    windower = StreamingWindower(mel_config, WindowConfig(fps=24.0, window_seconds=4.0))
+    before = push_in_chunks(windower, x[:cut], seed=3)
+    windower.set_fps(new_fps)
+    first = windower.next_frame
+    assert frame_end_sample(first - 1, SR, new_fps) <= cut < frame_end_sample(first, SR, new_fps)
+    after = push_in_chunks(windower, x[cut:], seed=4)
+    assert [f.index for f in after] == list(range(first, first + len(after))) and len(after) > 10
+    assert after[0].time == pytest.approx(first / new_fps) and after[0].time > before[-1].time
+    # Same windows as a fresh windower at the new rate, even with the longest window.
+    assert max_error(after, x, WindowConfig(fps=new_fps, window_seconds=4.0)) <= 1e-5
+
+
+def test_fps_switch_before_any_audio_starts_at_frame_zero():
+    x = noise(1.0, 18)
+    windower = StreamingWindower(MelConfig(), WindowConfig(fps=24.0))
+    windower.set_fps(30.0)
+    got = windower.push(x)
+    assert [f.index for f in got] == list(range(31))
+    assert max_error(got, x, WindowConfig(fps=30.0)) <= 1e-5
+    with pytest.raises(SoundvjError, match="window.fps:"):
+        windower.set_fps(0.0)

@@ -14,11 +14,14 @@ The one timing rule both paths share:
   n_fft span fits in the last L samples (83 frames for 1 s at 44.1 kHz, 40 for 0.5 s).
 
 Since a mel frame is a pure function of its own n_fft samples, both paths compute the same numbers
-(up to float rounding in batched FFTs, far below 1e-5).
+(up to float rounding in batched FFTs, far below 1e-5). The grid does not depend on the window
+length either, so the live path keeps enough mel history for the longest allowed window and can
+change W while playing without a reset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -135,16 +138,28 @@ class StreamingWindower:
     * Live app: push whatever arrives and read `latest()` (the window ending at the newest mel
       frame, i.e. "now"); the list push returns can be ignored.
 
-    Keeps fewer than n_fft raw samples and the last W mel frames, whatever the chunk sizes. NaN/inf in chunks become
-    silence (counted in `nonfinite_samples`, warned) rather than raising.
+    Live changes, no reset: `set_window_seconds` (up to `max_window_seconds`) and `set_fps`.
+
+    Keeps fewer than n_fft raw samples and the last `max_window_frames` mel frames, whatever the
+    chunk sizes. NaN/inf in chunks become silence (counted in `nonfinite_samples`, warned) rather
+    than raising.
     """
 
-    def __init__(self, mel_config: MelConfig, window_config: WindowConfig, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        mel_config: MelConfig,
+        window_config: WindowConfig,
+        device: str | torch.device = "cpu",
+        max_window_seconds: float = 4.0,
+    ):
         self.mel_config = mel_config
-        self.window_config = window_config
         self.device = torch.device(device)
+        self.max_window_seconds = max_window_seconds
+        # The mel history is sized for the longest window so a live switch never lacks frames.
+        self.max_window_frames = window_mel_frames(mel_config, WindowConfig(window_seconds=max_window_seconds))
+        self.window_config = window_config
+        self.window_frames = self._checked_window_frames(window_config)
         self.front_end = MelSpectrogramFrontEnd(mel_config).to(self.device)
-        self.window_frames = window_mel_frames(mel_config, window_config)
         self.reset()
 
     def reset(self) -> None:
@@ -157,7 +172,8 @@ class StreamingWindower:
         self._samples_seen = 0
         self._next_mel = 1  # mel frames m <= 0 cover only pre-start silence
         silence = self.front_end(torch.zeros(c.n_fft, device=self.device))  # [n_mels, 1]
-        self._recent_mel = silence.repeat(1, self.window_frames)  # frames next_mel - W .. next_mel - 1
+        # Frames next_mel - max_window_frames .. next_mel - 1; pre-start frames are silence, as offline.
+        self._recent_mel = silence.repeat(1, self.max_window_frames)
         self._next_frame = 0
         self.nonfinite_samples = 0
 
@@ -175,6 +191,49 @@ class StreamingWindower:
         """Index of the next video frame push() will yield."""
         return self._next_frame
 
+    @property
+    def mel_history_frames(self) -> int:
+        """Mel frames kept; always max_window_frames, whatever the current window length."""
+        return self._recent_mel.shape[1]
+
+    def set_window_seconds(self, seconds: float) -> None:
+        """Change the window length for every later push() and latest(), keeping the mel history.
+
+        Right away the windows equal a fresh windower's (offline `mel_windows`') with the new
+        length over the same audio, silence-padded before the first sample exactly as offline.
+        """
+        new_config = dataclasses.replace(self.window_config, window_seconds=seconds)  # validates
+        frames = self._checked_window_frames(new_config)
+        self.window_config, self.window_frames = new_config, frames
+
+    def set_fps(self, fps: float) -> None:
+        """Change the video frame rate for every later push().
+
+        Frame indices are the new rate's frame numbers (time = index / fps stays true), so they jump
+        rather than continue by one. Before any push the next frame is 0. After that, it is the
+        first frame of the new rate whose end the audio pushed so far does not yet cover; frames of
+        the new rate lying in audio already pushed are skipped (never reported), which keeps
+        timestamps strictly increasing and every later window inside the kept mel history.
+        """
+        new_config = dataclasses.replace(self.window_config, fps=fps)  # validates
+        if self._next_frame > 0:
+            sr, seen = self.mel_config.sample_rate, self._samples_seen
+            t = math.floor(seen * fps / sr)  # estimate; the loops make it exact despite rounding
+            while t > 0 and frame_end_sample(t - 1, sr, fps) > seen:
+                t -= 1
+            while frame_end_sample(t, sr, fps) <= seen:
+                t += 1
+            self._next_frame = t
+        self.window_config = new_config
+
+    def _checked_window_frames(self, window_config: WindowConfig) -> int:
+        if window_config.window_seconds > self.max_window_seconds:
+            raise SoundvjError(
+                f"window.window_seconds: {window_config.window_seconds:g} s is above this windower's "
+                f"max_window_seconds={self.max_window_seconds:g}"
+            )
+        return window_mel_frames(self.mel_config, window_config)
+
     def push(self, chunk: np.ndarray | torch.Tensor) -> list[FrameWindow]:
         """Append mono float samples; return the windows of video frames newly covered, oldest first."""
         data = self._as_numpy(chunk)
@@ -189,8 +248,8 @@ class StreamingWindower:
         new_mel = self._advance_mel() if self._samples_seen >= self._next_mel * c.hop else None
         if not ends:
             return []
-        # Frames not yet yielded end after the previous push's samples, so their windows start no
-        # earlier than `previous`: history = mel frames first_m .. next_mel - 1 covers them all.
+        # Frames not yet yielded end after the previous push's samples (set_fps keeps this true), so
+        # their windows (W <= max_window_frames) start no earlier than `previous`'s first frame.
         history = previous if new_mel is None else torch.cat([previous, new_mel], dim=1)
         first_m = self._next_mel - history.shape[1]
         out = []
@@ -203,7 +262,7 @@ class StreamingWindower:
 
     def latest(self) -> torch.Tensor:
         """The window ending at the newest complete mel frame ("now"), [n_mels, W]."""
-        return self._recent_mel.clone()
+        return self._recent_mel[:, -self.window_frames :].clone()
 
     def _as_numpy(self, chunk: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(chunk, torch.Tensor):
@@ -223,7 +282,7 @@ class StreamingWindower:
         return data
 
     def _advance_mel(self) -> torch.Tensor:
-        """Compute every mel frame the samples now cover, once; keep the last W and the framing tail."""
+        """Compute every mel frame the samples now cover, once; keep the history and the framing tail."""
         c = self.mel_config
         buffer = np.concatenate([self._tail, *self._pending])
         self._pending = []
@@ -231,7 +290,7 @@ class StreamingWindower:
         lo = self._next_mel * c.hop - c.n_fft - self._tail_start
         hi = last_m * c.hop - self._tail_start
         new_mel = self.front_end(torch.from_numpy(buffer[lo:hi]).to(self.device))  # frames next_mel .. last_m
-        self._recent_mel = torch.cat([self._recent_mel, new_mel], dim=1)[:, -self.window_frames :]
+        self._recent_mel = torch.cat([self._recent_mel, new_mel], dim=1)[:, -self.max_window_frames :]
         self._next_mel = last_m + 1
         # Keep from the start of the next mel frame's span; it is always within the buffer.
         keep_from = self._next_mel * c.hop - c.n_fft
