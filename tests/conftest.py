@@ -27,3 +27,15 @@ def sg3_fixtures() -> dict:
         name: torch.load(FIXTURES / f"sg3_tiny_{name}.pt", weights_only=True, map_location="cpu")
         for name in ("t64", "r64")
     }
+
+
+def fixture_generator(fx: dict, perturbed: bool = False, device: str = "cpu"):
+    """Our Generator with a fixture's official weights (plus the `perturbed` overrides if asked)."""
+    from core.stylegan3.networks import Generator
+
+    G = Generator(**fx["config"]).eval()
+    state = dict(fx["G_state_dict"])
+    if perturbed:
+        state.update(fx["perturbed"]["state_dict_overrides"])
+    G.load_state_dict(state, strict=True)
+    return G.to(device)

@@ -9,24 +9,17 @@ import torch
 import core
 from core.cli import main
 from core.model_file import read_model_file
+from tests.conftest import fixture_generator
 from tests.nvidia_pickle_fakes import Persistent, dump_snapshot, marker_source
 
 GENERATOR = "training.networks_stylegan3.Generator"
-
-
-def perturbed_generator(fx: dict) -> core.Generator:
-    G = core.Generator(**fx["config"]).eval()
-    sd = dict(fx["G_state_dict"])
-    sd.update(fx["perturbed"]["state_dict_overrides"])
-    G.load_state_dict(sd, strict=True)
-    return G
 
 
 @pytest.fixture()
 def nvidia_pickle(tmp_path, sg3_fixtures):
     """An NVIDIA-layout snapshot of the perturbed r64 fixture generator; module_src would leave a marker."""
     fx = sg3_fixtures["r64"]
-    G = perturbed_generator(fx)
+    G = fixture_generator(fx, perturbed=True)
     marker = tmp_path / "EXECUTED"
     path = tmp_path / "network-snapshot-000000.pkl"
     snap = {"G_ema": Persistent(G, GENERATOR, marker_source(marker), init_kwargs=dict(fx["config"]), plain_types=())}

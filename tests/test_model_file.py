@@ -10,12 +10,7 @@ import core
 from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator
 from core.errors import SoundvjError
 from core.model_file import read_model_file, save_model
-
-
-def fixture_generator(fx: dict) -> core.Generator:
-    G = core.Generator(**fx["config"]).eval()
-    G.load_state_dict(fx["G_state_dict"], strict=True)
-    return G
+from tests.conftest import fixture_generator
 
 
 def test_round_trip_keeps_config_and_output(sg3_fixtures, tmp_path):

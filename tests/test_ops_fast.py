@@ -8,11 +8,11 @@ import threading
 import pytest
 import torch
 
-import core
 from core.errors import SoundvjError
 from core.stylegan3.filters import design_lowpass_filter
 from core.stylegan3.ops import backend, cpp_kernel
 from core.stylegan3.ops.filtered_lrelu import filtered_lrelu_reference, set_backend
+from tests.conftest import fixture_generator
 from core.stylegan3.ops.filtered_lrelu_fast import filtered_lrelu_fast, filtered_lrelu_torch
 from tests.conftest import requires_cuda
 
@@ -109,21 +109,12 @@ def restore_backend():
     set_backend(before)
 
 
-def _build(fx: dict, overrides: bool, device: str = "cpu") -> core.Generator:
-    G = core.Generator(**fx["config"]).eval()
-    sd = dict(fx["G_state_dict"])
-    if overrides:
-        sd.update(fx["perturbed"]["state_dict_overrides"])
-    G.load_state_dict(sd, strict=True)
-    return G.to(device)
-
-
 def _fixture_errors(fx: dict, device: str = "cpu") -> dict[str, float]:
     """Max abs error of the base and the perturbed (psi 0.7) images against the official ones."""
     errs = {}
     with torch.no_grad():
         for name, overrides, psi, key in (("base", False, 1.0, None), ("perturbed", True, 0.7, "img_psi07")):
-            G = _build(fx, overrides, device)
+            G = fixture_generator(fx, overrides, device)
             ws = G.mapping(fx["z"].to(device), fx["c"].to(device), truncation_psi=psi)
             img = G.synthesis(ws, **fx["synthesis_call"]).cpu()
             want = fx["img"] if key is None else fx["perturbed"][key]

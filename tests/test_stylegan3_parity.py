@@ -3,21 +3,11 @@
 import pytest
 import torch
 
-import core
 from core.stylegan3.networks import Generator
-from tests.conftest import requires_cuda
+from tests.conftest import fixture_generator, requires_cuda
 
 VARIANTS = ["t64", "r64"]
 TOL = 1e-4
-
-
-def build(fx: dict, overrides: bool = False, device: str = "cpu") -> Generator:
-    G = core.Generator(**fx["config"]).eval()
-    sd = dict(fx["G_state_dict"])
-    if overrides:
-        sd.update(fx["perturbed"]["state_dict_overrides"])
-    G.load_state_dict(sd, strict=True)
-    return G.to(device)
 
 
 def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -39,7 +29,7 @@ def test_seeded_init_draws_nvidias_weights_and_filters(sg3_fixtures, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_layer_hyperparameters_match(sg3_fixtures, variant):
     fx = sg3_fixtures[variant]
-    G = build(fx)
+    G = fixture_generator(fx)
     info = {d["name"]: d for d in fx["layer_info"]}
     assert G.synthesis.input.channels == info["input"]["channels"]
     for name in G.synthesis.layer_names:
@@ -54,7 +44,7 @@ def test_layer_hyperparameters_match(sg3_fixtures, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_base_mapping_and_synthesis(sg3_fixtures, variant):
     fx = sg3_fixtures[variant]
-    G = build(fx)
+    G = fixture_generator(fx)
     with torch.no_grad():
         ws = G.mapping(fx["z"], fx["c"], truncation_psi=1)
         x0 = G.synthesis.input(ws[:1, 0])
@@ -69,7 +59,7 @@ def test_base_mapping_and_synthesis(sg3_fixtures, variant):
 def test_perturbed_with_transform_and_truncation(sg3_fixtures, variant, psi):
     fx = sg3_fixtures[variant]
     p = fx["perturbed"]
-    G = build(fx, overrides=True)
+    G = fixture_generator(fx, perturbed=True)
     with torch.no_grad():
         ws = G.mapping(fx["z"], fx["c"], truncation_psi=psi, truncation_cutoff=p["truncation_cutoff"])
         img = G.synthesis(ws, **fx["synthesis_call"])
@@ -87,7 +77,7 @@ def test_perturbed_with_transform_and_truncation(sg3_fixtures, variant, psi):
 def test_transform_buffer_moves_the_image(sg3_fixtures):
     """The user transform translates the output, as NVIDIA's: a shift of k pixels moves content by k."""
     fx = sg3_fixtures["t64"]
-    G = build(fx)
+    G = fixture_generator(fx)
     ws = G.mapping(fx["z"][:1], fx["c"][:1])
     with torch.no_grad():
         a = G.synthesis(ws, noise_mode="const", force_fp32=True)
@@ -107,7 +97,7 @@ def test_transform_buffer_moves_the_image(sg3_fixtures):
 def test_parity_on_cuda(sg3_fixtures, variant):
     fx = sg3_fixtures[variant]
     p = fx["perturbed"]
-    G = build(fx, overrides=True, device="cuda")
+    G = fixture_generator(fx, perturbed=True, device="cuda")
     with torch.no_grad():
         ws = G.mapping(fx["z"].cuda(), fx["c"].cuda(), truncation_psi=0.7)
         img = G.synthesis(ws, noise_mode="const", force_fp32=True)
