@@ -76,4 +76,5 @@ def kernel_pending(device_type: str) -> bool:
         return False
     from core.stylegan3.ops import cpp_kernel
 
-    return cpp_kernel.load(wait=False) is None and "building" in cpp_kernel.status()
+    # A cached build loads in well under a second; only a real compile is worth a message.
+    return cpp_kernel.load(wait=1.0) is None and "building" in cpp_kernel.status()

@@ -107,8 +107,10 @@ def _build() -> None:
         _log.debug("C++ kernel build failed", exc_info=True)
 
 
-def load(wait: bool = False) -> Any:
-    """The kernel op if it is ready, else None; starts the build on the first call."""
+def load(wait: bool | float = False) -> Any:
+    """The kernel op if it is ready, else None; starts the build on the first call.
+
+    `wait`: True waits for the build (up to WAIT_SECONDS), a number waits at most that many seconds."""
     global _thread
     if _op is not None:
         return _op
@@ -116,8 +118,10 @@ def load(wait: bool = False) -> Any:
         if _thread is None:
             _thread = threading.Thread(target=_build, name="soundvj-cpp-build", daemon=True)
             _thread.start()
-    if wait:
+    if wait is True:
         _thread.join(WAIT_SECONDS)
+    elif wait:
+        _thread.join(float(wait))
     return _op
 
 
