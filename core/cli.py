@@ -136,8 +136,13 @@ def _extra_commands() -> list[Callable]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line (people add it at the end after an error).
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for i, a in enumerate(argv) if not (i < end and a == "--debug")]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug = args.debug or debug
     try:
         return int(args.func(args) or 0)
     except SoundvjError as e:

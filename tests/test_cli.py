@@ -101,8 +101,9 @@ def test_real_process_exit_code_and_debug_traceback(tmp_path):
     cmd = [sys.executable, "-m", "core.cli", "info", str(bad)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and str(bad) in r.stderr
-    r = subprocess.run([sys.executable, "-m", "core.cli", "--debug", "info", str(bad)], capture_output=True, text=True)
-    assert r.returncode != 0 and "Traceback" in r.stderr and "SoundvjError" in r.stderr
+    for argv in (["--debug", "info", str(bad)], ["info", str(bad), "--debug"]):
+        r = subprocess.run([sys.executable, "-m", "core.cli", *argv], capture_output=True, text=True)
+        assert r.returncode != 0 and "Traceback" in r.stderr and "SoundvjError" in r.stderr
 
 
 def test_presets_lists_the_shipped_looks(capsys):
