@@ -12,6 +12,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from core.audio.decode import decode_audio, resample, to_mono
 from core.audio.demo import demo_soundscape
-from core.audio.windows import num_video_frames
+from core.audio.windows import StreamingWindower, num_video_frames
 from core.errors import SoundvjError
 from core.model import SoundvjModel, load_model
 from core.params import Params, add_cli_arguments, params_from_cli
@@ -133,40 +134,50 @@ def render(
     res = model.generator.img_resolution
     width, height = size or (res, res)
     chunk = max(1, int(CHUNK_SECONDS * pipeline.mel_config.sample_rate))
+    windowing_seconds = [0.0]
     started = time.perf_counter()
-    audio_seconds = 0.0
     bar = _progress_bar(total, out, progress)
-    with Mp4Writer(out, params.fps, width, height, audio=audio.mux, sample_rate=audio.mux_rate, crf=crf) as writer:
-        pending: list[torch.Tensor] = []
-
-        def flush() -> None:
-            frames = fit_frames(pipeline.step_batch(torch.stack(pending)), width, height)
-            for frame in frames:
-                writer.write(to_uint8_rgb(frame).cpu().numpy())
-            bar.update(len(pending))
-            pending.clear()
-
-        produced, pos = 0, 0
-        while produced < total:
-            t0 = time.perf_counter()
-            piece = audio.mono[pos : pos + chunk]
-            if piece.numel() == 0:
-                piece = torch.zeros(chunk)  # the last frames may end after the audio: they hear silence
-            pos += chunk
-            windows = windower.push(piece)
-            audio_seconds += time.perf_counter() - t0
-            for fw in windows:
-                if produced == total:
-                    break
-                pending.append(fw.mel)
-                produced += 1
-                if len(pending) == batch:
-                    flush()
-        if pending:
-            flush()
-    bar.close()
+    try:
+        with Mp4Writer(out, params.fps, width, height, audio=audio.mux, sample_rate=audio.mux_rate, crf=crf) as writer:
+            for windows in _batches(frame_windows(audio.mono, windower, total, chunk, windowing_seconds), batch):
+                frames = fit_frames(pipeline.step_batch(torch.stack(windows)), width, height)
+                for frame in frames:
+                    writer.write(to_uint8_rgb(frame).cpu().numpy())
+                bar.update(len(windows))
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - started
-    return RenderResult(out, total, elapsed, pipeline.times.as_ms_per_frame(), 1000 * audio_seconds / total)
+    return RenderResult(out, total, elapsed, pipeline.times.as_ms_per_frame(), 1000 * windowing_seconds[0] / total)
+
+
+def frame_windows(
+    mono: torch.Tensor, windower: StreamingWindower, total: int, chunk: int, seconds: list[float] | None = None
+) -> Iterator[torch.Tensor]:
+    """The mel windows of frames 0..total-1, pushing `mono` through `windower` in `chunk`-sample
+    pieces as a sound card would; frames that end after the audio hear silence. Time spent
+    windowing is added to `seconds[0]`."""
+    produced, pos = 0, 0
+    while produced < total:
+        t0 = time.perf_counter()
+        piece = mono[pos : pos + chunk]
+        pos += chunk
+        ready = windower.push(piece if piece.numel() else torch.zeros(chunk))
+        if seconds is not None:
+            seconds[0] += time.perf_counter() - t0
+        for fw in ready[: total - produced]:
+            yield fw.mel
+        produced += min(len(ready), total - produced)
+
+
+def _batches(items: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    batch: list[torch.Tensor] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _progress_bar(total: int, out: Path, enabled: bool):

@@ -188,3 +188,18 @@ def test_model_file_carries_sound_models(tmp_path, capsys):
     seeded = load_model(bare, device="cpu", warn=warnings.append)
     assert seeded.sound_is_seeded and len(warnings) == 1 and "no sound models" in warnings[0]
     assert seeded.sound.config.latent_stepper.num_ws == model.generator.num_ws
+
+
+def test_render_feeds_the_same_windows_as_the_offline_path():
+    """The render loop's chunked feed gives every frame exactly its offline window, including frames
+    whose timestamps run past the end of the audio (they hear silence)."""
+    from core.audio import MelConfig, StreamingWindower, WindowConfig, mel_windows
+    from core.render import frame_windows
+
+    mono = torch.from_numpy(sines([330], 44100, 1.03)[0]).float()
+    mel, win = MelConfig(), WindowConfig(fps=24.0)
+    total = 30  # 1.25 s of frames for 1.03 s of audio
+    fed = torch.stack(list(frame_windows(mono, StreamingWindower(mel, win), total, chunk=5000)))
+    offline = mel_windows(mono, mel, win, num_frames=total)
+    assert fed.shape == offline.shape
+    assert (fed - offline).abs().max().item() < 1e-5
