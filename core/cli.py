@@ -121,16 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ENTRY_POINT_GROUP = "soundvj.commands"
+
+
 def _extra_commands() -> list[Callable]:
-    """Subcommands that live with the code they run (render in core; live and train come later)."""
-    registrars = []
-    try:
-        from core.render import register_cli
-    except ImportError as e:
-        if "core.render" not in str(e):
-            raise
-    else:
-        registrars.append(register_cli)
+    """Subcommands that live with the code they run.
+
+    `render` is in core; `live` (visualizer) and `train`/`data`/`eval` (training) register through the
+    `soundvj.commands` entry-point group, so core never imports those packages. Each entry point names
+    a `register_cli(subparsers)` function that must import nothing heavy (no Qt) at registration.
+    """
+    from importlib.metadata import entry_points
+
+    from core.render import register_cli
+
+    registrars: list[Callable] = [register_cli]
+    seen = {"render"}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        try:
+            registrars.append(ep.load())
+        except ImportError as e:  # a half-installed extra must not take the whole command down
+            print(f"soundvj: warning: command {ep.name!r} unavailable ({e})", file=sys.stderr)
     return registrars
 
 
