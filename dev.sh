@@ -52,7 +52,7 @@ ensure_venv() {
   {
     "$VENV/bin/python" -m pip install --upgrade pip &&
     "$VENV/bin/python" -m pip install $TORCH_PINS &&
-    "$VENV/bin/python" -m pip install -e ".[live,dev]"
+    "$VENV/bin/python" -m pip install -e ".[live,train,dev]"
   } >"$pip_log" 2>&1 || { tail -n 40 "$pip_log" >&2; log "pip install failed (full log: $pip_log)"; exit 1; }
   echo "$want" > "$stamp"
 }
