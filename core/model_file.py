@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,19 +195,40 @@ def load_generator(path: str | os.PathLike | None = None, device: str | torch.de
 
 
 def model_kind(path: Path) -> str:
-    """'pickle' or 'safetensors', from the file's first bytes (extensions lie)."""
+    """'pickle' or 'safetensors', from the file's structure (extensions lie, and one byte decides nothing).
+
+    A safetensors file is an 8-byte little-endian header length N, then N bytes of JSON object, then
+    the tensor data. N's low byte is 0x80 (a pickle's PROTO opcode) for about 1 in 32 valid files, so
+    the safetensors structure is checked first: N within the file, '{' first and '}' (or the spaces
+    it is padded with) last.
+    """
     if not path.exists():
         raise SoundvjError(f"{path}: no such file")
     if path.is_dir():
         raise SoundvjError(f"{path}: is a directory, expected a .pkl or .safetensors model file")
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+            tail = b""
+            if len(head) >= 9:
+                header_len = struct.unpack("<Q", head[:8])[0]
+                if 2 <= header_len <= size - 8:
+                    f.seek(8 + header_len - 1)
+                    tail = f.read(1)
+    except OSError as e:
+        raise SoundvjError(f"{path}: cannot read the file ({e.strerror or e})") from None
     if not head:
         raise SoundvjError(f"{path}: the file is empty")
-    if head[:1] == b"\x80" or path.suffix == ".pkl":
-        return "pickle"  # pickle protocol 2+ starts with PROTO (0x80)
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"  # 8-byte header length, then the JSON header
+    json_starts = head[8:9] == b"{"
+    if json_starts and tail in (b"}", b" "):
+        return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"  # PROTO opcode and a protocol pickle writes
+    if path.suffix == ".pkl":
+        return "pickle"  # protocol 0/1 pickles have no PROTO; the unpickler says what is wrong
+    if json_starts:
+        return "safetensors"  # a damaged one; read_model_file says what is wrong
     raise SoundvjError(f"{path}: not a model file (expected an NVIDIA .pkl or a soundvj .safetensors)")
 
 
