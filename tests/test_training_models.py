@@ -1,0 +1,265 @@
+"""CLIP adapter, losses and discriminators of training/ (tiny sizes, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
+
+from core.errors import SoundvjError  # noqa: E402
+from training.clip_model import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
+    ClipConfig,
+    build_clip,
+    caption,
+    clip_pixels,
+    save_clip,
+)
+from training.discriminators import DiscriminatorConfig, ImageDiscriminator, VideoDiscriminator  # noqa: E402
+from training.losses import (  # noqa: E402
+    LogitScale,
+    encoder_loss,
+    info_nce,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    spec_augment,
+)
+
+TINY_CLIP = ClipConfig(
+    embed_dim=16,
+    image_size=16,
+    patch_size=8,
+    vision_width=32,
+    vision_layers=1,
+    vision_head_width=16,
+    text_width=32,
+    text_layers=1,
+    text_heads=2,
+    context_length=8,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    torch.manual_seed(0)
+    return build_clip(TINY_CLIP, require_checkpoint=False)
+
+
+# ---------------------------------------------------------------- CLIP
+
+
+def test_clip_encodes_generator_images_and_labels_to_unit_vectors(tiny_clip):
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    img = tiny_clip.encode_images(images)
+    txt = tiny_clip.encode_labels(["rain", "low_hum"])
+    assert img.shape == (3, 16) and txt.shape == (2, 16)
+    assert torch.allclose(img.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(txt[0], txt[1])
+    assert tiny_clip.embed_dim == 16 and tiny_clip.image_size == 16
+
+
+def test_caption_reads_folder_names_as_words():
+    assert caption("low_hum", "a picture of {label}") == "a picture of low hum"
+    assert caption("wind-noise", "{label}") == "wind noise"
+
+
+def test_clip_pixels_resizes_crops_and_normalises():
+    grey = torch.full((1, 3, 40, 64), 0.5)  # generator range: 0.5 -> 0.75 in [0, 1]
+    out = clip_pixels(grey, 16)
+    assert out.shape == (1, 3, 16, 16)
+    expected = (0.75 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    assert torch.allclose(out[0, :, 5, 5], expected, atol=1e-5)
+    # Centre crop of a wide image: a stripe on the far left is cut away.
+    wide = torch.full((1, 3, 16, 48), -1.0)
+    wide[..., :8] = 1.0
+    assert torch.allclose(clip_pixels(wide, 16), clip_pixels(torch.full((1, 3, 16, 16), -1.0), 16))
+
+
+def test_gradients_flow_from_clip_embedding_to_the_image(tiny_clip):
+    images = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    tiny_clip.freeze()
+    loss = tiny_clip.encode_images(images).sum()
+    loss.backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_clip.parameters())
+
+
+def test_saved_small_clip_reloads_with_its_own_sizes(tiny_clip, tmp_path):
+    path = save_clip(tmp_path / "clip.safetensors", tiny_clip)
+    assert not [p for p in tmp_path.iterdir() if p.name != "clip.safetensors"]  # no temp file left
+    # The config's sizes are the defaults; the file's own sizes win.
+    loaded = build_clip(ClipConfig(checkpoint=str(path)))
+    assert loaded.config.architecture_dict() == TINY_CLIP.architecture_dict()
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.eval().encode_images(images), tiny_clip.eval().encode_images(images))
+        assert torch.equal(loaded.encode_labels(["fire"]), tiny_clip.encode_labels(["fire"]))
+
+
+def test_missing_or_absent_checkpoint_is_one_line_error(tmp_path):
+    with pytest.raises(SoundvjError, match=r"clip.checkpoint: .*no such file") as info:
+        build_clip(ClipConfig(checkpoint=str(tmp_path / "nope.pt")))
+    assert "\n" not in str(info.value)
+    with pytest.raises(SoundvjError, match="clip.checkpoint: expected a CLIP checkpoint path"):
+        build_clip(ClipConfig())
+
+
+def test_state_dict_of_another_architecture_is_one_line_error(tiny_clip, tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    wider = dataclasses.replace(TINY_CLIP, vision_width=64, checkpoint=str(path))
+    with pytest.raises(SoundvjError, match=r"not a CLIP of architecture 'small': tensors .*another shape") as info:
+        build_clip(wider)
+    assert "\n" not in str(info.value)
+    # The same file with the matching sizes loads (a plain state dict, with a DDP 'module.' prefix).
+    torch.save({f"module.{k}": v for k, v in tiny_clip.model.state_dict().items()}, path)
+    build_clip(dataclasses.replace(TINY_CLIP, checkpoint=str(path)))
+
+
+def test_soundvj_clip_file_under_a_named_architecture_is_an_error(tiny_clip, tmp_path):
+    path = save_clip(tmp_path / "clip.safetensors", tiny_clip)
+    with pytest.raises(SoundvjError, match="a soundvj small CLIP, but clip.architecture is 'ViT-B-32'"):
+        build_clip(ClipConfig(architecture="ViT-B-32", checkpoint=str(path)))
+
+
+def test_garbage_checkpoint_and_unknown_architecture_are_errors(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(SoundvjError, match="not a readable CLIP checkpoint"):
+        build_clip(ClipConfig(checkpoint=str(junk)))
+    junk_st = tmp_path / "junk.safetensors"
+    junk_st.write_bytes(b"\x00" * 20)
+    with pytest.raises(SoundvjError, match="not a readable .safetensors CLIP checkpoint"):
+        build_clip(ClipConfig(checkpoint=str(junk_st)))
+    with pytest.raises(SoundvjError, match="neither 'small' nor an open_clip model name"):
+        build_clip(ClipConfig(architecture="ViT-Q-99"), require_checkpoint=False)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"image_size": 20}, "clip.image_size"),  # not a multiple of patch_size 8
+        ({"vision_width": 40}, "clip.vision_width"),
+        ({"caption_template": "no placeholder"}, "clip.caption_template"),
+        ({"embed_dim": True}, "clip.embed_dim"),
+    ],
+)
+def test_clip_config_rejects_bad_values(change, field):
+    with pytest.raises(SoundvjError, match=field):
+        dataclasses.replace(TINY_CLIP, **change)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_logit_scale_starts_at_clip_temperature():
+    scale = LogitScale()
+    assert math.isclose(float(scale().detach()), 1 / 0.07, rel_tol=1e-6)
+    with torch.no_grad():
+        scale.value.fill_(10.0)
+    assert math.isclose(float(scale().detach()), 100.0, rel_tol=1e-6)  # clamped like CLIP
+
+
+def test_info_nce_matches_cross_entropy_and_rewards_alignment():
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(6, 8), dim=1)
+    y = F.normalize(torch.randn(6, 8), dim=1)
+    scale = torch.tensor(5.0)
+    logits = scale * x @ y.T
+    target = torch.arange(6)
+    expected = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    assert torch.allclose(info_nce(x, y, scale), expected)
+    # Unique labels are the same as no labels.
+    assert torch.allclose(info_nce(x, y, scale, labels=torch.arange(6)), expected)
+    # Aligned pairs cost far less than random ones.
+    assert info_nce(x, x, torch.tensor(50.0)) < 0.01 < info_nce(x, y, torch.tensor(50.0))
+
+
+def test_info_nce_with_labels_does_not_punish_same_class_pairs():
+    # Two samples of class 0 with identical embeddings: instance InfoNCE cannot tell them apart
+    # (loss >= log 2 per row); the label-aware loss counts both as positives.
+    e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=1)
+    scale = torch.tensor(100.0)
+    assert info_nce(e, e, scale) > 0.4
+    assert info_nce(e, e, scale, labels=torch.tensor([0, 0, 1])) < 0.7 * math.log(2)
+
+
+def test_info_nce_trains_the_temperature():
+    scale = LogitScale()
+    x = F.normalize(torch.randn(4, 8), dim=1)
+    info_nce(x, x, scale()).backward()
+    assert scale.value.grad is not None and scale.value.grad < 0  # aligned: a sharper softmax helps
+
+
+def test_encoder_loss_terms():
+    a = F.normalize(torch.randn(3, 8), dim=1)
+    w_avg = torch.randn(16)
+    w = w_avg.expand(3, 4, 16).clone()
+    same = encoder_loss(a, a, a, w, w_avg, lambda_b=1.0)
+    assert float(same["loss"]) == pytest.approx(0.0, abs=1e-6)
+    e0, e1 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    w_off = w_avg + 2.0  # every entry 2 away: mean square 4
+    parts = encoder_loss(e0, e1, -e0, w_off.view(1, 1, 16), w_avg, lambda_b=0.5)
+    assert float(parts["image_audio"]) == pytest.approx(1.0)
+    assert float(parts["image_text"]) == pytest.approx(2.0)
+    assert float(parts["offset"]) == pytest.approx(4.0)
+    assert float(parts["loss"]) == pytest.approx(1.0 + 2.0 + 0.5 * 4.0)
+
+
+def test_least_squares_gan_losses():
+    ones, zeros = torch.ones(2, 1, 3, 3), torch.zeros(2, 1, 3, 3)
+    assert float(lsgan_discriminator_loss(ones, zeros)) == 0.0
+    assert float(lsgan_discriminator_loss(zeros, ones)) == pytest.approx(1.0)
+    assert float(lsgan_generator_loss(ones)) == 0.0
+    assert float(lsgan_generator_loss(zeros)) == pytest.approx(0.5)
+
+
+def test_spec_augment_masks_bands_and_spans_within_limits():
+    mel = torch.rand(64, 40, 50) + 0.1  # nothing is zero before masking
+    out = spec_augment(mel, torch.Generator().manual_seed(1))
+    masked = out == 0
+    freq_rows = masked.all(dim=2).sum(dim=1)  # fully masked mel bins per sample
+    time_cols = masked.all(dim=1).sum(dim=1)  # fully masked time steps per sample
+    assert int(freq_rows.max()) <= 2 * int(40 * 0.15) and int(time_cols.max()) <= 2 * int(50 * 0.30)
+    assert int(freq_rows.max()) > 0 and int(time_cols.max()) > 0
+    # Every zero lies in a masked row or column; everything else is untouched.
+    explained = masked.all(dim=2, keepdim=True) | masked.all(dim=1, keepdim=True)
+    assert torch.equal(masked, explained & masked) and torch.equal(out[~masked], mel[~masked])
+    assert torch.equal(out, spec_augment(mel, torch.Generator().manual_seed(1)))
+    assert not torch.equal(out, spec_augment(mel, torch.Generator().manual_seed(2)))
+
+
+# ---------------------------------------------------------------- discriminators
+
+
+def test_image_discriminator_scores_patches():
+    d = ImageDiscriminator(width=8)
+    assert d(torch.randn(2, 3, 64, 64)).shape == (2, 1, 4, 4)
+    assert d(torch.randn(2, 3, 32, 32)).shape == (2, 1, 2, 2)
+    with pytest.raises(ValueError, match="at least 32 px"):
+        d(torch.randn(1, 3, 16, 16))
+
+
+def test_video_discriminator_with_temporal_kernel_3_sees_frame_order():
+    torch.manual_seed(0)
+    clips = torch.randn(2, 3, 10, 32, 32)
+    order = torch.randperm(10)
+    d3 = VideoDiscriminator(width=4, temporal_kernel=3)
+    out = d3(clips)
+    assert out.shape == (2, 1, 10, 2, 2)
+    # Kernel 1 (the official code) is blind to motion: shuffling frames only shuffles its scores.
+    d1 = VideoDiscriminator(width=4, temporal_kernel=1)
+    assert torch.allclose(d1(clips[:, :, order]), d1(clips)[:, :, order], atol=1e-5)
+    assert not torch.allclose(d3(clips[:, :, order]), out[:, :, order], atol=1e-3)
+
+
+def test_discriminator_config_rejects_even_temporal_kernel():
+    with pytest.raises(SoundvjError, match="discriminators.temporal_kernel"):
+        DiscriminatorConfig(temporal_kernel=2)

@@ -1,0 +1,95 @@
+"""The stepper stage's discriminators (METHOD.md, stage 3).
+
+D_I (image): PatchGAN, four blocks of Conv2d 4x4 stride 2, InstanceNorm, LeakyReLU 0.2, then a
+1-channel 3x3 conv head: one realness score per patch.
+D_V (video): four blocks of Conv3d, InstanceNorm3d, LeakyReLU 0.2 with a temporal kernel of 3
+(decision: the official temporal kernel of 1 sees no motion), spatial 4x4 stride 2, time stride 1,
+then a 1-channel 3x3x3 head. Input clips are [B, 3, T, H, W].
+
+`width` is the first block's channels; each block doubles them, up to 8 * width. Four stride-2 blocks
+need images of at least 32 px (InstanceNorm needs more than one value per channel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.errors import SoundvjError
+
+LRELU_SLOPE = 0.2
+NUM_BLOCKS = 4
+MIN_SIZE = 2**NUM_BLOCKS * 2  # the last block must keep at least 2x2
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Widths of D_I and D_V (config keys; 64 is pix2pix's PatchGAN)."""
+
+    image_width: int = 64
+    video_width: int = 32
+    temporal_kernel: int = 3
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("image_width", 1, 512), ("video_width", 1, 512), ("temporal_kernel", 1, 9)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise SoundvjError(f"discriminators.{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+        if self.temporal_kernel % 2 == 0:
+            raise SoundvjError(f"discriminators.temporal_kernel: expected an odd number, got {self.temporal_kernel}")
+
+
+def _channels(width: int) -> list[int]:
+    return [width * min(2**i, 8) for i in range(NUM_BLOCKS)]
+
+
+def _check_size(who: str, height: int, width: int) -> None:
+    if min(height, width) < MIN_SIZE:
+        raise ValueError(f"{who}: images must be at least {MIN_SIZE} px on each side, got {height}x{width}")
+
+
+class ImageDiscriminator(torch.nn.Module):
+    """D_I: PatchGAN over frames [B, 3, H, W] in [-1, 1] -> patch scores [B, 1, H/16, W/16]."""
+
+    def __init__(self, width: int = 64, in_channels: int = 3):
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        prev = in_channels
+        for ch in _channels(width):
+            layers += [
+                torch.nn.Conv2d(prev, ch, 4, stride=2, padding=1),
+                torch.nn.InstanceNorm2d(ch, affine=True),
+                torch.nn.LeakyReLU(LRELU_SLOPE),
+            ]
+            prev = ch
+        self.blocks = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Conv2d(prev, 1, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        _check_size("image discriminator", images.shape[-2], images.shape[-1])
+        return self.head(self.blocks(images))
+
+
+class VideoDiscriminator(torch.nn.Module):
+    """D_V: 3D conv net over clips [B, 3, T, H, W] in [-1, 1] -> scores [B, 1, T, H/16, W/16]."""
+
+    def __init__(self, width: int = 32, temporal_kernel: int = 3, in_channels: int = 3):
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        prev, pad_t = in_channels, temporal_kernel // 2
+        for ch in _channels(width):
+            layers += [
+                torch.nn.Conv3d(prev, ch, (temporal_kernel, 4, 4), stride=(1, 2, 2), padding=(pad_t, 1, 1)),
+                torch.nn.InstanceNorm3d(ch, affine=True),
+                torch.nn.LeakyReLU(LRELU_SLOPE),
+            ]
+            prev = ch
+        self.blocks = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Conv3d(prev, 1, (temporal_kernel, 3, 3), padding=(pad_t, 1, 1))
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        if clips.ndim != 5 or clips.shape[1] != 3:
+            raise ValueError(f"video discriminator: expected clips [B, 3, T, H, W], got {list(clips.shape)}")
+        _check_size("video discriminator", clips.shape[-2], clips.shape[-1])
+        return self.head(self.blocks(clips))
