@@ -1,0 +1,109 @@
+"""Starting the live app: check the inputs, load the model, open the window, run, shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from core.audio.decode import decode_audio
+from core.errors import SoundvjError
+from core.model import load_model
+from core.params import Params, params_from_cli
+from core.video_writer import check_output_path
+from visualizer.session import InputChoice, LiveSession
+
+
+def _start_params(args: argparse.Namespace) -> tuple[Params, str]:
+    params, look = Params(), ""
+    if args.preset:
+        from core.presets import load_preset
+
+        preset = load_preset(args.preset)
+        params, look = preset.apply(params), preset.name
+    return params_from_cli(args, params), look
+
+
+def _check_source(args: argparse.Namespace) -> InputChoice:
+    if args.file is not None:
+        decode_audio(args.file, seconds=0.05)  # one line and exit 2 now, not a message in a window later
+        return InputChoice(file=args.file, loop=args.loop)
+    if args.device is not None:
+        from visualizer.audio_input import find_input_device
+
+        return InputChoice(device=find_input_device(args.device).name)
+    return InputChoice()
+
+
+def _quitter_class():
+    from PyQt6 import QtCore
+
+    class Quitter(QtCore.QObject):
+        quit = QtCore.pyqtSignal()
+
+    return Quitter
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from visualizer.cli import _check_display
+
+    params, look = _start_params(args)
+    source = _check_source(args)
+    if args.record is not None:
+        check_output_path(args.record)
+    _check_display()
+    model = load_model(args.model, device=args.compute)
+
+    from PyQt6 import QtCore, QtWidgets
+
+    from visualizer.main_window import MainWindow
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("soundvj")
+    session = LiveSession(model, params, source, output_device=args.output_device)
+    session.look = look
+    window = MainWindow(session, use_gl=not args.no_gl)
+    session.on_message = window.message.emit
+    window.show()
+    if args.fullscreen is not None:
+        window.show_output(args.fullscreen)
+    outcome: dict[str, str | None] = {"error": None}
+
+    quitter = _quitter_class()()
+    quitter.quit.connect(app.quit, QtCore.Qt.ConnectionType.QueuedConnection)
+
+    def recording_done(rec) -> None:  # on the recorder's thread: hand the quit to the UI thread
+        if rec.error:
+            outcome["error"] = rec.error
+        if args.duration is not None:
+            quitter.quit.emit()
+
+    session.worker.set_params(params, 0.0, look)
+    session.worker.start()
+    if args.record is not None:
+        if session.start_recording(args.record, max_seconds=args.duration, on_done=recording_done) is None:
+            raise SoundvjError(session.messages[-1] if session.messages else f"{args.record}: cannot record")
+    session.use_source(source)
+    if args.duration is not None:
+        # Without a recording the clock ends the run; with one, the recorder does (exactly S seconds of
+        # sound), and this is only a backstop if the input never delivers.
+        backstop = 0.0 if args.record is None else 30.0 + args.duration
+        QtCore.QTimer.singleShot(int((args.duration + backstop) * 1000), app.quit)
+    # Ctrl-C in the terminal ends the app cleanly (Qt's loop would otherwise swallow it).
+    signal.signal(signal.SIGINT, lambda *_: app.quit())
+    signal.signal(signal.SIGTERM, lambda *_: app.quit())
+    keepalive = QtCore.QTimer()
+    keepalive.timeout.connect(lambda: None)
+    keepalive.start(200)
+    try:
+        app.exec()
+    finally:
+        session.stop()
+        window.close()
+    if outcome["error"]:
+        print(f"soundvj: error: {outcome['error']}", file=sys.stderr)
+        return 1
+    rec = session.recorder
+    if rec is not None and rec.error is None and rec.state == "finished":
+        print(f"recorded {rec.path} ({rec.seconds:.2f} s, {rec.frames_written} frames)")
+    return 0

@@ -1,0 +1,77 @@
+"""`soundvj live`: registered through the `soundvj.commands` entry point, so core never imports the app.
+
+Registration imports no Qt; the command checks that PyQt6 (and pyqtgraph, vispy) are there and says how
+to install them otherwise. Input problems (a missing file, an unknown device, no display) are one line
+and exit 2 before any window opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from core.errors import SoundvjError
+from core.params import add_cli_arguments
+
+INSTALL_HINT = "pip install 'soundvj[live]' (PyQt6, pyqtgraph, vispy)"
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("live", help="play live: microphone or file audio through the model, on screen, recordable")
+    p.add_argument("--model", default=None, help="NVIDIA .pkl or soundvj .safetensors (default: embedded model)")
+    p.add_argument("--preset", default=None, help="preset name or YAML path to start with")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--device", default=None, metavar="NAME",
+                     help="audio input device by name (default: the system default input)")
+    src.add_argument("--file", default=None, metavar="AUDIO", help="play this audio file instead of an input")
+    p.add_argument("--loop", action="store_true", help="loop the --file")
+    p.add_argument("--output-device", default=None, metavar="NAME", help="audio output device for --file playback")
+    p.add_argument("--record", default=None, metavar="OUT.mp4", help="record the session (video + sound) to this file")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="end by itself after S seconds (a --record file then holds exactly S seconds)")
+    p.add_argument("--fullscreen", type=int, default=None, metavar="N", help="output window fullscreen on screen N")
+    p.add_argument("--list-devices", action="store_true", help="print the audio input devices and exit")
+    p.add_argument("--compute", default=None, metavar="DEVICE", help="torch device: auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--no-gl", action="store_true", help="draw without OpenGL (slower; for machines without GL)")
+    add_cli_arguments(p)
+    p.set_defaults(func=run_live_command)
+
+
+def _list_devices() -> int:
+    from visualizer.audio_input import list_input_devices
+
+    devices = list_input_devices()
+    if not devices:
+        print("no audio input devices")
+        return 0
+    for d in devices:
+        default = "  (default)" if d.is_default else ""
+        print(f"{d.name}  [{d.host_api}]  {d.channels} ch, {d.default_samplerate:g} Hz{default}")
+    return 0
+
+
+def _check_display() -> None:
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise SoundvjError("live: no display (DISPLAY is not set); run it in a desktop session or under xvfb-run")
+
+
+def run_live_command(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        return _list_devices()
+    try:
+        import pyqtgraph  # noqa: F401
+        import vispy  # noqa: F401
+        from PyQt6 import QtWidgets  # noqa: F401
+    except ImportError as e:
+        raise SoundvjError(f"live: the live app needs its Qt packages ({e.name or e}); {INSTALL_HINT}") from None
+    if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= 86400 * 7):
+        raise SoundvjError(f"--duration {args.duration}: expected seconds in (0, 604800]")
+    if args.fullscreen is not None and args.fullscreen < 0:
+        raise SoundvjError(f"--fullscreen {args.fullscreen}: expected a screen number >= 0")
+    from visualizer.app import run_app
+
+    return run_app(args)

@@ -1,0 +1,98 @@
+"""The picture: the newest frame drawn by vispy as a GPU texture, aspect kept (letterboxed).
+
+Where OpenGL cannot start (a machine without GL), a QLabel pixmap view takes its place with the same
+interface, so the instrument still plays; `backend` says which one runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+
+class FrameView(QtWidgets.QWidget):
+    """`show_frame(uint8 [H, W, 3])` draws; `grab_rgb()` returns what is on screen as uint8 [h, w, 3]."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None, use_gl: bool = True) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(160, 160)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self._shape: tuple[int, ...] | None = None
+        self._image = None
+        self._label: QtWidgets.QLabel | None = None
+        self._last: np.ndarray | None = None
+        self.backend = "none"
+        if use_gl:
+            try:
+                self._init_vispy(layout)
+            except Exception as e:  # noqa: BLE001 - no GL here: fall back, say so
+                self.gl_error = f"{type(e).__name__}: {e}"
+                self._canvas = None
+        if self.backend == "none":
+            self._init_label(layout)
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+
+    def _init_vispy(self, layout: QtWidgets.QVBoxLayout) -> None:
+        import vispy
+
+        vispy.use("pyqt6")
+        from vispy import scene
+
+        self._canvas = scene.SceneCanvas(keys=None, bgcolor="black", parent=self)
+        self._view = self._canvas.central_widget.add_view()
+        self._view.camera = scene.PanZoomCamera(aspect=1)
+        self._view.camera.flip = (False, True, False)  # image rows go down
+        self._view.camera.interactive = False
+        self._scene = scene
+        layout.addWidget(self._canvas.native)
+        self.backend = "vispy"
+
+    def _init_label(self, layout: QtWidgets.QVBoxLayout) -> None:
+        self._label = QtWidgets.QLabel(self)
+        self._label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self._label.setStyleSheet("background: black")
+        self._label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Ignored)
+        layout.addWidget(self._label)
+        self.backend = "qlabel"
+
+    def show_frame(self, rgb: np.ndarray) -> None:
+        self._last = rgb
+        if self.backend == "vispy":
+            if self._image is None or self._shape != rgb.shape:
+                if self._image is not None:
+                    self._image.parent = None
+                self._image = self._scene.visuals.Image(rgb, parent=self._view.scene, interpolation="linear")
+                self._view.camera.set_range(x=(0, rgb.shape[1]), y=(0, rgb.shape[0]), margin=0)
+                self._shape = rgb.shape
+            else:
+                self._image.set_data(rgb)
+            self._canvas.update()
+        else:
+            self._update_label()
+
+    def _update_label(self) -> None:
+        if self._last is None or self._label is None:
+            return
+        h, w, _ = self._last.shape
+        qimage = QtGui.QImage(self._last.tobytes(), w, h, 3 * w, QtGui.QImage.Format.Format_RGB888)
+        pixmap = QtGui.QPixmap.fromImage(qimage).scaled(
+            self._label.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+            QtCore.Qt.TransformationMode.SmoothTransformation,
+        )
+        self._label.setPixmap(pixmap)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if self.backend == "qlabel":
+            self._update_label()
+
+    def grab_rgb(self) -> np.ndarray:
+        """What this view shows now, as uint8 RGB (from the GL framebuffer when vispy draws)."""
+        if self.backend == "vispy":
+            return np.ascontiguousarray(self._canvas.render()[..., :3])
+        image = self.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        ptr = image.constBits()
+        ptr.setsize(image.sizeInBytes())
+        arr = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())
+        return arr[:, : image.width() * 3].reshape(image.height(), image.width(), 3).copy()

@@ -1,0 +1,477 @@
+"""The control window: picture, scopes, parameter / preset / input / record panels, status bar, keys.
+
+The UI thread only draws and edits. A timer polls the render worker's latest-value slots (frame, status)
+and the session's input and recorder states; nothing here calls a model or waits on another thread.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from core.params import Params, spec
+from core.presets import preset_dirs, save_preset
+from visualizer.frame_view import FrameView
+from visualizer.output_window import OutputWindow
+from visualizer.param_panel import ParamPanel
+from visualizer.recorder import default_recording_path
+from visualizer.render_worker import DEFAULT_FADE_SECONDS
+from visualizer.scopes import LevelMeter, MelScope
+from visualizer.session import InputChoice, LiveSession
+
+POLL_MS = 15
+ALPHA_STEP = 0.05
+NOISE_STEP = 0.1
+
+KEYS_HELP = """1-9      crossfade to preset 1-9 (in the preset list's order)
+Space    freeze / unfreeze the picture (sound and recording go on)
+R        start / stop recording
+F        output window fullscreen on the chosen screen / back
+Esc      leave fullscreen (nothing else)
+Up/Down  alpha +/- 0.05
+Right/Left  noise +/- 0.1
+?        this list"""
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    message = QtCore.pyqtSignal(str)  # from any thread; shown in the status bar and the message line
+
+    def __init__(self, session: LiveSession, use_gl: bool = True, record_folder: str | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.use_gl = use_gl
+        self.record_folder = record_folder
+        self.setWindowTitle("soundvj live")
+        self.resize(1180, 820)
+        self._frame_seq = 0
+        self._frames_drawn = 0
+        self._last_status = None
+        self._output: OutputWindow | None = None
+        self._output_screen = 0
+        self._watched: set[str] = set()
+        self.message.connect(self._show_message, QtCore.Qt.ConnectionType.QueuedConnection)
+
+        central = QtWidgets.QWidget()
+        self.setCentralWidget(central)
+        main = QtWidgets.QHBoxLayout(central)
+        left = QtWidgets.QVBoxLayout()
+        main.addLayout(left, 3)
+        self.view = FrameView(central, use_gl=use_gl)
+        left.addWidget(self.view, 1)
+        scopes = QtWidgets.QHBoxLayout()
+        self.mel_scope = MelScope()
+        self.level_meter = LevelMeter()
+        scopes.addWidget(self.mel_scope, 1)
+        scopes.addWidget(self.level_meter)
+        left.addLayout(scopes)
+        self.message_line = QtWidgets.QLabel("")
+        self.message_line.setWordWrap(True)
+        self.message_line.setStyleSheet("color: #c60")
+        left.addWidget(self.message_line)
+
+        side = QtWidgets.QWidget()
+        side_layout = QtWidgets.QVBoxLayout(side)
+        side_layout.addWidget(self._build_input_panel())
+        side_layout.addWidget(self._build_preset_panel())
+        side_layout.addWidget(self._build_record_panel())
+        self.param_panel = ParamPanel(session.target)
+        self.param_panel.changed.connect(self._params_edited)
+        side_layout.addWidget(self.param_panel)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(side)
+        scroll.setMinimumWidth(400)
+        main.addWidget(scroll, 2)
+
+        self.status_fps = QtWidgets.QLabel()
+        self.status_latency = QtWidgets.QLabel()
+        self.status_dropped = QtWidgets.QLabel()
+        self.status_input = QtWidgets.QLabel()
+        self.status_model = QtWidgets.QLabel()
+        for w in (self.status_fps, self.status_latency, self.status_dropped, self.status_input, self.status_model):
+            self.statusBar().addPermanentWidget(w)
+        self._build_menus()
+        self._build_keys()
+        self._watch_presets()
+
+        self._timer = QtCore.QTimer(self)
+        self._timer.timeout.connect(self.poll)
+        self._timer.start(POLL_MS)
+
+    # -- panels -----------------------------------------------------------------------------------
+
+    def _build_input_panel(self) -> QtWidgets.QGroupBox:
+        box = QtWidgets.QGroupBox("Input")
+        grid = QtWidgets.QGridLayout(box)
+        self.device_combo = QtWidgets.QComboBox()
+        self.device_combo.setToolTip("Microphone / line-in (system default first; host API in brackets)")
+        self.device_combo.activated.connect(self._device_chosen)
+        rescan = QtWidgets.QPushButton("Rescan")
+        rescan.setToolTip("Re-initialise PortAudio and list the input devices again")
+        rescan.clicked.connect(self.rescan_devices)
+        grid.addWidget(QtWidgets.QLabel("Device"), 0, 0)
+        grid.addWidget(self.device_combo, 0, 1)
+        grid.addWidget(rescan, 0, 2)
+        open_file = QtWidgets.QPushButton("Open file…")
+        open_file.clicked.connect(self._open_file)
+        self.play_button = QtWidgets.QPushButton("Pause")
+        self.play_button.clicked.connect(self._toggle_play)
+        self.loop_box = QtWidgets.QCheckBox("Loop")
+        self.loop_box.toggled.connect(self._loop_toggled)
+        grid.addWidget(open_file, 1, 0)
+        grid.addWidget(self.play_button, 1, 1)
+        grid.addWidget(self.loop_box, 1, 2)
+        self.seek_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.seek_slider.setRange(0, 1000)
+        self.seek_slider.sliderReleased.connect(self._seek)
+        self.position_label = QtWidgets.QLabel("")
+        grid.addWidget(self.seek_slider, 2, 0, 1, 2)
+        grid.addWidget(self.position_label, 2, 2)
+        self.input_state_label = QtWidgets.QLabel("")
+        self.input_state_label.setWordWrap(True)
+        grid.addWidget(self.input_state_label, 3, 0, 1, 3)
+        self._fill_devices(self._list_devices(rescan=False))
+        return box
+
+    def _build_preset_panel(self) -> QtWidgets.QGroupBox:
+        box = QtWidgets.QGroupBox("Presets")
+        layout = QtWidgets.QVBoxLayout(box)
+        self.preset_list = QtWidgets.QListWidget()
+        self.preset_list.setMaximumHeight(120)
+        self.preset_list.itemActivated.connect(lambda item: self.apply_preset_number(self.preset_list.row(item) + 1))
+        layout.addWidget(self.preset_list)
+        row = QtWidgets.QHBoxLayout()
+        load = QtWidgets.QPushButton("Load…")
+        load.clicked.connect(self._load_preset_file)
+        save = QtWidgets.QPushButton("Save…")
+        save.clicked.connect(self._save_preset_file)
+        self.fade_box = QtWidgets.QDoubleSpinBox()
+        self.fade_box.setRange(0.0, 30.0)
+        self.fade_box.setValue(DEFAULT_FADE_SECONDS)
+        self.fade_box.setSuffix(" s fade")
+        self.fade_box.setToolTip("Crossfade time when a preset is picked")
+        row.addWidget(load)
+        row.addWidget(save)
+        row.addWidget(self.fade_box)
+        layout.addLayout(row)
+        self._fill_presets()
+        return box
+
+    def _build_record_panel(self) -> QtWidgets.QGroupBox:
+        box = QtWidgets.QGroupBox("Record")
+        row = QtWidgets.QHBoxLayout(box)
+        self.record_button = QtWidgets.QPushButton("● Record")
+        self.record_button.setCheckable(True)
+        self.record_button.clicked.connect(self.toggle_recording)
+        self.record_label = QtWidgets.QLabel("not recording")
+        row.addWidget(self.record_button)
+        row.addWidget(self.record_label, 1)
+        return box
+
+    def _build_menus(self) -> None:
+        view_menu = self.menuBar().addMenu("&Output")
+        self.screen_menu = view_menu.addMenu("Screen")
+        group = QtGui.QActionGroup(self)
+        for i, screen in enumerate(QtGui.QGuiApplication.screens()):
+            g = screen.geometry()
+            action = self.screen_menu.addAction(f"{i}: {screen.name()} ({g.width()}x{g.height()})")
+            action.setCheckable(True)
+            action.setChecked(i == 0)
+            action.triggered.connect(lambda _=False, i=i: self.set_output_screen(i))
+            group.addAction(action)
+        view_menu.addAction("Fullscreen output (F)", self.toggle_output_fullscreen)
+        model_menu = self.menuBar().addMenu("&Model")
+        model_menu.addAction("Open model…", self._open_model)
+        model_menu.addAction("Embedded default", lambda: self.session.load_model(None))
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("Keys (?)", self.show_keys)
+
+    def _build_keys(self) -> None:
+        def key(seq: str | QtGui.QKeySequence, slot) -> None:
+            shortcut = QtGui.QShortcut(QtGui.QKeySequence(seq), self)
+            shortcut.setContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
+            shortcut.activated.connect(slot)
+
+        for n in range(1, 10):
+            key(str(n), lambda n=n: self.apply_preset_number(n))
+        key("Space", self.toggle_freeze)
+        key("R", self.toggle_recording)
+        key("F", self.toggle_output_fullscreen)
+        key("Esc", self.leave_fullscreen)
+        key("Up", lambda: self.nudge("alpha", ALPHA_STEP))
+        key("Down", lambda: self.nudge("alpha", -ALPHA_STEP))
+        key("Right", lambda: self.nudge("noise", NOISE_STEP))
+        key("Left", lambda: self.nudge("noise", -NOISE_STEP))
+        key("?", self.show_keys)
+        key("Shift+?", self.show_keys)
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def _params_edited(self, params: Params) -> None:
+        self.session.set_params(params)
+
+    def nudge(self, name: str, step: float) -> None:
+        s = spec(name)
+        value = min(s.maximum, max(s.minimum, getattr(self.session.target, name) + step))
+        params = self.session.set_param(name, round(value, 6))
+        self.param_panel.set_params(params)
+
+    def apply_preset_number(self, number: int) -> None:
+        preset = self.session.preset_by_number(number)
+        if preset is None:
+            self._show_message(f"no preset {number} (there are {len(self.session.presets)})")
+            return
+        self._apply_preset(preset)
+
+    def _apply_preset(self, preset) -> None:
+        params = self.session.apply_preset(preset, self.fade_box.value())
+        if params is not None:
+            self.param_panel.set_params(params)
+            for i in range(self.preset_list.count()):
+                item = self.preset_list.item(i)
+                item.setSelected(item.data(QtCore.Qt.ItemDataRole.UserRole) == preset.name)
+
+    def toggle_freeze(self) -> None:
+        frozen = self.session.worker.frozen
+        if frozen.is_set():
+            frozen.clear()
+        else:
+            frozen.set()
+
+    def toggle_recording(self) -> None:
+        rec = self.session.recorder
+        if rec is not None and rec.active:
+            self.session.stop_recording(wait=False)
+        else:
+            path = default_recording_path(self.record_folder)
+            self.session.start_recording(path)
+        self._update_record_panel()
+
+    def set_output_screen(self, index: int) -> None:
+        self._output_screen = index
+        if self._output is not None and self._output.isVisible():
+            self._output.show_on_screen(index, fullscreen=self._output.isFullScreen())
+
+    def output_window(self) -> OutputWindow:
+        if self._output is None:
+            self._output = OutputWindow(use_gl=self.use_gl)
+        return self._output
+
+    def toggle_output_fullscreen(self) -> None:
+        out = self.output_window()
+        if out.isVisible() and out.isFullScreen():
+            out.leave_fullscreen()
+        else:
+            out.show_on_screen(self._output_screen, fullscreen=True)
+
+    def show_output(self, screen: int, fullscreen: bool = True) -> None:
+        self._output_screen = screen
+        self.output_window().show_on_screen(screen, fullscreen=fullscreen)
+
+    def leave_fullscreen(self) -> None:
+        if self._output is not None:
+            self._output.leave_fullscreen()
+        if self.isFullScreen():
+            self.showNormal()
+
+    def show_keys(self) -> None:
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("soundvj keys")
+        box.setText(f"<pre>{KEYS_HELP}</pre>")
+        box.setModal(False)
+        box.show()
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def _list_devices(self, rescan: bool):
+        from visualizer.audio_input import list_input_devices, rescan_devices
+
+        try:
+            return rescan_devices() if rescan else list_input_devices()
+        except Exception as e:  # noqa: BLE001 - no PortAudio devices at all is a state, not a crash
+            self._show_message(f"audio devices: {e}")
+            return []
+
+    def _fill_devices(self, devices) -> None:
+        current = self.session.source_choice.device
+        self.device_combo.clear()
+        for d in devices:
+            label = f"{d.name}  [{d.host_api}]" + ("  (default)" if d.is_default else "")
+            self.device_combo.addItem(label, d.name)
+        if not devices:
+            self.device_combo.addItem("no input device", None)
+        if current is not None:
+            i = self.device_combo.findData(current)
+            if i >= 0:
+                self.device_combo.setCurrentIndex(i)
+
+    def rescan_devices(self) -> None:
+        devices = self._list_devices(rescan=True)
+        self._fill_devices(devices)
+        wanted = self.session.source_choice
+        names = [d.name for d in devices]
+        if wanted.file is None and wanted.device is not None and wanted.device in names:
+            state, _ = self.session.input_state()
+            if state != "running":  # found again by name after the device came back
+                self.session.use_source(InputChoice(device=wanted.device))
+        self._show_message(f"{len(devices)} input device(s)")
+
+    def _device_chosen(self, index: int) -> None:
+        name = self.device_combo.itemData(index)
+        if name is not None:
+            self.session.use_source(InputChoice(device=name))
+
+    def _open_file(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Play an audio file")
+        if path:
+            self.session.use_source(InputChoice(file=path, loop=self.loop_box.isChecked()))
+
+    def _toggle_play(self) -> None:
+        player = self.session.player
+        if player is None:
+            return
+        if player.state == "playing":
+            player.pause()
+        else:
+            player.play()
+
+    def _loop_toggled(self, on: bool) -> None:
+        if self.session.player is not None:
+            self.session.player.loop = on
+
+    def _seek(self) -> None:
+        player = self.session.player
+        if player is not None and player.duration > 0:
+            player.seek(self.seek_slider.value() / 1000 * player.duration)
+
+    # -- presets ----------------------------------------------------------------------------------
+
+    def _fill_presets(self) -> None:
+        self.preset_list.clear()
+        for i, p in enumerate(self.session.presets, start=1):
+            label = f"{i}  {p.name}" if i <= 9 else f"   {p.name}"
+            item = QtWidgets.QListWidgetItem(label)
+            item.setData(QtCore.Qt.ItemDataRole.UserRole, p.name)
+            item.setToolTip(p.description + "\n" + ", ".join(f"{k}={v}" for k, v in p.values.items()))
+            self.preset_list.addItem(item)
+
+    def _watch_presets(self) -> None:
+        self._watcher = QtCore.QFileSystemWatcher(self)
+        self._watcher.directoryChanged.connect(self._presets_changed_on_disk)
+        self._watcher.fileChanged.connect(self._presets_changed_on_disk)
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        paths = [str(d) for d in preset_dirs() if d.is_dir()]
+        paths += [str(p.path) for p in self.session.presets if p.path is not None]
+        new = [p for p in paths if p not in self._watched]
+        if new:
+            self._watcher.addPaths(new)
+            self._watched.update(new)
+
+    def _presets_changed_on_disk(self, _path: str) -> None:
+        self.session.reload_presets()  # broken files come back as messages; the current look stays
+        self._fill_presets()
+        self._watched = set(self._watcher.files()) | set(self._watcher.directories())
+        self._rewatch()
+        active = next((p for p in self.session.presets if p.name == self.session.look), None)
+        if active is not None:
+            params = active.apply(self.session.target)
+            if params != self.session.target:
+                self._apply_preset(active)
+                self._show_message(f"preset {active.name} reloaded from disk")
+
+    def _load_preset_file(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load preset", "", "Presets (*.yaml *.yml)")
+        if path:
+            from core.presets import load_preset
+            from core.errors import SoundvjError
+
+            try:
+                self._apply_preset(load_preset(path))
+            except SoundvjError as e:
+                self._show_message(str(e))
+
+    def _save_preset_file(self) -> None:
+        folder = str(preset_dirs()[0]) if preset_dirs() else ""
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save preset", folder, "Presets (*.yaml)")
+        if path:
+            from core.errors import SoundvjError
+
+            try:
+                saved = save_preset(Path(path).with_suffix(".yaml"), self.session.target)
+                self._show_message(f"saved {saved}")
+            except SoundvjError as e:
+                self._show_message(str(e))
+
+    def _open_model(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open model", "", "Models (*.pkl *.safetensors)")
+        if path:
+            self._show_message(f"loading {path} (the current model plays until it is ready)")
+            self.session.load_model(path)
+
+    # -- polling ----------------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        worker = self.session.worker
+        frame, self._frame_seq = worker.frames.take_new(self._frame_seq)
+        if frame is not None:
+            self.view.show_frame(frame.image)
+            if self._output is not None and self._output.isVisible():
+                self._output.view.show_frame(frame.image)
+            self.mel_scope.show_window(frame.mel)
+            self._frames_drawn += 1
+        status, _ = worker.status.peek()
+        if status is not None and status is not self._last_status:
+            self._last_status = status
+            self.level_meter.show_level(status.level_peak, status.level_rms, status.clipped, time.monotonic())
+            self.status_fps.setText(f"{status.fps:5.1f} fps" + (" (frozen)" if status.frozen else ""))
+            self.status_latency.setText(f"latency {status.latency_ms_median:.0f} / p95 {status.latency_ms_p95:.0f} ms")
+            self.status_dropped.setText(f"dropped {status.dropped}")
+            self.status_model.setText(f"model: {status.model}" + (f" | look: {status.look}" if status.look else ""))
+        self._update_input_state()
+        self._update_record_panel()
+
+    def _update_input_state(self) -> None:
+        state, error = self.session.input_state()
+        choice = self.session.source_choice
+        source = f"file {Path(choice.file).name}" if choice.file else f"device {choice.device or 'default'}"
+        self.status_input.setText(f"{source}: {state}")
+        text = error or ""
+        if self.input_state_label.text() != text:
+            self.input_state_label.setText(text)
+            if error:
+                self._show_message(error)
+        player = self.session.player
+        if player is not None and player.duration > 0:
+            self.play_button.setText("Pause" if player.state == "playing" else "Play")
+            if not self.seek_slider.isSliderDown():
+                self.seek_slider.setValue(int(1000 * player.position / player.duration))
+            self.position_label.setText(f"{player.position:5.1f} / {player.duration:.1f} s")
+
+    def _update_record_panel(self) -> None:
+        rec = self.session.recorder
+        if rec is None:
+            return
+        if rec.active:
+            self.record_button.setChecked(True)
+            self.record_label.setText(f"REC {rec.seconds:6.1f} s  {rec.bytes_written / 1e6:5.1f} MB  {rec.path.name}")
+        else:
+            self.record_button.setChecked(False)
+            if rec.error:
+                self.record_label.setText(f"stopped: {rec.error}")
+            else:
+                self.record_label.setText(f"saved {rec.path.name} ({rec.seconds:.1f} s)")
+
+    def _show_message(self, text: str) -> None:
+        self.message_line.setText(text)
+        self.statusBar().showMessage(text, 8000)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        self._timer.stop()
+        self.session.stop()
+        if self._output is not None:
+            self._output.close()
+        super().closeEvent(event)

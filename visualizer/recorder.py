@@ -1,0 +1,195 @@
+"""Recording a session: the frames that were shown and the audio that was heard, to H.264 + AAC.
+
+The audio is the clock. Every sample the render thread read (mic input or the file at the playhead) is
+recorded, in order, and the video gets exactly one frame per 1/fps of recorded audio: the newest frame
+shown by then, repeated when the render fps dipped, skipped when it ran ahead. So the file plays at real
+speed and in sync whatever the render rate did.
+
+`feed` (render thread) only appends the audio chunk to a deque and drops the frame into a one-slot
+mailbox; encoding runs on the recorder's own thread. A write error (a full disk, a vanished folder)
+stops the recording with a one-line message; what was written is finished into a playable file when
+the container can still be closed, and removed otherwise. The show goes on either way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import SoundvjError
+from core.video_writer import Mp4Writer, check_output_path
+from visualizer.mailbox import LatestSlot
+
+
+class SessionRecorder:
+    """Record frames + audio fed by the render worker to `path` (see the module docstring).
+
+    States: "recording" -> "finished" (stop() or max_seconds reached) or "failed" (error set).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        width: int,
+        height: int,
+        sample_rate: int,
+        max_seconds: float | None = None,
+        on_done: Callable[["SessionRecorder"], None] | None = None,
+        crf: int = 20,
+    ) -> None:
+        self.path = check_output_path(path)
+        self.fps = float(fps)
+        self.width, self.height, self.sample_rate = int(width), int(height), int(sample_rate)
+        self.max_samples = None if max_seconds is None else int(round(max_seconds * sample_rate))
+        self.on_done = on_done
+        self.crf = crf
+        self.state = "recording"
+        self.error: str | None = None
+        self.samples_recorded = 0
+        self.frames_written = 0
+        self.frames_repeated = 0
+        self.frames_skipped = 0
+        self._frames_seen = 0
+        self._audio: deque[np.ndarray] = deque()
+        self._frame: LatestSlot = LatestSlot()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._writer: Mp4Writer | None = None
+        self._last_image: np.ndarray | None = None
+        self._last_seq = 0
+        self._thread = threading.Thread(target=self._run, name="soundvj-recorder", daemon=True)
+        self._thread.start()
+
+    # -- render thread ----------------------------------------------------------------------------
+
+    def feed(self, frame, audio: np.ndarray) -> None:
+        """Take the newest shown frame and the audio heard since the previous call; returns at once."""
+        if self.state != "recording" or self._stopping.is_set():
+            return
+        if audio.size:
+            self._audio.append(audio)  # already a private copy (SampleRing.read_new)
+        self._frame.put(frame.image)
+        self._wake.set()
+
+    # -- any thread -------------------------------------------------------------------------------
+
+    @property
+    def seconds(self) -> float:
+        return self.samples_recorded / self.sample_rate
+
+    @property
+    def bytes_written(self) -> int:
+        writer = self._writer
+        for candidate in ((writer.temp_path,) if writer else ()) + (self.path,):
+            try:
+                return os.path.getsize(candidate)
+            except OSError:
+                continue
+        return 0
+
+    @property
+    def active(self) -> bool:
+        return self.state == "recording"
+
+    def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Finish: encode what was fed, close the file (atomically renamed into place)."""
+        self._stopping.set()
+        self._wake.set()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- recorder thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._writer = Mp4Writer(
+                self.path, self.fps, self.width, self.height, sample_rate=self.sample_rate,
+                audio_channels=1, crf=self.crf, preset="veryfast",
+            )
+            while True:
+                self._wake.wait(0.1)
+                self._wake.clear()
+                stopping = self._stopping.is_set()
+                self._drain()
+                if stopping or self._reached_max():
+                    break
+            self._finish()
+        except SoundvjError as e:
+            self._fail(str(e))
+        except (OSError, RuntimeError, ValueError) as e:
+            self._fail(f"{self.path}: recording stopped: {_one_line(e)}")
+        except Exception as e:  # noqa: BLE001 - the show goes on; the performer reads the message
+            self._fail(f"{self.path}: recording stopped: {type(e).__name__}: {_one_line(e)}")
+        if self.on_done:
+            self.on_done(self)
+
+    def _reached_max(self) -> bool:
+        return self.max_samples is not None and self.samples_recorded >= self.max_samples
+
+    def _drain(self) -> None:
+        image, self._last_seq = self._frame.take_new(self._last_seq)
+        if image is not None:
+            self._last_image = image
+            self._frames_seen += 1
+        if self._last_image is None:
+            # Nothing shown yet: audio before the first frame is not part of the session.
+            self._audio.clear()
+            return
+        while self._audio:
+            chunk = self._audio.popleft()
+            if self.max_samples is not None:
+                chunk = chunk[: max(0, self.max_samples - self.samples_recorded)]
+            if chunk.size == 0:
+                continue
+            self.samples_recorded += chunk.size
+            due = math.ceil(self.samples_recorded * self.fps / self.sample_rate - 1e-9)
+            while self.frames_written < due:
+                self._writer.write(self._last_image)
+                self.frames_written += 1
+            self._writer.write_audio(chunk)
+        # Bookkeeping for the note in the status line: how the render rate compared with the file's.
+        self.frames_repeated = max(0, self.frames_written - self._frames_seen)
+        self.frames_skipped = max(0, self._frames_seen - self.frames_written)
+
+    def _finish(self) -> None:
+        writer = self._writer
+        if self.frames_written == 0:
+            writer.abort()
+            self._fail(f"{self.path}: nothing was recorded (no frame was shown)")
+            return
+        writer.close()
+        self.state = "finished"
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.state = "failed"
+        writer = self._writer
+        if writer is not None and not writer._closed:
+            try:
+                writer.close()  # keep what was written as a playable file if the container still closes
+            except Exception:  # noqa: BLE001 - then it is removed: no half-written file is left
+                writer.abort()
+        self._audio.clear()
+
+
+def _one_line(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())
+
+
+def default_recording_path(folder: str | os.PathLike | None = None) -> Path:
+    """soundvj-YYYYmmdd-HHMMSS.mp4 in `folder` (default: the current folder)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(folder or ".") / f"soundvj-{stamp}.mp4"

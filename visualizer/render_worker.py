@@ -1,0 +1,343 @@
+"""The render thread: owns the pipeline and the windower, answers the sound of *now* at each frame deadline.
+
+At every deadline of the target frame rate it takes everything the audio callback wrote since the last
+frame, pushes it into the windower, reads the newest parameter snapshot, steps the pipeline once on the
+newest window and publishes the frame into latest-value slots (view, output screen, recorder). Deadlines
+are absolute (t0 + k / fps); when a frame comes out late, the deadlines it missed are skipped and counted
+as dropped, so the next frame answers the sound at that moment rather than working off a backlog.
+
+Nothing here waits on the UI: commands arrive through `LatestSlot`s that are read between frames, and
+no lock is held across a model call. It is a plain thread (no Qt), so the same worker runs in tests,
+benchmarks and the app.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from core.audio.windows import StreamingWindower
+from core.errors import SoundvjError
+from core.model import SoundvjModel
+from core.param_fade import ParamFade
+from core.params import Params
+from core.pipeline import FramePipeline
+from core.stylegan3.ops import backend as ops_backend
+from core.video_writer import to_uint8_rgb
+from visualizer.mailbox import LatestSlot
+
+DEFAULT_FADE_SECONDS = 2.0
+STATUS_WINDOW = 48  # frames over which fps and latency are summarised
+
+
+class SampleSource(Protocol):
+    """What the worker reads audio from: `visualizer.audio_ring.SampleRing`."""
+
+    sample_rate: int
+
+    def read_new(self) -> tuple[np.ndarray, float]: ...
+
+
+class FrameSink(Protocol):
+    """Something that takes every published frame plus the audio heard since the previous one
+    (the recorder); it must return at once."""
+
+    def feed(self, frame: "PublishedFrame", audio: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class ParamCommand:
+    """Go to `params`, crossfading over `fade_seconds` (0: at once). `name` labels the look (status)."""
+
+    params: Params
+    fade_seconds: float = 0.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PublishedFrame:
+    """One shown frame. `image` is uint8 RGB [H, W, 3]; times are time.monotonic()."""
+
+    image: np.ndarray
+    index: int
+    shown_at: float
+    audio_arrival: float  # when the newest sample this frame heard arrived in the callback (nan: none yet)
+    params: Params
+    mel: np.ndarray  # the window the model saw, [n_mels, W] in [0, 1]
+
+    @property
+    def latency(self) -> float:
+        return self.shown_at - self.audio_arrival
+
+
+@dataclass(frozen=True)
+class RenderStatus:
+    frames: int
+    dropped: int
+    fps: float
+    latency_ms_median: float
+    latency_ms_p95: float
+    level_peak: float
+    level_rms: float
+    clipped: bool
+    frozen: bool
+    model: str
+    look: str
+    fading: bool
+    error: str | None = None
+
+
+@dataclass
+class _Stats:
+    shown: deque = field(default_factory=lambda: deque(maxlen=STATUS_WINDOW))
+    latency: deque = field(default_factory=lambda: deque(maxlen=STATUS_WINDOW))
+    all_latency: list = field(default_factory=list)  # for benchmarks; bounded by `keep_latencies`
+    frames: int = 0
+    dropped: int = 0
+
+
+class RenderWorker(threading.Thread):
+    """Steps `FramePipeline` at the target fps on the newest audio; see the module docstring."""
+
+    def __init__(
+        self,
+        model: SoundvjModel,
+        source: SampleSource,
+        params: Params | None = None,
+        keep_latencies: int = 0,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(name="soundvj-render", daemon=True)
+        params = params or Params()
+        if source.sample_rate != model.mel_config.sample_rate:
+            raise SoundvjError(
+                f"audio source at {source.sample_rate} Hz, but the model expects {model.mel_config.sample_rate} Hz"
+            )
+        self.source = source
+        # Mailboxes in (read between frames) ...
+        self.commands: LatestSlot[ParamCommand] = LatestSlot()
+        self.models: LatestSlot[SoundvjModel] = LatestSlot()
+        # ... and out (overwritten each frame, read whenever a reader likes).
+        self.frames: LatestSlot[PublishedFrame] = LatestSlot()
+        self.status: LatestSlot[RenderStatus] = LatestSlot()
+        self.sinks: list[FrameSink] = []  # e.g. the recorder; each `feed` returns at once
+        self._sinks_lock = threading.Lock()
+        self.frozen = threading.Event()
+        self._stop_event = threading.Event()
+        self._on_error = on_error
+        self._keep_latencies = keep_latencies
+        self._stats = _Stats()
+        self._install_model(model, params)
+        self._fade = ParamFade(params, params, time.monotonic(), 0.0)
+        self._look = ""
+        self._latent_fade: tuple[FramePipeline, float, float] | None = None  # (old pipeline, t0, seconds)
+        self._last_frame: PublishedFrame | None = None
+        self._level = (0.0, 0.0)
+        self.error: str | None = None
+
+    # -- control (any thread) ---------------------------------------------------------------------
+
+    def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "") -> None:
+        self.commands.put(ParamCommand(params, fade_seconds, name))
+
+    def swap_model(self, model: SoundvjModel) -> None:
+        """Play `model` from the next frame on (load it off this thread first; see `load_model_async`)."""
+        self.models.put(model)
+
+    def add_sink(self, sink: FrameSink) -> None:
+        with self._sinks_lock:
+            self.sinks = [*self.sinks, sink]
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        with self._sinks_lock:
+            self.sinks = [s for s in self.sinks if s is not sink]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    @property
+    def params(self) -> Params:
+        """The snapshot the last frame was made with (mid-fade: the intermediate values)."""
+        return self._params_now
+
+    @property
+    def model(self) -> SoundvjModel:
+        return self._model
+
+    @property
+    def latencies(self) -> list[float]:
+        return list(self._stats.all_latency)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        next_deadline = time.monotonic()
+        while not self._stop_event.is_set():
+            period = 1.0 / self._params_now.fps
+            wait = next_deadline - time.monotonic()
+            if wait > 0 and self._stop_event.wait(wait):
+                break
+            now = time.monotonic()
+            missed = math.floor((now - next_deadline) / period)
+            if missed > 0:  # late: skip the deadlines already past, never catch up on stale work
+                self._stats.dropped += missed
+                next_deadline += missed * period
+            next_deadline += period
+            try:
+                self.tick()
+            except Exception as e:  # keep the show going; tell the UI once per distinct error
+                message = f"render: {type(e).__name__}: {e}".splitlines()[0]
+                if message != self.error:
+                    self.error = message
+                    if self._on_error:
+                        self._on_error(message)
+                self._stop_event.wait(0.2)
+
+    def tick(self, now: float | None = None) -> PublishedFrame:
+        """Make and publish one frame from the audio that arrived since the last one (the loop's body;
+        tests and benchmarks may call it directly on a worker that was not started)."""
+        self._apply_mailboxes()
+        now = time.monotonic() if now is None else now
+        self._advance_params(now)
+        samples, arrival = self.source.read_new()
+        if samples.size:
+            self.windower.push(samples)
+            peak = float(np.max(np.abs(samples)))
+            self._level = (peak, float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))))
+        else:
+            self._level = (0.0, 0.0)
+        if not math.isfinite(arrival):
+            arrival = self._last_frame.audio_arrival if self._last_frame else float("nan")
+        mel = self.windower.latest()
+        if self.frozen.is_set() and self._last_frame is not None:
+            image = self._last_frame.image  # the picture holds; the audio (and recording) go on
+        else:
+            image = self._step(mel, now)
+        frame = PublishedFrame(
+            image=image, index=self._stats.frames, shown_at=time.monotonic(), audio_arrival=arrival,
+            params=self._params_now, mel=mel.numpy(),
+        )
+        self.frames.put(frame)
+        for sink in self.sinks:
+            sink.feed(frame, samples)
+        self._last_frame = frame
+        self._record_stats(frame)
+        return frame
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _install_model(self, model: SoundvjModel, params: Params) -> None:
+        ops_backend.prepare(model.device.type, wait=False)  # a first C++ build runs beside, never in the loop
+        self._model = model
+        self.pipeline = FramePipeline(model, params)
+        old = getattr(self, "windower", None)
+        if old is not None and old.mel_config == model.mel_config:
+            self.windower.set_fps(params.fps)
+            self.windower.set_window_seconds(params.window_seconds)
+        else:
+            self.windower = self.pipeline.make_windower()
+        self._params_now = params
+        self._latent_fade = None
+
+    def _apply_mailboxes(self) -> None:
+        model, self._model_seq = self.models.take_new(getattr(self, "_model_seq", 0))
+        if model is not None:
+            if model.mel_config.sample_rate != self.source.sample_rate:
+                self._report(f"model {model.source}: expects {model.mel_config.sample_rate} Hz audio; "
+                             f"the input runs at {self.source.sample_rate} Hz (kept the current model)")
+            else:
+                self._install_model(model, self._params_now)
+        command, self._command_seq = self.commands.take_new(getattr(self, "_command_seq", 0))
+        if command is not None:
+            now = time.monotonic()
+            current = self._fade.at(now)
+            self._fade = ParamFade(current, command.params, now, max(0.0, command.fade_seconds))
+            self._look = command.name or self._look
+            if command.params.seed != self.pipeline.params.seed and command.fade_seconds > 0:
+                # A seed cannot be halfway: run the new sequence beside the old one and blend the latents.
+                old = self.pipeline
+                self.pipeline = FramePipeline(self._model, current.replace(seed=command.params.seed))
+                self._latent_fade = (old, now, command.fade_seconds)
+
+    def _advance_params(self, now: float) -> None:
+        params = self._fade.at(now)
+        before = self._params_now
+        if params.fps != before.fps:
+            self.windower.set_fps(params.fps)
+        if params.window_seconds != before.window_seconds:
+            self.windower.set_window_seconds(params.window_seconds)
+        self.pipeline.set_params(params)  # a new seed without a fade restarts the sequence here
+        if self._latent_fade is not None:
+            old, t0, seconds = self._latent_fade
+            if now - t0 >= seconds:
+                self._latent_fade = None
+            else:
+                old.set_params(params.replace(seed=old.params.seed))
+        self._params_now = params
+
+    def _step(self, mel: torch.Tensor, now: float) -> np.ndarray:
+        if self._latent_fade is None:
+            frame = self.pipeline.step(mel)
+        else:
+            old, t0, seconds = self._latent_fade
+            t = min(1.0, max(0.0, (now - t0) / seconds))
+            w_old = old.step_latents(mel.unsqueeze(0))
+            w_new = self.pipeline.step_latents(mel.unsqueeze(0))
+            frame = self.pipeline.synthesize(torch.lerp(w_old, w_new, t))[0]
+        return to_uint8_rgb(frame).cpu().numpy()
+
+    def _record_stats(self, frame: PublishedFrame) -> None:
+        s = self._stats
+        s.frames += 1
+        s.shown.append(frame.shown_at)
+        if math.isfinite(frame.audio_arrival):
+            s.latency.append(frame.latency)
+            if len(s.all_latency) < self._keep_latencies:
+                s.all_latency.append(frame.latency)
+        fps = (len(s.shown) - 1) / (s.shown[-1] - s.shown[0]) if len(s.shown) > 1 and s.shown[-1] > s.shown[0] else 0.0
+        lat = np.array(s.latency) * 1000 if s.latency else np.array([math.nan])
+        peak, rms = self._level
+        self.status.put(RenderStatus(
+            frames=s.frames, dropped=s.dropped, fps=fps,
+            latency_ms_median=float(np.median(lat)), latency_ms_p95=float(np.percentile(lat, 95)),
+            level_peak=peak, level_rms=rms, clipped=peak >= 0.999, frozen=self.frozen.is_set(),
+            model=self._model.source, look=self._look, fading=not self._fade.done(frame.shown_at),
+            error=self.error,
+        ))
+
+    def _report(self, message: str) -> None:
+        self.error = message
+        if self._on_error:
+            self._on_error(message)
+
+
+def load_model_async(
+    path: str | None, device: str | None, done: Callable[[SoundvjModel | None, str | None], None]
+) -> threading.Thread:
+    """Load a model on its own thread and call `done(model, None)` or `done(None, one-line error)`;
+    the render thread keeps playing the old model meanwhile."""
+    from core.model import load_model
+
+    def work() -> None:
+        try:
+            model = load_model(path, device=device, warn=lambda _msg: None)
+            FramePipeline(model)  # first mapping call (and any lazy init) happens here, not in the loop
+        except SoundvjError as e:
+            done(None, str(e))
+        except Exception as e:  # noqa: BLE001 - reported to the performer, the show goes on
+            done(None, f"{path}: {type(e).__name__}: {e}".splitlines()[0])
+        else:
+            done(model, None)
+
+    thread = threading.Thread(target=work, name="soundvj-model-loader", daemon=True)
+    thread.start()
+    return thread

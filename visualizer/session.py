@@ -1,0 +1,239 @@
+"""A live session without any Qt: the audio ring, the input (microphone or file player), the render
+worker, presets and the recorder, wired together. The window drives one; `soundvj live` scripted runs,
+the benchmark and the tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core.errors import SoundvjError
+from core.model import SoundvjModel
+from core.params import Params
+from core.presets import Preset, list_presets, load_preset
+from visualizer.audio_ring import SampleRing
+from visualizer.recorder import SessionRecorder
+from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
+
+RING_SECONDS = 10.0  # audio kept for the render thread; a frame longer than this late loses the oldest
+
+
+@dataclass(frozen=True)
+class InputChoice:
+    """Where the sound comes from: a device (None = system default) or a file."""
+
+    device: str | None = None
+    file: str | None = None
+    loop: bool = False
+
+
+class LiveSession:
+    """Everything that plays, minus the widgets. All methods return at once (no model work on the
+    caller's thread); results and problems arrive as `messages` (one line each) and status slots."""
+
+    def __init__(
+        self,
+        model: SoundvjModel,
+        params: Params | None = None,
+        source: InputChoice = InputChoice(),
+        output_device: str | None = None,
+        on_message: Callable[[str], None] | None = None,
+        keep_latencies: int = 0,
+    ) -> None:
+        self.model = model
+        self.target = params or Params()
+        self.source_choice = source
+        self.output_device = output_device
+        self.on_message = on_message
+        self.messages: list[str] = []
+        self.sample_rate = model.mel_config.sample_rate
+        self.ring = SampleRing(int(RING_SECONDS * self.sample_rate), self.sample_rate)
+        self.worker = RenderWorker(model, self.ring, self.target, keep_latencies=keep_latencies,
+                                   on_error=self.message)
+        self.mic = None
+        self.player = None
+        self.recorder: SessionRecorder | None = None
+        self.presets: list[Preset] = []
+        self.look = ""
+        self._lock = threading.Lock()
+        self.reload_presets()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, record: str | os.PathLike | None = None, record_seconds: float | None = None) -> None:
+        """Start rendering, then (if asked) recording, then the input, so a recording of a file
+        begins with the file's first sample."""
+        self.worker.start()
+        if record is not None:
+            self.start_recording(record, max_seconds=record_seconds)
+        self.use_source(self.source_choice)
+
+    def stop(self) -> None:
+        self.stop_recording(wait=True)
+        self._close_input()
+        self.worker.stop()
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            self.messages.append(text)
+            del self.messages[:-50]
+        if self.on_message:
+            self.on_message(text)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def use_source(self, choice: InputChoice) -> None:
+        """Switch input. A microphone switch opens the new stream before closing the old one; a
+        problem leaves the picture running on silence with a message."""
+        from visualizer.audio_input import MicInput
+        from visualizer.file_player import FilePlayer
+
+        self.source_choice = choice
+        try:
+            if choice.file is not None:
+                player = FilePlayer(choice.file, self.ring, output_device=self.output_device, loop=choice.loop)
+                self._close_input()
+                self.player = player
+                player.play()
+                if player.error:
+                    self.message(player.error)
+            else:
+                if self.mic is not None:
+                    self.mic.switch(choice.device)
+                else:
+                    self._close_input()
+                    self.mic = MicInput(self.ring, choice.device)
+                    self.mic.start()
+                if self.mic.error:
+                    self.message(self.mic.error)
+        except SoundvjError as e:
+            self.message(str(e))
+
+    def _close_input(self) -> None:
+        for thing in (self.player, self.mic):
+            if thing is not None:
+                try:
+                    thing.stop()
+                except Exception as e:  # noqa: BLE001 - a dying device must not stop the show
+                    self.message(f"input: {e}")
+        self.player = self.mic = None
+
+    def input_state(self) -> tuple[str, str | None]:
+        """(state, error) of the current input."""
+        thing = self.player or self.mic
+        if thing is None:
+            return "stopped", None
+        return thing.state, thing.error
+
+    # -- parameters and presets -------------------------------------------------------------------
+
+    def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "") -> None:
+        self.target = params
+        self.worker.set_params(params, fade_seconds, name)
+
+    def set_param(self, name: str, value) -> Params:
+        params = self.target.replace(**{name: value})
+        self.set_params(params)
+        return params
+
+    def reload_presets(self) -> list[str]:
+        """Re-read the preset folders. Returns the problems (a broken file is skipped, not fatal)."""
+        from core.presets import _files_in, preset_dirs  # noqa: PLC2701 - same listing rules as core
+
+        found, problems, seen = [], [], set()
+        for folder in preset_dirs():
+            for path in _files_in(folder):
+                if path.stem in seen:
+                    continue
+                seen.add(path.stem)
+                try:
+                    found.append(load_preset(path))
+                except SoundvjError as e:
+                    problems.append(str(e))
+        self.presets = sorted(found, key=lambda p: p.name.lower())
+        for p in problems:
+            self.message(p)
+        return problems
+
+    def apply_preset(self, preset: Preset | str, fade_seconds: float = DEFAULT_FADE_SECONDS) -> Params | None:
+        """Crossfade to a preset (an object, a name or a path). A broken file gives a message and the
+        current look stays."""
+        try:
+            if not isinstance(preset, Preset):
+                preset = load_preset(preset)
+            params = preset.apply(self.target)
+        except SoundvjError as e:
+            self.message(str(e))
+            return None
+        self.look = preset.name
+        self.set_params(params, fade_seconds, preset.name)
+        return params
+
+    def preset_by_number(self, number: int) -> Preset | None:
+        """Presets in list order, numbered from 1 (keys 1-9)."""
+        return self.presets[number - 1] if 1 <= number <= len(self.presets) else None
+
+    # -- models -----------------------------------------------------------------------------------
+
+    def load_model(self, path: str | None, device: str | None = None,
+                   done: Callable[[bool], None] | None = None) -> None:
+        """Load another model off the render thread; the current one plays until it is ready."""
+        def finished(model: SoundvjModel | None, error: str | None) -> None:
+            if model is None:
+                self.message(error or f"{path}: could not load")
+            else:
+                self.model = model
+                self.worker.swap_model(model)
+                self.message(f"model: {model.source}")
+            if done:
+                done(model is not None)
+
+        load_model_async(path, device or str(self.model.device), finished)
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def start_recording(self, path: str | os.PathLike, max_seconds: float | None = None,
+                        on_done: Callable[[SessionRecorder], None] | None = None) -> SessionRecorder | None:
+        if self.recorder is not None and self.recorder.active:
+            return self.recorder
+        res = self.model.generator.img_resolution
+        def finished(rec: SessionRecorder) -> None:
+            self.worker.remove_sink(rec)
+            if rec.error:
+                self.message(rec.error)
+            else:
+                self.message(f"recorded {rec.path} ({rec.seconds:.1f} s)")
+            if on_done:
+                on_done(rec)
+
+        try:
+            recorder = SessionRecorder(path, self.target.fps, res, res, self.sample_rate,
+                                       max_seconds=max_seconds, on_done=finished)
+        except SoundvjError as e:
+            self.message(str(e))
+            return None
+        self.recorder = recorder
+        self.worker.add_sink(recorder)
+        return recorder
+
+    def stop_recording(self, wait: bool = False) -> None:
+        rec = self.recorder
+        if rec is not None:
+            rec.stop(wait=wait)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+
+def recording_path(path: str | None) -> Path | None:
+    return None if path is None else Path(path).expanduser()
