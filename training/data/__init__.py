@@ -18,5 +18,6 @@ Unreadable, silent (RMS below `data.silence_db` dBFS) and too-short clips are sk
 """
 
 from training.data.config import DataConfig
+from training.data.datasets import ClipDataset, DatasetReport, open_datasets
 
-__all__ = ["DataConfig"]
+__all__ = ["ClipDataset", "DataConfig", "DatasetReport", "open_datasets"]
