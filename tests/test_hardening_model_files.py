@@ -9,6 +9,7 @@ import torch
 
 from core.cli import main
 from tests.conftest import fixture_generator
+from tests.hardening_helpers import assert_refused, run_soundvj
 from tests.nvidia_pickle_fakes import Persistent, dump_snapshot
 
 GENERATOR = "training.networks_stylegan3.Generator"
@@ -57,3 +58,58 @@ def test_converted_file_whose_header_length_starts_with_0x80_is_read(t64_pickle_
     capsys.readouterr()
     assert main(["info", str(out), "--device", "cpu"]) == 0, capsys.readouterr().err
     assert "StyleGAN3-T, 64x64 px" in capsys.readouterr().out
+
+
+# --- hostile pickles: run in a child process (a crash must not take the test session with it) -----
+
+DEEP = 200_000
+
+
+def _deep_tuple_ops(depth: int) -> bytes:
+    return b")" + b"\x85" * depth  # EMPTY_TUPLE, then TUPLE1 `depth` times: ((((),),),...)
+
+
+def test_deep_tuple_as_dict_key_is_refused(tmp_path):
+    """Defect 2: hashing a 200,000-deep tuple recurses in C and segfaulted the loader."""
+    path = tmp_path / "deep_key.pkl"
+    path.write_bytes(b"\x80\x02}" + _deep_tuple_ops(DEEP) + b"Ns.")  # {deep: None}
+    assert len(path.read_bytes()) < 210_000
+    assert_refused(run_soundvj(["info", str(path)]), str(path), "nested too deeply")
+
+
+def test_deep_tuple_passed_to_set_is_refused(tmp_path):
+    path = tmp_path / "deep_set.pkl"
+    # builtins.set([deep]) through the allowlisted global
+    path.write_bytes(b"\x80\x02cbuiltins\nset\n]" + _deep_tuple_ops(DEEP) + b"a\x85R.")
+    assert_refused(run_soundvj(["info", str(path)]), str(path), "nested too deeply")
+
+
+def _persistent_snapshot(path, state_extra: dict, plain_types=()):
+    module = torch.nn.Module()
+    snap = {"G_ema": Persistent(module, GENERATOR, "pass", plain_types=plain_types, **state_extra)}
+    return dump_snapshot(path, snap)
+
+
+def test_shared_list_bomb_in_init_kwargs_is_refused(tmp_path):
+    """Defect 3: one list reused 40 levels deep (x = [x, x]) is a small pickle but 2^40 nodes to walk."""
+    bomb: list = []
+    for _ in range(40):
+        bomb = [bomb, bomb]
+    path = tmp_path / "bomb_kwargs.pkl"
+    data = _persistent_snapshot(path, {"init_kwargs": {"z_dim": bomb}})
+    assert len(data) < 4096
+    assert_refused(run_soundvj(["info", str(path)]), str(path), "too many")
+
+
+def test_shared_submodule_tree_is_refused(tmp_path):
+    """Defect 3: `_modules` children that are all the same object, 30 levels deep (2^30 visits)."""
+    module = torch.nn.Module()
+    for _ in range(30):
+        parent = torch.nn.Module()
+        parent.add_module("a", module)
+        parent.add_module("b", module)
+        module = parent
+    path = tmp_path / "bomb_modules.pkl"
+    dump_snapshot(path, {"G_ema": Persistent(module, GENERATOR, "pass", plain_types=(torch.nn.Module,))})
+    assert path.stat().st_size < 16384
+    assert_refused(run_soundvj(["info", str(path)]), str(path), "too many")

@@ -41,6 +41,12 @@ NETWORK_KEYS = ("G_ema", "G", "D")
 # legitimate pickle holds); it stops forged sizes and repeated copies from blowing up memory.
 _BUDGET_SLACK_BYTES = 64 << 20
 _MAX_NESTING = 64  # module trees and kwargs are a few levels deep; deeper means a cycle or an attack
+# NVIDIA's snapshots run tens of thousands of pickle opcodes (13k for a 256 px G and G_ema); each opcode
+# makes at most one object, so this bounds the objects a small hostile file can make.
+_MAX_OPCODES = 2_000_000
+# Values visited when turning a network into plain data, a shared object counted each time it is
+# reached: a 40-level `x = [x, x]` is 600 bytes of pickle and 2^40 visits. Real networks: a few thousand.
+_MAX_NODES = 1_000_000
 
 
 class _Refused(Exception):
@@ -59,6 +65,12 @@ class _Budget:
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
+        self.opcodes = 0
+
+    def count_opcode(self) -> None:
+        self.opcodes += 1
+        if self.opcodes > _MAX_OPCODES:
+            raise _Refused(f"it runs more than {_MAX_OPCODES:,} pickle operations; a network pickle runs tens of thousands")
 
     def charge(self, nbytes: int) -> None:
         self.used += nbytes
@@ -66,6 +78,54 @@ class _Budget:
             raise _Refused(
                 f"it would need more than {self.limit >> 20} MiB to load, far more than its size justifies"
             )
+
+
+# ----------------------------------------------------------------------------------------------
+# The unpickler itself: Python's own implementation (not the C one), so each opcode can be checked
+# before its result is used. The C unpickler builds dict keys and set items by hashing them, and
+# hashing a 200,000-deep tuple recurses in C until the process crashes (no exception to catch);
+# here a tuple nested deeper than _MAX_NESTING is refused the moment it is built. Speed is no issue:
+# the opcodes are few (tensor data comes in a few large byte strings), 0.3 s for a 114 MB snapshot.
+
+
+def _counted(operation: Callable[[Any], None]) -> Callable[[Any], None]:
+    def run(self: "_CheckedUnpickler") -> None:
+        self._budget.count_opcode()
+        operation(self)
+
+    return run
+
+
+def _tuple_checked(operation: Callable[[Any], None]) -> Callable[[Any], None]:
+    def run(self: "_CheckedUnpickler") -> None:
+        self._budget.count_opcode()
+        operation(self)
+        self._check_tuple(self.stack[-1])
+
+    return run
+
+
+class _CheckedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]  # the pure-Python unpickler
+    """Counts opcodes against the budget and bounds tuple nesting as tuples are built."""
+
+    dispatch = {code: _counted(operation) for code, operation in pickle._Unpickler.dispatch.items()}
+    for _opcode in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
+        dispatch[_opcode[0]] = _tuple_checked(pickle._Unpickler.dispatch[_opcode[0]])
+    del _opcode
+
+    def __init__(self, file: Any, budget: _Budget):
+        super().__init__(file)
+        self._budget = budget
+        # id -> (tuple, nesting depth) for tuples holding tuples; the reference keeps the id unique.
+        self._tuple_depths: dict[int, tuple[tuple, int]] = {}
+
+    def _check_tuple(self, value: Any) -> None:
+        depths = self._tuple_depths
+        depth = 1 + max((depths.get(id(v), (None, 1))[1] for v in value if type(v) is tuple), default=0)
+        if depth > _MAX_NESTING:
+            raise _Refused(f"its tuples are nested too deeply (more than {_MAX_NESTING} levels)")
+        if depth > 1:
+            depths[id(value)] = (value, depth)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,11 +362,11 @@ _TORCH_SAVE_MAGIC = 0x1950A86A20F9469CFC6C
 _TORCH_SAVE_PROTOCOL = 1001
 
 
-class _StorageHeaderReader(pickle.Unpickler):
+class _StorageHeaderReader(_CheckedUnpickler):
     """Reads the small pickles of a legacy `torch.save` stream: no callables, only storage types."""
 
-    def __init__(self, stream: io.BytesIO, storages: dict):
-        super().__init__(stream)
+    def __init__(self, stream: io.BytesIO, storages: dict, budget: _Budget):
+        super().__init__(stream, budget)
         self._storages = storages
 
     def find_class(self, module: str, name: str) -> Any:
@@ -329,20 +389,20 @@ class _StorageHeaderReader(pickle.Unpickler):
         return None
 
 
-def _declared_storage_bytes(data: bytes) -> int:
+def _declared_storage_bytes(data: bytes, budget: _Budget) -> int:
     """Walk a legacy `torch.save` stream (what `_load_from_bytes` gets) without building anything,
     check every storage's declared size against the bytes actually present, and return the total."""
     if not data.startswith(b"\x80\x02"):  # tensors pickle their storage with the legacy (protocol 2) torch.save
         raise _Refused("a tensor's storage is not a legacy torch.save stream")
     stream = io.BytesIO(data)
     storages: dict[str, tuple[torch.dtype, int]] = {}
-    if _StorageHeaderReader(stream, storages).load() != _TORCH_SAVE_MAGIC:
+    if _StorageHeaderReader(stream, storages, budget).load() != _TORCH_SAVE_MAGIC:
         raise _Refused("a tensor's storage is not a torch.save stream")
-    if _StorageHeaderReader(stream, storages).load() != _TORCH_SAVE_PROTOCOL:
+    if _StorageHeaderReader(stream, storages, budget).load() != _TORCH_SAVE_PROTOCOL:
         raise _Refused("a tensor's storage has an unknown torch.save version")
-    _StorageHeaderReader(stream, storages).load()  # sys info
-    _StorageHeaderReader(stream, storages).load()  # the storage itself, as persistent ids
-    keys = _StorageHeaderReader(stream, storages).load()
+    _StorageHeaderReader(stream, storages, budget).load()  # sys info
+    _StorageHeaderReader(stream, storages, budget).load()  # the storage itself, as persistent ids
+    keys = _StorageHeaderReader(stream, storages, budget).load()
     if not isinstance(keys, list) or sorted(keys) != sorted(storages):
         raise _Refused("a tensor's saved storage lists storages it does not declare")
     total = 0
@@ -361,7 +421,7 @@ def _load_from_bytes(budget: _Budget, data: Any) -> _SavedStorage:
     # torch's own _load_from_bytes calls torch.load(weights_only=False), which runs arbitrary pickles.
     if not isinstance(data, bytes):
         raise _Refused("a tensor's storage is not bytes")
-    budget.charge(_declared_storage_bytes(data))  # before torch allocates anything
+    budget.charge(_declared_storage_bytes(data, budget))  # before torch allocates anything
     typed = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     if not isinstance(typed, torch.storage.TypedStorage):
         raise _Refused("a tensor's storage does not decode to a storage")
@@ -503,12 +563,8 @@ for _name, _value in vars(torch).items():  # torch.float32 etc. pickle as global
 _MODULE_ALIASES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # Python 2 names in protocol < 3
 
 
-class _NetworkUnpickler(pickle.Unpickler):
+class _NetworkUnpickler(_CheckedUnpickler):
     """Unpickler that resolves only `_ALLOWED_GLOBALS` (plus torch.nn.modules classes, as inert names)."""
-
-    def __init__(self, file: Any, budget: _Budget):
-        super().__init__(file)
-        self._budget = budget
 
     def find_class(self, module: str, name: str) -> Any:
         module = _MODULE_ALIASES.get(module, module)
@@ -583,14 +639,30 @@ def _network_dict(path: Path) -> dict:
     return top
 
 
-def _to_plain(value: Any, depth: int = 0) -> Any:
+class _NodeCounter:
+    """Counts values visited while walking a network, shared references each time they are reached."""
+
+    def __init__(self, limit: int = _MAX_NODES):
+        self.left = limit
+
+    def visit(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _Refused(
+                f"the network holds too many values (more than {_MAX_NODES:,}, a shared value counted each time "
+                "it is reached); a network pickle holds a few thousand"
+            )
+
+
+def _to_plain(value: Any, nodes: _NodeCounter, depth: int = 0) -> Any:
     """Replace our stand-ins by ordinary Python/numpy values (dict subclasses become dict)."""
+    nodes.visit()
     if depth > _MAX_NESTING:
         raise _Refused("the values are nested too deeply")
     if isinstance(value, dict):
-        return {_to_plain(k, depth + 1): _to_plain(v, depth + 1) for k, v in value.items()}
+        return {_to_plain(k, nodes, depth + 1): _to_plain(v, nodes, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)) and not isinstance(value, torch.Size):
-        return type(value)(_to_plain(v, depth + 1) for v in value)
+        return type(value)(_to_plain(v, nodes, depth + 1) for v in value)
     if isinstance(value, _NdarrayStandIn):
         if value.array is None:
             raise _Refused("a numpy array has no data")
@@ -608,8 +680,11 @@ def _module_state(value: Any, where: str) -> dict:
     raise _Refused(f"submodule '{where}' is a {_describe(value)}, not a module")
 
 
-def _collect_tensors(state: dict, prefix: str, out: dict[str, torch.Tensor], depth: int = 0) -> None:
+def _collect_tensors(
+    state: dict, prefix: str, out: dict[str, torch.Tensor], nodes: _NodeCounter, depth: int = 0
+) -> None:
     """Same walk as nn.Module.state_dict(): own parameters, persistent buffers, then children."""
+    nodes.visit()
     if depth > _MAX_NESTING:
         raise _Refused("the module tree is nested too deeply")
     where = prefix[:-1] or "<root>"
@@ -627,25 +702,27 @@ def _collect_tensors(state: dict, prefix: str, out: dict[str, torch.Tensor], dep
                 continue
             if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
                 raise _Refused(f"{kind} '{prefix}{_one_line(name)}' is a {_describe(tensor)}, not a tensor")
+            nodes.visit()
             out[prefix + name] = tensor
     for name, child in children.items():
         if child is None:
             continue
         if not isinstance(name, str):
             raise _Refused(f"module '{where}' has a child with a non-string name")
-        _collect_tensors(_module_state(child, prefix + name), f"{prefix}{name}.", out, depth + 1)
+        _collect_tensors(_module_state(child, prefix + name), f"{prefix}{name}.", out, nodes, depth + 1)
 
 
 def _build_network(network: _PersistentObject, available_keys: list[str]) -> PickledNetwork:
     state = network.state
     state_dict: dict[str, torch.Tensor] = {}
-    _collect_tensors(state, "", state_dict)
-    init_args = _to_plain(state.get("_init_args", ()))
-    init_kwargs = _to_plain(state.get("_init_kwargs", {}))
+    nodes = _NodeCounter()
+    _collect_tensors(state, "", state_dict, nodes)
+    init_args = _to_plain(state.get("_init_args", ()), nodes)
+    init_kwargs = _to_plain(state.get("_init_kwargs", {}), nodes)
     if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
         raise _Refused("the network's constructor arguments are malformed")
     attributes = {
-        k: _to_plain(v) for k, v in state.items() if isinstance(k, str) and not k.startswith("_") and k != "training"
+        k: _to_plain(v, nodes) for k, v in state.items() if isinstance(k, str) and not k.startswith("_") and k != "training"
     }
     return PickledNetwork(
         class_name=network.class_name,

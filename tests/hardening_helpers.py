@@ -1,0 +1,103 @@
+"""Running the real `soundvj` command on hostile input, under a memory cap and a time limit (issue 11).
+
+The cap is RLIMIT_DATA (private writable memory: heap and anonymous maps), 3 GB. RLIMIT_AS cannot be
+used: importing torch maps about 3.3 GB of address space (its CUDA libraries) before doing anything,
+so `soundvj info` on the embedded model dies under a 3 GB RLIMIT_AS; it runs with RLIMIT_DATA 1.2 GB.
+The child's peak resident size (ru_maxrss from wait4) is reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MEMORY_CAP_BYTES = 3 << 30
+TIME_LIMIT_SECONDS = 60.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class CliRun:
+    returncode: int  # negative: killed by that signal
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss_bytes: int
+    timed_out: bool
+
+
+def run_soundvj(argv: list[str], cap_bytes: int = MEMORY_CAP_BYTES, timeout: float = TIME_LIMIT_SECONDS,
+                cwd: Path | None = None, stdin: bytes | None = None) -> CliRun:
+    """`python -m core.cli ARGV` in a fresh process under the memory cap; killed after `timeout` s."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (cap_bytes, cap_bytes))
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out_path = Path(cwd or REPO)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", *argv], cwd=out_path, env=env, preexec_fn=limit,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.send_signal(signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        out, err = _communicate(proc, stdin)
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    return CliRun(
+        returncode=os.waitstatus_to_exitcode(status),
+        stdout=out.decode(errors="replace"),
+        stderr=err.decode(errors="replace"),
+        seconds=time.monotonic() - started,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+        timed_out=timed_out.is_set(),
+    )
+
+
+def _communicate(proc: subprocess.Popen, stdin: bytes | None) -> tuple[bytes, bytes]:
+    # Read both pipes to the end without reaping the child (wait4 must get its rusage).
+    chunks: dict[str, bytes] = {}
+
+    def drain(name: str, pipe) -> None:
+        chunks[name] = pipe.read()
+
+    readers = [threading.Thread(target=drain, args=(n, p)) for n, p in (("out", proc.stdout), ("err", proc.stderr))]
+    for r in readers:
+        r.start()
+    if stdin is not None:
+        try:
+            proc.stdin.write(stdin)
+        except BrokenPipeError:
+            pass
+        proc.stdin.close()
+    for r in readers:
+        r.join()
+    return chunks.get("out", b""), chunks.get("err", b"")
+
+
+def assert_refused(run: CliRun, *expected: str) -> None:
+    """Exactly one `soundvj: error:` line, exit 2, within the time limit and the memory cap."""
+    assert not run.timed_out, f"still running after {TIME_LIMIT_SECONDS:g} s"
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("soundvj: error: "), run.stderr[-2000:]
+    assert run.peak_rss_bytes < MEMORY_CAP_BYTES
+    for text in expected:
+        assert text in lines[0], lines[0]
