@@ -269,12 +269,17 @@ def load_run_config(
     stage_config: type,
     path: str | Path | None,
     overrides: Sequence[str] = (),
+    base: dict | None = None,
 ) -> RunConfig:
-    """The run config of `soundvj train <stage_name>`: defaults <- YAML file <- `--set` overrides, checked."""
+    """The run config of `soundvj train <stage_name>`: defaults <- YAML file <- `--set` overrides, checked.
+
+    `base` (e.g. the config stored in a checkpoint being resumed) stands in for the YAML file when no
+    `path` is given.
+    """
     from training.data import DataConfig
     from training.loop import LoopConfig
 
-    data = read_yaml(path) if path is not None else {}
+    data = read_yaml(path) if path is not None else (base or {})
     data = apply_overrides(data, overrides)
     sections = {"loop": LoopConfig, "data": DataConfig, "stage": stage_config}
     unknown = sorted(str(k) for k in data if k not in sections)

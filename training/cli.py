@@ -1,0 +1,229 @@
+"""The training subcommands: `soundvj train <stage>`, `soundvj train export`, `soundvj data scan|synth`, `soundvj eval`.
+
+They register through the `soundvj.commands` entry-point group (pyproject.toml), so `core.cli` never
+imports `training`; registration imports nothing heavy (torch is imported when a command runs).
+
+Stages live in `STAGES`: the command name, the module (which exposes a frozen `Config` dataclass and
+`build(config: RunConfig, ctx: BuildContext) -> Stage`, see `training.loop`) and its default YAML.
+`train export` calls `training.export.run_cli(args)` and `eval` calls `training.evaluate.run_cli(args)`
+with the parsed arguments defined here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import SoundvjError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    module: str
+    config_file: str  # in training/configs/
+    help: str
+
+
+STAGES: dict[str, StageEntry] = {
+    "clip": StageEntry("training.stages.clip", "clip.yaml",
+                       "train a small open_clip model on a dataset's frames and class captions"),
+    "audio-encoder": StageEntry("training.stages.audio_encoder", "audio_encoder.yaml",
+                                "stage 1: the audio encoder E_A into CLIP space (InfoNCE)"),
+    "inverter": StageEntry("training.stages.inverter", "inverter.yaml",
+                           "stage 2: the sound inversion encoder E_I (L_enc)"),
+    "stepper": StageEntry("training.stages.stepper", "stepper.yaml",
+                          "stage 3: the latent stepper, with image and video discriminators"),
+}
+
+EXIT_BY_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_run_config
+    from training.loop import CHECKPOINT_NAME, load_checkpoint, train
+
+    entry = STAGES[args.stage]
+    try:
+        module = importlib.import_module(entry.module)
+    except ModuleNotFoundError as e:
+        if e.name and entry.module.startswith(e.name):
+            raise SoundvjError(f"train {args.stage}: this stage is not available in this version ({entry.module})") from None
+        raise
+    run_dir = Path(args.out) if args.out else Path("runs") / args.stage
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.insert(0, f"data.path={args.data}")
+
+    resume = None
+    base = None
+    if args.resume is not None:
+        resume = run_dir / CHECKPOINT_NAME if args.resume == "" else Path(args.resume)
+        if not args.config:
+            base = load_checkpoint(resume)["config"]  # resume with the config it was written with
+    config_path = Path(args.config) if args.config else None
+    if config_path is None and base is None:
+        default = CONFIG_DIR / entry.config_file
+        config_path = default if default.exists() else None
+    config = load_run_config(args.stage, module.Config, config_path, overrides, base=base)
+    result = train(config, module.build, run_dir, resume=resume)
+    if result.interrupted_by is not None:
+        return EXIT_BY_SIGNAL.get(result.interrupted_by, 1)
+    if result.checkpoint is not None and _is_main_process():
+        print(f"train {args.stage}: step {result.step}; checkpoint {result.checkpoint}", file=sys.stderr)
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from training.export import run_cli
+    except ModuleNotFoundError as e:
+        if e.name in ("training.export",):
+            raise SoundvjError("train export: not available in this version (training/export.py)") from None
+        raise
+    return int(run_cli(args) or 0)
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    """`soundvj train <stage> ...` and `soundvj train export ...`."""
+    p = sub.add_parser("train", help="train the sound models (a stage at a time), or export them")
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", parser_class=type(p))
+    stages.required = True
+    for name, entry in STAGES.items():
+        s = stages.add_parser(name, help=entry.help,
+                              description=f"{entry.help}. Defaults: training/configs/{entry.config_file}.")
+        s.add_argument("--config", metavar="YAML", help=f"config file (default: training/configs/{entry.config_file}; "
+                       "on --resume: the checkpoint's own config)")
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set loop.steps=500 --set stage.lr=1e-4 (repeatable)")
+        s.add_argument("--data", metavar="DIR", help="the dataset (same as --set data.path=DIR)")
+        s.add_argument("--out", metavar="RUN_DIR", help=f"run directory for checkpoints and logs (default: runs/{name})")
+        s.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                       help="continue from RUN_DIR/checkpoint.pt, or from the given checkpoint")
+        s.set_defaults(func=_cmd_train)
+
+    e = stages.add_parser("export", help="write one model file: the generator plus the trained sound models")
+    e.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or checkpoints) of the trained stages")
+    e.add_argument("-o", "--output", required=True, help="output .safetensors model file")
+    e.add_argument("--generator", default=None, metavar="MODEL",
+                   help="generator (.pkl or .safetensors; default: the one the runs were trained with)")
+    e.set_defaults(func=_cmd_export)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def _cmd_data_scan(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from training.data.clips import check_clip, list_clips
+
+    entries = list_clips(args.dir, args.kind)
+    listed = Counter(e.label for e in entries)
+    usable: Counter = Counter()
+    problems = []
+    show_progress = sys.stderr.isatty() and len(entries) > 20
+    from tqdm import tqdm
+
+    for entry in tqdm(entries, unit="clip", desc="scan", disable=not show_progress, file=sys.stderr):
+        problem = check_clip(entry, args.kind, args.min_seconds, args.silence_db)
+        if problem is None:
+            usable[entry.label] += 1
+        else:
+            problems.append(problem)
+    width = max(5, *(len(c) for c in listed))
+    print(f"{args.dir}: {len(listed)} classes, {len(entries)} {args.kind} clips, {sum(usable.values())} usable")
+    print(f"{'class':<{width}}  clips  usable")
+    for label in sorted(listed):
+        print(f"{label:<{width}}  {listed[label]:>5}  {usable[label]:>6}")
+    if problems:
+        counts = Counter(p.kind for p in problems)
+        print(f"skipped {len(problems)} ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}):")
+        for p in problems:
+            print(f"  {p.path}: {p.reason}")
+    classes_ok = sum(1 for n in usable.values() if n)
+    if classes_ok < 2:
+        print(f"note: training needs at least 2 classes of usable clips; this dataset has {classes_ok}")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from training.synth_data import CLASSES, SynthSettings, write_dataset
+
+    settings = SynthSettings(clips_per_class=args.clips_per_class, seconds=args.seconds, size=args.size,
+                             fps=args.fps, seed=args.seed)
+    from tqdm import tqdm
+
+    total = settings.clips_per_class * len(CLASSES)
+    with tqdm(total=total, unit="clip", desc="synth", disable=args.quiet, file=sys.stderr) as bar:
+        paths = write_dataset(args.dir, settings, progress=lambda _: bar.update(1))
+    print(f"wrote {len(paths)} clips ({len(CLASSES)} classes: {', '.join(CLASSES)}; {settings.seconds:g} s, "
+          f"{settings.size}x{settings.size} px, {settings.fps:g} fps) to {args.dir}")
+    return 0
+
+
+def register_data(sub: argparse._SubParsersAction) -> None:
+    """`soundvj data scan DIR` and `soundvj data synth DIR`."""
+    p = sub.add_parser("data", help="inspect a training dataset, or write the procedural one")
+    cmds = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=type(p))
+    cmds.required = True
+    s = cmds.add_parser("scan", help="list classes and clip counts; name unreadable, silent or too-short clips")
+    s.add_argument("dir", help="dataset folder (a folder per class) or CSV of path,label")
+    s.add_argument("--kind", choices=["video", "audio"], default="video", help="video clips with sound (default) or audio clips")
+    s.add_argument("--min-seconds", type=float, default=1.0, help="shorter clips are reported (default 1)")
+    s.add_argument("--silence-db", type=float, default=-60.0, help="clips with RMS below this dBFS are silent (default -60)")
+    s.set_defaults(func=_cmd_data_scan)
+
+    y = cmds.add_parser("synth", help="write the procedural audio-visual dataset (5 classes, mp4 with sound)")
+    y.add_argument("dir", help="output folder (a folder per class is created in it)")
+    y.add_argument("--clips-per-class", type=int, default=12)
+    y.add_argument("--seconds", type=float, default=4.0, help="length of each clip (default 4)")
+    y.add_argument("--size", type=int, default=64, help="frame width and height in pixels (default 64)")
+    y.add_argument("--fps", type=float, default=24.0)
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    y.set_defaults(func=_cmd_data_synth)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    try:
+        from training.evaluate import run_cli
+    except ModuleNotFoundError as e:
+        if e.name in ("training.evaluate",):
+            raise SoundvjError("eval: not available in this version (training/evaluate.py)") from None
+        raise
+    return int(run_cli(args) or 0)
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    """`soundvj eval MODEL DATASET`."""
+    p = sub.add_parser("eval", help="does the picture follow the sound's meaning? CLIP scores on held-out clips")
+    p.add_argument("model", help="model file from `soundvj train export` (or 'default')")
+    p.add_argument("dataset", help="labelled dataset folder or CSV (its held-out clips are used)")
+    p.add_argument("--clip", required=True, metavar="CHECKPOINT", help="CLIP checkpoint (e.g. from `soundvj train clip`)")
+    p.add_argument("--csv", metavar="PATH", help="per-clip results (default: next to the model, <model>.eval.csv)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="data settings, e.g. --set data.fps=24 (repeatable)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_eval)
