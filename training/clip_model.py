@@ -6,6 +6,7 @@ Nothing is downloaded. Two kinds of model:
   the config's keys. `soundvj train clip` trains one contrastively on a dataset's frames and class
   captions and writes it with `save_clip` as a `.safetensors` file that names its own sizes in the
   metadata, so a later stage needs only the path.
+* a `soundvj train clip` run folder or its `checkpoint.pt`: the CLIP it trained, sizes included.
 * any architecture name open_clip ships a config for (`ViT-B-32`, the paper's CLIP) with
   `checkpoint` a local state dict (`.pt`, `.bin`, `.safetensors`), e.g. the OpenAI weights converted to
   a state dict. Only models that use open_clip's bundled BPE tokenizer are supported (no hub download).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +180,13 @@ class ClipModel(torch.nn.Module):
         """Class labels -> unit-norm embeddings of their captions [N, embed_dim]."""
         return self.encode_texts([caption(label, self.config.caption_template) for label in labels])
 
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image embeddings, text embeddings, exp(logit_scale)) in one call (what `train clip` optimises;
+        one forward, so DistributedDataParallel can wrap the model)."""
+        texts = self.model.encode_text(tokens, normalize=True)
+        scale = self.model.logit_scale.clamp(max=math.log(100.0)).exp()
+        return self.encode_images(images), texts, scale
+
     def freeze(self) -> ClipModel:
         """Eval mode, no gradients to its weights (gradients still flow through it to the images)."""
         self.eval()
@@ -230,8 +239,35 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _from_training_checkpoint(path: Path, payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A `soundvj train clip` checkpoint: the trained CLIP's tensors and, as metadata, its sizes."""
+    if payload.get("stage_name") != "clip" or "clip" not in payload.get("modules", {}):
+        raise SoundvjError(
+            f"{path}: a checkpoint of `train {payload.get('stage_name')}`, expected one of `train clip`"
+        )
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in payload["modules"]["clip"].items() if k.startswith(prefix)}
+    saved = payload.get("config", {}).get("stage", {}).get("clip", {})
+    try:
+        meta = {
+            "soundvj.format": CLIP_FORMAT,
+            "clip.architecture": json.dumps({k: saved[k] for k in ARCHITECTURE_KEYS}),
+            "clip.caption_template": saved["caption_template"],
+        }
+    except (KeyError, TypeError):
+        raise SoundvjError(f"{path}: the `train clip` checkpoint does not say the CLIP's sizes (config.stage.clip)") from None
+    if saved.get("architecture", SMALL) != SMALL:
+        meta = {}  # a fine-tuned named architecture: its sizes are the name's
+    return state, meta
+
+
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict, safetensors metadata or {}) from a local file; never unpickles code."""
+    """(state dict, metadata naming a small CLIP's sizes, or {}) from a local file; never unpickles code.
+
+    `path` may be a `.safetensors` file, a torch state dict, or a `train clip` checkpoint / run folder.
+    """
+    if path.is_dir():
+        path = path / "checkpoint.pt"
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -244,6 +280,8 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         data = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no code from the file
     except Exception as e:
         raise SoundvjError(f"{path}: not a readable CLIP checkpoint ({_first_line(e)})") from None
+    if isinstance(data, dict) and data.get("format") == "soundvj-train-checkpoint":
+        return _from_training_checkpoint(path, data)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -301,8 +339,8 @@ def build_clip(config: ClipConfig, require_checkpoint: bool = True) -> ClipModel
         model = _build_small(config) if config.architecture == SMALL else _build_named(config)
         return ClipModel(model, config, f"untrained {config.architecture} CLIP")
     path = Path(config.checkpoint)
-    if not path.is_file():
-        raise SoundvjError(f"clip.checkpoint: {path}: no such file")
+    if not (path.is_file() or (path / "checkpoint.pt").is_file()):
+        raise SoundvjError(f"clip.checkpoint: {path}: no such file (nor a run folder holding checkpoint.pt)")
     state, meta = _read_state(path)
     config = _config_from_file(path, config, meta)
     model = _build_small(config) if config.architecture == SMALL else _build_named(config)

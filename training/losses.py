@@ -16,14 +16,16 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 class LogitScale(torch.nn.Module):
-    """A learnable CLIP-style temperature: one scalar, initialised to log(1/0.07)."""
+    """Learnable CLIP-style temperatures initialised to log(1/0.07): one scalar, or `count` of them
+    (one per contrastive pair, returned by one call so a DDP-wrapped instance runs once per step)."""
 
-    def __init__(self, initial: float = INITIAL_LOGIT_SCALE):
+    def __init__(self, count: int | None = None, initial: float = INITIAL_LOGIT_SCALE):
         super().__init__()
-        self.value = torch.nn.Parameter(torch.tensor(float(initial)))
+        shape = [] if count is None else [count]
+        self.value = torch.nn.Parameter(torch.full(shape, float(initial)))
 
     def forward(self) -> torch.Tensor:
-        """exp(logit_scale), the multiplier of the cosine logits."""
+        """exp(logit_scale), the multiplier(s) of the cosine logits."""
         return self.value.clamp(max=MAX_LOGIT_SCALE).exp()
 
 

@@ -1,0 +1,98 @@
+"""What a stage reads from outside its own run, frozen: the generator and the sound models trained by
+an earlier stage (read from that stage's checkpoint, with the sizes its config gave them).
+
+The chain: `train clip` -> `train audio-encoder` (E_A) -> `train inverter` (E_I, E_A frozen) ->
+`train stepper` (E_A, E_I frozen unless fine-tuned). Each later stage names the earlier checkpoints
+(a run folder or its checkpoint.pt) in its config, so `train export` can follow the chain back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import SoundvjError
+from core.model_file import load_generator
+from core.stylegan3.networks import Generator
+
+# Stage names as the CLI spells them (`soundvj train <name>`), which checkpoints record.
+CLIP_STAGE = "clip"
+AUDIO_ENCODER_STAGE = "audio-encoder"
+INVERTER_STAGE = "inverter"
+STEPPER_STAGE = "stepper"
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode (BatchNorm uses its running statistics) and no gradients to the weights."""
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def frozen_generator(spec: str, device: torch.device) -> Generator:
+    """The generator the sound models are trained for: a model file, an NVIDIA pickle, or "default"."""
+    G = load_generator(spec or "default", device=device)
+    return frozen(G)  # type: ignore[return-value]
+
+
+def read_stage_checkpoint(path: str | Path, stage_name: str, key: str) -> dict:
+    """The checkpoint of an earlier `train <stage_name>` run named by config field `key`; one-line errors."""
+    from training.loop import load_checkpoint
+
+    if not str(path):
+        raise SoundvjError(f"{key}: expected the run folder (or checkpoint.pt) of a `train {stage_name}` run")
+    try:
+        payload = load_checkpoint(path)
+    except SoundvjError as e:
+        raise SoundvjError(f"{key}: {e}") from None
+    if payload.get("stage_name") != stage_name:
+        raise SoundvjError(
+            f"{key}: {path} is a checkpoint of `train {payload.get('stage_name')}`, expected one of `train {stage_name}`"
+        )
+    return payload
+
+
+def stage_config_from(payload: dict, config_type: type, path: str | Path) -> Any:
+    """The stage config a checkpoint was trained with, as `config_type`."""
+    from training.config import from_dict
+
+    try:
+        return from_dict(config_type, payload.get("config", {}).get("stage", {}), "stage")
+    except SoundvjError as e:
+        raise SoundvjError(f"{path}: its stage config no longer reads ({e})") from None
+
+
+def module_state(payload: dict, name: str, path: str | Path) -> dict[str, torch.Tensor]:
+    modules = payload.get("modules", {})
+    if name not in modules:
+        raise SoundvjError(f"{path}: holds no {name!r} module (it has {sorted(modules)})")
+    return modules[name]
+
+
+def trained_audio_encoder(path: str | Path, key: str, device: torch.device) -> torch.nn.Module:
+    """E_A from a `train audio-encoder` checkpoint, frozen, on `device`."""
+    from core.sound import AudioEncoder
+    from training.stages import audio_encoder as stage
+
+    payload = read_stage_checkpoint(path, AUDIO_ENCODER_STAGE, key)
+    config = stage_config_from(payload, stage.Config, path)
+    encoder = AudioEncoder(stage.model_config(config))
+    encoder.load_state_dict(module_state(payload, "audio_encoder", path))
+    return frozen(encoder.to(device))
+
+
+def trained_inversion_encoder(path: str | Path, key: str, G: Generator, device: torch.device) -> torch.nn.Module:
+    """E_I from a `train inverter` checkpoint, sized for `G`, frozen, on `device`."""
+    from core.sound import SoundInversionEncoder
+    from training.stages import inverter as stage
+
+    payload = read_stage_checkpoint(path, INVERTER_STAGE, key)
+    config = stage_config_from(payload, stage.Config, path)
+    encoder = SoundInversionEncoder(stage.model_config(config, G))
+    state = module_state(payload, "inversion_encoder", path)
+    if tuple(state["w_avg"].shape) != (G.w_dim,):
+        raise SoundvjError(f"{key}: {path} was trained for w_dim {state['w_avg'].shape[0]}, the generator has {G.w_dim}")
+    encoder.load_state_dict(state)
+    return frozen(encoder.to(device))

@@ -1,0 +1,47 @@
+"""Sample grids written while training: frames generated from held-out sounds, one row per class."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def items_per_class(dataset: torch.utils.data.Dataset, num_classes: int, per_class: int) -> list[list[dict]]:
+    """Up to `per_class` items of each class, in dataset order (the same every time: a fixed grid)."""
+    rows: list[list[dict]] = [[] for _ in range(num_classes)]
+    for i in range(len(dataset)):  # type: ignore[arg-type]
+        item = dataset[i]
+        row = rows[int(item["label"])]
+        if len(row) < per_class:
+            row.append(item)
+        if all(len(r) >= per_class for r in rows):
+            break
+    return rows
+
+
+def grid_image(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:
+    """Rows of frames [N_i, 3, H, W] in [-1, 1] -> one uint8 HWC image, rows top to bottom (empty rows grey)."""
+    height, width = next(r.shape[2:] for r in rows if r.numel())
+    columns = max(r.shape[0] for r in rows)
+    out = np.full((len(rows) * (height + pad) + pad, columns * (width + pad) + pad, 3), 40, dtype=np.uint8)
+    for y, row in enumerate(rows):
+        pixels = ((row.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for x, frame in enumerate(pixels):
+            top, left = pad + y * (height + pad), pad + x * (width + pad)
+            out[top : top + height, left : left + width] = frame
+    return out
+
+
+def write_grid(path: Path, rows: list[torch.Tensor]) -> Path:
+    """A PNG grid (see `grid_image`), written atomically."""
+    from PIL import Image
+
+    from training.loop import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    Image.fromarray(grid_image(rows)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path

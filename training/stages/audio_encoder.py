@@ -1,0 +1,112 @@
+"""`soundvj train audio-encoder`: E_A into CLIP space (METHOD.md, training stage 1).
+
+Symmetric InfoNCE between E_A(SpecAugment(mel)) and the frozen CLIP's embedding of the frame that
+mel window belongs to (instance pairs), plus the same against the CLIP text embedding of the clip's
+class caption (every same-class pair a positive); each pair has its own learnable temperature,
+initialised to log(1/0.07).
+
+Decisions where the paper is silent (see METHOD.md, "What the paper leaves open"): AdamW with a
+linear warm-up (the authors' CVPR code uses SGD with a cyclic lr over 50 epochs of batch 320, which
+does not fit a CPU); the audio-image term (the authors' code has only audio-text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.audio.mel import MelConfig
+from core.errors import SoundvjError
+from core.sound import AudioEncoder, AudioEncoderConfig
+from training.clip_model import ClipConfig, build_clip
+from training.config import RunConfig, setting
+from training.loop import BuildContext, Stage, StepContext
+from training.losses import LogitScale, info_nce, spec_augment
+from training.pretrained import frozen_generator
+from training.schedules import warmup_schedule
+from training.stage_data import check_classes, frames_to_generator_range, open_stage_datasets
+
+
+@dataclass(frozen=True)
+class Config:
+    """The `stage:` section of `train audio-encoder`."""
+
+    clip: ClipConfig = setting(default_factory=ClipConfig, help="the frozen CLIP (clip.checkpoint required)")
+    generator: str = setting("default", help="generator whose resolution the frames are read at")
+    width: int = setting(8, min=4, max=256, help="E_A base channels (64 = ResNet-18; 8 keeps the default live)")
+    blocks_per_stage: tuple[int, ...] = setting((2, 2, 2, 2), help="residual blocks per ResNet stage")
+    lr: float = setting(1e-3, min=0.0, help="AdamW learning rate (E_A and the temperatures)")
+    weight_decay: float = setting(1e-4, min=0.0, help="AdamW weight decay")
+    warmup_steps: int = setting(100, min=0, help="linear learning-rate warm-up")
+    image_weight: float = setting(1.0, min=0.0, help="weight of the audio-frame InfoNCE")
+    text_weight: float = setting(1.0, min=0.0, help="weight of the audio-caption InfoNCE")
+    spec_augment: bool = setting(True, help="SpecAugment: 2 masks each of <= 15% of the mel bins and <= 30% of the time")
+
+
+def model_config(config: Config) -> AudioEncoderConfig:
+    """E_A's core config from the stage config (its embed_dim is CLIP's, recorded in clip.embed_dim)."""
+    return AudioEncoderConfig(
+        n_mels=MelConfig().n_mels,
+        width=config.width,
+        embed_dim=config.clip.embed_dim,
+        blocks_per_stage=tuple(config.blocks_per_stage),
+    )
+
+
+def build(run: RunConfig, ctx: BuildContext) -> Stage:
+    config: Config = run.stage
+    device = ctx.device
+    clip = build_clip(config.clip).freeze().to(device)
+    if clip.embed_dim != config.clip.embed_dim:
+        raise SoundvjError(
+            f"stage.clip.embed_dim: the CLIP in {config.clip.checkpoint} embeds in {clip.embed_dim} dimensions, "
+            f"the config says {config.clip.embed_dim}"
+        )
+    resolution = frozen_generator(config.generator, torch.device("cpu")).img_resolution
+    dataset, _holdout = open_stage_datasets(run, resolution, need_frames=True)
+    classes = check_classes(dataset)
+    with torch.no_grad():
+        class_text = clip.encode_labels(classes)  # [num_classes, D], fixed: CLIP is frozen
+
+    encoder = AudioEncoder(model_config(config)).to(device)
+    temperatures = LogitScale(count=2).to(device)  # (audio-frame, audio-caption)
+    optimizer = torch.optim.AdamW(
+        list(encoder.parameters()) + list(temperatures.parameters()), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = warmup_schedule(optimizer, config.warmup_steps)
+
+    def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
+        mel = batch["mel"][:, 0]  # one frame per item: [B, n_mels, W]
+        labels = batch["label"]
+        with torch.no_grad(), step.autocast():
+            frame_embed = clip.encode_images(frames_to_generator_range(batch["frames"][:, 0]))
+        if config.spec_augment:
+            mel = spec_augment(mel)  # global RNG: the loop checkpoints it
+        with step.autocast():
+            audio_embed = step.modules["audio_encoder"](mel).float()
+            scales = step.modules["temperatures"]()
+        image_loss = info_nce(audio_embed, frame_embed.float(), scales[0])
+        text_loss = info_nce(audio_embed, class_text[labels].float(), scales[1], labels=labels)
+        loss = config.image_weight * image_loss + config.text_weight * text_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            accuracy = ((audio_embed @ class_text.float().T).argmax(dim=1) == labels).float().mean()
+        return {
+            "loss": loss.detach(),
+            "audio_frame": image_loss.detach(),
+            "audio_caption": text_loss.detach(),
+            "caption_accuracy": accuracy,
+            "logit_scale_frame": scales[0].detach(),
+        }
+
+    return Stage(
+        modules={"audio_encoder": encoder, "temperatures": temperatures},
+        optimizers={"adamw": optimizer},
+        schedulers={"warmup": scheduler},
+        dataset=dataset,
+        train_step=train_step,
+    )
+

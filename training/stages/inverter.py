@@ -1,0 +1,125 @@
+"""`soundvj train inverter`: the sound inversion encoder E_I (METHOD.md, training stage 2).
+
+    w_hat = w_avg + E_I(mel)
+    L_enc = (1 - cos(CLIP_img(G(w_hat)), E_A(mel))) + (1 - cos(CLIP_img(G(w_hat)), CLIP_txt(caption)))
+            + lambda_b * ||w_hat - w_avg||^2          (lambda_b = 1.0, supplement D; mean square per entry)
+
+The generator, CLIP and E_A (from a `train audio-encoder` run, decision: frozen) only pass gradients
+through. Decisions: AdamW at the official stage-3 E_I learning rate 5e-4 with a linear warm-up; CLIP
+sees the whole generated image once (the authors' code takes 32 random 224-px cut-outs of it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.audio.mel import MelConfig
+from core.errors import SoundvjError
+from core.sound import InversionEncoderConfig, SoundInversionEncoder
+from core.stylegan3.networks import Generator
+from training.clip_model import ClipConfig, build_clip
+from training.config import RunConfig, setting
+from training.loop import BuildContext, Stage, StepContext
+from training.losses import encoder_loss
+from training.pretrained import frozen_generator, trained_audio_encoder
+from training.samples import items_per_class, write_grid
+from training.schedules import warmup_schedule
+from training.stage_data import check_classes, open_stage_datasets
+
+
+@dataclass(frozen=True)
+class Config:
+    """The `stage:` section of `train inverter`."""
+
+    clip: ClipConfig = setting(default_factory=ClipConfig, help="the frozen CLIP (clip.checkpoint required)")
+    generator: str = setting("default", help="the frozen generator: model file, NVIDIA pickle or 'default'")
+    audio_encoder: str = setting("", help="run folder (or checkpoint.pt) of `train audio-encoder`")
+    width: int = setting(8, min=4, max=256, help="E_I base channels (8 keeps the embedded default live)")
+    blocks_per_stage: tuple[int, ...] = setting((2, 2, 2, 2), help="residual blocks per backbone stage")
+    offset_init_std: float = setting(0.25, min=0.0, max=10.0, help="initial std of E_I's offsets from w_avg")
+    lambda_b: float = setting(1.0, min=0.0, help="weight of ||w_hat - w_avg||^2 (supplement D: 1.0)")
+    lr: float = setting(5e-4, min=0.0, help="AdamW learning rate")
+    weight_decay: float = setting(0.0, min=0.0, help="AdamW weight decay")
+    warmup_steps: int = setting(50, min=0, help="linear learning-rate warm-up")
+    samples_per_class: int = setting(4, min=1, max=64, help="held-out sounds per class in the sample grid")
+
+
+def model_config(config: Config, G: Generator) -> InversionEncoderConfig:
+    """E_I's core config: sizes from the stage config, num_ws and w_dim from the generator."""
+    return InversionEncoderConfig(
+        num_ws=G.num_ws,
+        w_dim=G.w_dim,
+        n_mels=MelConfig().n_mels,
+        width=config.width,
+        blocks_per_stage=tuple(config.blocks_per_stage),
+        offset_init_std=config.offset_init_std,
+    )
+
+
+def check_embed_dims(clip_dim: int, audio_dim: int, audio_path: str) -> None:
+    if clip_dim != audio_dim:
+        raise SoundvjError(
+            f"stage.audio_encoder: {audio_path} embeds in {audio_dim} dimensions, the CLIP in {clip_dim}; "
+            "train the audio encoder against this CLIP"
+        )
+
+
+def build(run: RunConfig, ctx: BuildContext) -> Stage:
+    config: Config = run.stage
+    device = ctx.device
+    G = frozen_generator(config.generator, device)
+    clip = build_clip(config.clip).freeze().to(device)
+    audio_encoder = trained_audio_encoder(config.audio_encoder, "stage.audio_encoder", device)
+    check_embed_dims(clip.embed_dim, audio_encoder.embed_dim, config.audio_encoder)
+    dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=False)
+    classes = check_classes(dataset)
+    with torch.no_grad():
+        class_text = clip.encode_labels(classes)
+
+    encoder = SoundInversionEncoder(model_config(config, G)).to(device)
+    encoder.set_w_avg(G.mapping.w_avg)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = warmup_schedule(optimizer, config.warmup_steps)
+
+    def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
+        mel = batch["mel"][:, 0]
+        labels = batch["label"]
+        with torch.no_grad(), step.autocast():
+            audio_embed = audio_encoder(mel).float()
+        with step.autocast():
+            w_hat = step.modules["inversion_encoder"](mel).float()
+            images = G.synthesis(w_hat, noise_mode="const")
+            image_embed = clip.encode_images(images).float()
+        parts = encoder_loss(image_embed, audio_embed, class_text[labels].float(), w_hat, G.mapping.w_avg, config.lambda_b)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        with torch.no_grad():
+            accuracy = ((image_embed @ class_text.float().T).argmax(dim=1) == labels).float().mean()
+        return {**{k: v.detach() for k, v in parts.items()}, "zero_shot_accuracy": accuracy}
+
+    def write_samples(out_dir: Path, step: int) -> None:
+        """One row per class: G(E_I(window)) for held-out sounds of that class."""
+        rows = items_per_class(holdout, len(classes), config.samples_per_class)
+        if not any(rows):
+            return
+        frames = []
+        for row in rows:
+            if not row:
+                frames.append(torch.zeros(0, 3, G.img_resolution, G.img_resolution))
+                continue
+            mel = torch.stack([item["mel"][0] for item in row]).to(device)
+            frames.append(G.synthesis(encoder(mel), noise_mode="const").cpu())
+        write_grid(out_dir / f"inverter-{step:07d}.png", frames)
+
+    return Stage(
+        modules={"inversion_encoder": encoder},
+        optimizers={"adamw": optimizer},
+        schedulers={"warmup": scheduler},
+        dataset=dataset,
+        train_step=train_step,
+        write_samples=write_samples,
+    )

@@ -1,0 +1,202 @@
+"""`soundvj train stepper`: the latent stepper, adversarially (METHOD.md, training stage 3).
+
+For a clip of T frames (supplement A: 10 frames, batch 2) with mel windows a_1..a_T:
+
+    w_0 = mapping(z), z ~ N(0, I)                         (as at inference: the seed's latent)
+    w_1..w_T = stepper rollout with w_hat(t) = E_I(a_t), e_t = E_A(a_t), noise n_t ~ N(0, noise_std^2)
+    fake frames = G(w_t);  real frames = the clip's frames 1..T
+
+Stepper loss: LSGAN against D_I (per frame) and D_V (the clip) + lambda_enc * L_enc on the generated
+frames. Discriminator loss: LSGAN on real vs. (detached) fake. AdamW at lr 1e-4 for the stepper and
+both discriminators, 5e-4 for E_I when it is fine-tuned (official code), all decayed x0.98 every
+`decay_every` steps (the official code: per epoch). E_A, CLIP and the generator stay frozen.
+
+Decisions (the paper is silent): training alpha 0.4 (the official inference value), noise std 0.3
+(the presets' default), lambda_enc 1.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import SoundvjError
+from core.sound import LatentStepper, LatentStepperConfig
+from core.stylegan3.networks import Generator
+from training.clip_model import ClipConfig, build_clip
+from training.config import RunConfig, setting
+from training.discriminators import ImageDiscriminator, VideoDiscriminator
+from training.loop import BuildContext, Stage, StepContext
+from training.losses import encoder_loss, lsgan_discriminator_loss, lsgan_generator_loss
+from training.pretrained import frozen_generator, trained_audio_encoder, trained_inversion_encoder
+from training.samples import items_per_class, write_grid
+from training.schedules import decay_schedule
+from training.stage_data import check_classes, frames_to_generator_range, open_stage_datasets
+from training.stages.inverter import check_embed_dims
+
+
+@dataclass(frozen=True)
+class Config:
+    """The `stage:` section of `train stepper`."""
+
+    clip: ClipConfig = setting(default_factory=ClipConfig, help="the frozen CLIP (clip.checkpoint required)")
+    generator: str = setting("default", help="the frozen generator: model file, NVIDIA pickle or 'default'")
+    audio_encoder: str = setting("", help="run folder (or checkpoint.pt) of `train audio-encoder`")
+    inverter: str = setting("", help="run folder (or checkpoint.pt) of `train inverter`")
+    hidden: int = setting(512, min=1, max=4096, help="GRU hidden size (paper: 512)")
+    num_layers: int = setting(5, min=1, max=16, help="stacked GRU layers (paper: 5)")
+    noise_dim: int = setting(512, min=0, max=4096, help="noise vector fed to the last FC (paper: 512)")
+    delta_init_std: float = setting(0.05, min=0.0, max=10.0, help="initial std of the stepper's d_t")
+    alpha: float = setting(0.4, min=0.0, max=1.0, help="blend toward w_tilde per frame while training")
+    noise_std: float = setting(0.3, min=0.0, max=2.0, help="std of the noise vector while training")
+    lambda_enc: float = setting(1.0, min=0.0, help="weight of L_enc on the generated frames")
+    lambda_b: float = setting(1.0, min=0.0, help="L_enc's weight of ||w - w_avg||^2")
+    lr: float = setting(1e-4, min=0.0, help="AdamW learning rate of the stepper")
+    discriminator_lr: float = setting(1e-4, min=0.0, help="AdamW learning rate of D_I and D_V")
+    finetune_inverter: bool = setting(False, help="train E_I too (at inverter_lr)")
+    inverter_lr: float = setting(5e-4, min=0.0, help="AdamW learning rate of E_I when fine-tuned")
+    lr_decay: float = setting(0.98, min=0.0, max=1.0, help="learning rates x lr_decay every decay_every steps")
+    decay_every: int = setting(1000, min=1, help="steps between learning-rate decays")
+    image_discriminator_width: int = setting(64, min=1, max=512, help="D_I first-block channels")
+    video_discriminator_width: int = setting(32, min=1, max=512, help="D_V first-block channels")
+    temporal_kernel: int = setting(3, min=1, max=9, help="D_V temporal kernel (official code: 1, blind to motion)")
+    sample_seed: int = setting(0, min=0, help="seed of the sample grid's first latent and noise")
+
+
+def model_config(config: Config, G: Generator, embed_dim: int) -> LatentStepperConfig:
+    """The stepper's core config: sizes from the stage config, num_ws/w_dim from G, embed_dim from E_A."""
+    return LatentStepperConfig(
+        num_ws=G.num_ws,
+        w_dim=G.w_dim,
+        hidden=config.hidden,
+        num_layers=config.num_layers,
+        embed_dim=embed_dim,
+        noise_dim=config.noise_dim,
+        delta_init_std=config.delta_init_std,
+    )
+
+
+def build(run: RunConfig, ctx: BuildContext) -> Stage:
+    config: Config = run.stage
+    device = ctx.device
+    if config.temporal_kernel % 2 == 0:
+        raise SoundvjError(f"stage.temporal_kernel: expected an odd number, got {config.temporal_kernel}")
+    G = frozen_generator(config.generator, device)
+    clip = build_clip(config.clip).freeze().to(device)
+    audio_encoder = trained_audio_encoder(config.audio_encoder, "stage.audio_encoder", device)
+    check_embed_dims(clip.embed_dim, audio_encoder.embed_dim, config.audio_encoder)
+    inverter = trained_inversion_encoder(config.inverter, "stage.inverter", G, device)
+    dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=True, min_clip_frames=2)
+    classes = check_classes(dataset)
+    with torch.no_grad():
+        class_text = clip.encode_labels(classes)
+
+    stepper = LatentStepper(model_config(config, G, audio_encoder.embed_dim)).to(device)
+    stepper.set_w_avg(G.mapping.w_avg)
+    image_d = ImageDiscriminator(config.image_discriminator_width).to(device)
+    video_d = VideoDiscriminator(config.video_discriminator_width, config.temporal_kernel).to(device)
+    modules: dict[str, torch.nn.Module] = {
+        "latent_stepper": stepper,
+        "image_discriminator": image_d,
+        "video_discriminator": video_d,
+    }
+    stepper_groups = [{"params": list(stepper.parameters()), "lr": config.lr}]
+    if config.finetune_inverter:
+        inverter.requires_grad_(True)
+        modules["inversion_encoder"] = inverter
+        stepper_groups.append({"params": list(inverter.parameters()), "lr": config.inverter_lr})
+    optimizers = {
+        "stepper": torch.optim.AdamW(stepper_groups),
+        "discriminators": torch.optim.AdamW(
+            list(image_d.parameters()) + list(video_d.parameters()), lr=config.discriminator_lr
+        ),
+    }
+    schedulers = {name: decay_schedule(opt, config.lr_decay, config.decay_every) for name, opt in optimizers.items()}
+    discriminators = (image_d, video_d)
+
+    def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
+                rng: torch.Generator | None) -> torch.Tensor:
+        """ws [B, T, num_ws, w_dim] for mel windows [B, T, n_mels, W], from w_0 = mapping(z)."""
+        batch, frames = mel.shape[:2]
+        flat = mel.flatten(0, 1)
+        with torch.no_grad():
+            embeds = audio_encoder(flat).float().view(batch, frames, -1)
+            z = torch.randn([batch, G.z_dim], generator=rng).to(device)
+            w0 = G.mapping(z, torch.zeros([batch, G.c_dim], device=device))
+        w_hats = inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
+        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng)
+
+    def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
+        mel, labels = batch["mel"], batch["label"]
+        real = frames_to_generator_range(batch["frames"])  # [B, T, 3, H, W]
+        b, t = real.shape[:2]
+        inversion = step.modules["inversion_encoder"] if config.finetune_inverter else inverter
+        with step.autocast():
+            ws = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
+            fake = G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
+            fake_clip = fake.view(b, t, *fake.shape[1:]).transpose(1, 2)  # [B, 3, T, H, W]
+            # Stepper side: the discriminators only pass gradients through.
+            for d in discriminators:
+                d.requires_grad_(False)
+            adversarial = lsgan_generator_loss(step.plain["image_discriminator"](fake)) + lsgan_generator_loss(
+                step.plain["video_discriminator"](fake_clip)
+            )
+            image_embed = clip.encode_images(fake).float()
+            audio_embed = audio_encoder(mel.flatten(0, 1)).float()
+            text_embed = class_text[labels].float().repeat_interleave(t, dim=0)
+            enc = encoder_loss(image_embed, audio_embed, text_embed, ws.flatten(0, 1), G.mapping.w_avg, config.lambda_b)
+            stepper_loss = adversarial + config.lambda_enc * enc["loss"]
+        optimizers["stepper"].zero_grad(set_to_none=True)
+        stepper_loss.backward()
+        optimizers["stepper"].step()
+        for d in discriminators:
+            d.requires_grad_(True)
+
+        # Discriminator side: real and fake in one call each (a DDP module runs once per backward).
+        with step.autocast():
+            image_scores = step.modules["image_discriminator"](torch.cat([real.flatten(0, 1), fake.detach()]))
+            video_scores = step.modules["video_discriminator"](torch.cat([real.transpose(1, 2), fake_clip.detach()]))
+            n_img = b * t
+            d_loss = lsgan_discriminator_loss(image_scores[:n_img].float(), image_scores[n_img:].float()) + (
+                lsgan_discriminator_loss(video_scores[:b].float(), video_scores[b:].float())
+            )
+        optimizers["discriminators"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizers["discriminators"].step()
+        with torch.no_grad():
+            accuracy = ((image_embed @ class_text.float().T).argmax(dim=1) == labels.repeat_interleave(t)).float().mean()
+            motion = (fake_clip[:, :, 1:] - fake_clip[:, :, :-1]).abs().mean()
+        return {
+            "loss": stepper_loss.detach(),
+            "adversarial": adversarial.detach(),
+            "enc": enc["loss"].detach(),
+            "discriminator": d_loss.detach(),
+            "zero_shot_accuracy": accuracy,
+            "frame_change": motion,
+        }
+
+    def write_samples(out_dir: Path, step: int) -> None:
+        """One row per class: the frames the stepper makes for a held-out clip of that class."""
+        rows = items_per_class(holdout, len(classes), 1)
+        if not any(rows):
+            return
+        frames = []
+        for row in rows:
+            if not row:
+                frames.append(torch.zeros(0, 3, G.img_resolution, G.img_resolution))
+                continue
+            rng = torch.Generator().manual_seed(config.sample_seed)
+            ws = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)
+            frames.append(G.synthesis(ws[0], noise_mode="const").cpu())
+        write_grid(out_dir / f"stepper-{step:07d}.png", frames)
+
+    return Stage(
+        modules=modules,
+        optimizers=optimizers,
+        schedulers=schedulers,
+        dataset=dataset,
+        train_step=train_step,
+        write_samples=write_samples,
+    )
