@@ -69,7 +69,12 @@ case "$cmd" in
   test)
     ensure_system_packages
     ensure_venv
-    "$VENV/bin/python" -m pytest "$@"
+    # The live app's tests open real windows: without a display, run them on a virtual one (Xvfb).
+    if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null 2>&1; then
+      xvfb-run -a -s "-screen 0 1600x1000x24" "$VENV/bin/python" -m pytest "$@"
+    else
+      "$VENV/bin/python" -m pytest "$@"
+    fi
     ;;
   setup)
     ensure_system_packages

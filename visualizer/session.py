@@ -198,7 +198,8 @@ class LiveSession:
     # -- recording --------------------------------------------------------------------------------
 
     def start_recording(self, path: str | os.PathLike, max_seconds: float | None = None,
-                        on_done: Callable[[SessionRecorder], None] | None = None) -> SessionRecorder | None:
+                        on_done: Callable[[SessionRecorder], None] | None = None,
+                        crf: int = 20) -> SessionRecorder | None:
         if self.recorder is not None and self.recorder.active:
             return self.recorder
         res = self.model.generator.img_resolution
@@ -213,7 +214,7 @@ class LiveSession:
 
         try:
             recorder = SessionRecorder(path, self.target.fps, res, res, self.sample_rate,
-                                       max_seconds=max_seconds, on_done=finished)
+                                       max_seconds=max_seconds, on_done=finished, crf=crf)
         except SoundvjError as e:
             self.message(str(e))
             return None

@@ -1,0 +1,121 @@
+"""Live path speed: render fps, dropped frames and audio-to-frame latency of the real render worker.
+
+    python benchmarks/live.py                    # embedded default, 20 s, a synthetic callback
+    python benchmarks/live.py --seconds 600      # the 10-minute soak: also memory growth and overruns
+    python benchmarks/live.py --input pulse      # real PortAudio input (PulseAudio's default source)
+
+Audio arrives as a sound card delivers it: blocks of `--block` samples written into the `SampleRing`
+at the real rate by a feeder thread, through the same `write` the PortAudio callback calls (or by a
+real input stream with `--input`). Latency is measured from the arrival of the newest sample a frame
+heard (stamped in `write`) to that frame's publication in the frame slot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.model import load_model  # noqa: E402
+from core.params import Params  # noqa: E402
+from core.stylegan3.ops import backend as ops_backend  # noqa: E402
+from visualizer.audio_ring import SampleRing  # noqa: E402
+from visualizer.render_worker import RenderWorker  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def feeder(ring: SampleRing, block: int, stop: threading.Event) -> None:
+    """Blocks of noise bursts at the real sample rate, like a callback thread."""
+    rng = np.random.default_rng(0)
+    sr = ring.sample_rate
+    t0 = time.monotonic()
+    written = 0
+    while not stop.is_set():
+        due = t0 + (written + block) / sr
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        level = 0.5 if (written // sr) % 2 else 0.05  # loud and quiet seconds, so the picture moves
+        data = (level * rng.standard_normal((block, 1))).astype(np.float32)
+        ring.write(data)
+        written += block
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--fps", type=float, default=24.0)
+    ap.add_argument("--block", type=int, default=512, help="samples per callback (synthetic input)")
+    ap.add_argument("--input", default=None, help="a real input device name (PortAudio), e.g. pulse")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_model(args.model, device=None)
+    ops_backend.prepare(model.device.type, wait=True)
+    ring = SampleRing(int(10 * model.mel_config.sample_rate), model.mel_config.sample_rate)
+    worker = RenderWorker(model, ring, Params(fps=args.fps), keep_latencies=10**7)
+    for _ in range(5):  # warm-up (first calls allocate)
+        worker.tick()
+    stop = threading.Event()
+    mic = None
+    if args.input:
+        from visualizer.audio_input import MicInput
+
+        mic = MicInput(ring, args.input)
+        mic.start()
+    else:
+        threading.Thread(target=feeder, args=(ring, args.block, stop), daemon=True).start()
+    time.sleep(0.5)
+    ring.read_new()  # start from now
+    worker._stats.all_latency.clear()
+    frames0, dropped0 = worker._stats.frames, worker._stats.dropped
+    rss0 = rss_mb()
+    worker.start()
+    t0 = time.monotonic()
+    samples_fps = []
+    last_frames, last_t = frames0, t0
+    while time.monotonic() - t0 < args.seconds:
+        time.sleep(min(10.0, args.seconds / 4))
+        now, frames = time.monotonic(), worker._stats.frames
+        samples_fps.append((frames - last_frames) / (now - last_t))
+        last_frames, last_t = frames, now
+    worker.stop()
+    stop.set()
+    if mic is not None:
+        mic.stop()
+    elapsed = time.monotonic() - t0
+    frames = worker._stats.frames - frames0
+    dropped = worker._stats.dropped - dropped0
+    lat = np.array(worker.latencies) * 1000
+    times = worker.pipeline.times.as_ms_per_frame()
+    print(f"model:          {model.source}, {model.generator.img_resolution} px, device {model.device}")
+    print(f"ops backend:    {ops_backend.describe_backend()}")
+    print(f"run:            {elapsed:.1f} s at target {args.fps:g} fps, {args.threads} torch threads, "
+          f"input {'PortAudio ' + args.input if args.input else f'synthetic callback ({args.block} samples)'}")
+    print(f"render fps:     {frames / elapsed:.1f} (per interval: {', '.join(f'{x:.1f}' for x in samples_fps)})")
+    print(f"dropped frames: {dropped} ({100 * dropped / max(1, dropped + frames):.1f} % of deadlines)")
+    print(f"latency:        median {np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms, "
+          f"max {lat.max():.1f} ms (sample arrival -> frame published)")
+    print(f"stage ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+    print(f"ring overruns:  {ring.overrun_samples} samples" + (f"; input overflows {mic.overflows}" if mic else ""))
+    print(f"memory:         RSS {rss0:.0f} -> {rss_mb():.0f} MB (growth {rss_mb() - rss0:+.1f} MB); "
+          f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

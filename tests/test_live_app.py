@@ -1,0 +1,163 @@
+"""The real live app window, driven by pytest-qt on a (virtual) display.
+
+The window, the render thread and the recorder are the real ones; the sound comes from a real audio
+file played by the file player (through the output device when there is one, else clocked by wall
+time), so these tests do not need PulseAudio.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6", reason="the live app needs PyQt6 (pip install 'soundvj[live]')")
+if not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
+    pytest.skip("no display: run the tests through ./dev.sh test (it starts Xvfb)", allow_module_level=True)
+
+import av  # noqa: E402
+from PyQt6 import QtCore, QtGui  # noqa: E402
+
+from core.params import Params  # noqa: E402
+from core.video_writer import probe_media  # noqa: E402
+from tests.pipeline_helpers import tiny_model  # noqa: E402
+from visualizer.main_window import MainWindow  # noqa: E402
+from visualizer.session import InputChoice, LiveSession  # noqa: E402
+
+SR = 44100
+
+
+def write_wav(path: Path, seconds: float, kind: str = "noise") -> Path:
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    if kind == "noise":
+        x = 0.3 * np.random.default_rng(0).standard_normal(n)
+    else:
+        x = 0.4 * np.sin(2 * np.pi * 880 * t)
+    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+    with av.open(str(path), "w", format="wav") as c:
+        s = c.add_stream("pcm_s16le", rate=SR, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = SR
+        for packet in s.encode(frame):
+            c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return path
+
+
+@pytest.fixture
+def app_window(qtbot, tmp_path, monkeypatch):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "a_still.yaml").write_text("version: 1\nparams: {alpha: 0.05, noise: 0.0}\n")
+    (presets / "b_wild.yaml").write_text("version: 1\nparams: {alpha: 0.85, noise: 1.5}\n")
+    monkeypatch.setenv("SOUNDVJ_PRESETS_DIR", str(presets))
+    audio = write_wav(tmp_path / "noise.wav", 30.0)
+    session = LiveSession(tiny_model(), Params(alpha=0.3, fps=24), InputChoice(file=str(audio), loop=True))
+    window = MainWindow(session, record_folder=str(tmp_path))
+    session.on_message = window.message.emit
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    session.worker.start()
+    session.use_source(session.source_choice)
+    yield window, session, tmp_path
+    window.close()
+
+
+def _frames_drawn(window, n, qtbot, timeout=15000):
+    start = window._frames_drawn
+    qtbot.waitUntil(lambda: window._frames_drawn >= start + n, timeout=timeout)
+
+
+def test_window_opens_and_shows_a_picture(app_window, qtbot):
+    window, session, tmp = app_window
+    _frames_drawn(window, 10, qtbot)
+    shot = tmp / "window.png"
+    assert window.grab().save(str(shot))
+    assert shot.stat().st_size > 2000
+    image = QtGui.QImage(str(shot))
+    assert image.width() > 600 and image.height() > 400
+    view = window.view.grab_rgb()
+    assert view.std() > 10, "the picture area is blank"
+    # The scopes show what the model hears: noise fills the mel window.
+    assert window.mel_scope.last is not None and window.mel_scope.last.mean() > 0.2
+
+
+def test_panel_change_reaches_the_render_thread_within_two_frames(app_window, qtbot):
+    window, session, _ = app_window
+    _frames_drawn(window, 3, qtbot)
+    control = window.param_panel.controls["noise"]
+    before, _ = session.worker.frames.peek()
+    control.box.setValue(1.7)  # what typing a value and pressing Enter does
+    qtbot.waitUntil(lambda: session.worker.frames.peek()[0].params.noise == pytest.approx(1.7), timeout=5000)
+    first = session.worker.frames.peek()[0]
+    assert first.index - before.index <= 2 + 1  # +1: a frame may be in flight while the edit is made
+
+
+def test_preset_key_crossfades(app_window, qtbot):
+    window, session, _ = app_window
+    _frames_drawn(window, 3, qtbot)
+    window.fade_box.setValue(2.0)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_1)  # a_still: alpha 0.05
+    qtbot.waitUntil(lambda: session.worker.params.alpha == pytest.approx(0.05), timeout=6000)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_2)  # b_wild: alpha 0.85, noise 1.5
+    qtbot.wait(900)
+    mid = session.worker.params
+    assert 0.1 < mid.alpha < 0.8 and 0.1 < mid.noise < 1.45, mid
+    qtbot.waitUntil(lambda: session.worker.params.alpha == pytest.approx(0.85), timeout=6000)
+    assert window.param_panel.params().alpha == pytest.approx(0.85)
+
+
+def test_record_key_gives_a_playable_file(app_window, qtbot):
+    window, session, tmp = app_window
+    _frames_drawn(window, 3, qtbot)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: session.recorder is not None and session.recorder.seconds > 1.5, timeout=15000)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: session.recorder.state != "recording", timeout=15000)
+    rec = session.recorder
+    assert rec.state == "finished", rec.error
+    info = probe_media(rec.path)
+    assert info.has_video and info.has_audio and info.frame_count >= 24
+    assert info.video_duration == pytest.approx(info.audio_duration, abs=0.05)
+    assert "saved" in window.record_label.text()
+
+
+def test_freeze_holds_the_picture(app_window, qtbot):
+    window, session, _ = app_window
+    _frames_drawn(window, 3, qtbot)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_Space)
+    qtbot.wait(200)
+    a = session.worker.frames.peek()[0]
+    _frames_drawn(window, 3, qtbot)
+    b = session.worker.frames.peek()[0]
+    assert b.index > a.index and np.array_equal(a.image, b.image)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_Space)
+    _frames_drawn(window, 4, qtbot)
+    assert not np.array_equal(b.image, session.worker.frames.peek()[0].image)
+
+
+def test_broken_preset_on_disk_keeps_the_look(app_window, qtbot):
+    window, session, tmp = app_window
+    _frames_drawn(window, 2, qtbot)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_2)
+    qtbot.waitUntil(lambda: session.worker.params.alpha == pytest.approx(0.85), timeout=6000)
+    (tmp / "presets" / "b_wild.yaml").write_text("version: 1\nparams: {alpha: 7}\n")
+    qtbot.waitUntil(lambda: "b_wild.yaml" in window.message_line.text(), timeout=5000)
+    assert session.worker.params.alpha == pytest.approx(0.85)
+    (tmp / "presets" / "b_wild.yaml").write_text("version: 1\nparams: {alpha: 0.5, noise: 1.5}\n")
+    qtbot.waitUntil(lambda: session.worker.params.alpha == pytest.approx(0.5), timeout=8000)
+
+
+def test_output_window_fullscreen_and_escape(app_window, qtbot):
+    window, session, _ = app_window
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_F)
+    out = window.output_window()
+    qtbot.waitUntil(lambda: out.isVisible() and out.isFullScreen(), timeout=5000)
+    _frames_drawn(window, 3, qtbot)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not out.isFullScreen(), timeout=5000)
+    assert out.view.grab_rgb().std() > 5
