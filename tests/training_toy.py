@@ -74,9 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--set", action="append", default=[], dest="overrides")
+    p.add_argument("--dump-params", metavar="DIR", help="each rank saves its final parameters as DIR/rank<N>.pt")
     args = p.parse_args(argv)
     config = load_run_config("toy", ToyConfig, None, args.overrides)
-    result = train(config, build, args.run_dir, resume=args.run_dir if args.resume else None)
+    built = []
+
+    def keep(config: RunConfig, ctx: BuildContext) -> Stage:
+        built.append((build(config, ctx), ctx.rank))
+        return built[-1][0]
+
+    result = train(config, keep, args.run_dir, resume=args.run_dir if args.resume else None)
+    if args.dump_params:
+        stage, rank = built[0]
+        torch.save(stage.modules["net"].state_dict(), Path(args.dump_params) / f"rank{rank}.pt")
     if result.interrupted_by is not None:
         return 128 + int(result.interrupted_by)
     return 0
@@ -84,3 +94,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+Config = ToyConfig  # the name `soundvj train` looks for in a stage module

@@ -1,0 +1,191 @@
+"""`soundvj train` / `data` end to end: config errors exit 2, resume, SIGKILL, and torchrun with 2 gloo ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import training.cli
+from core.cli import main
+from training.cli import StageEntry
+from training.loop import CHECKPOINT_NAME, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_ARGS = ["--set", "loop.batch_size=4", "--set", "loop.progress=false", "--set", "loop.device=cpu"]
+
+
+@pytest.fixture()
+def toy_stage(monkeypatch):
+    """`soundvj train toy` runs the loop's test stage through the real CLI path."""
+    monkeypatch.setitem(training.cli.STAGES, "toy", StageEntry("tests.training_toy", "no-such-file.yaml", "test stage"))
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def python_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def test_train_runs_and_resumes_with_the_checkpoints_config(toy_stage, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "toy", "--out", str(run), "--set", "loop.steps=3", *TOY_ARGS], capsys)
+    assert code == 0, err
+    assert load_checkpoint(run)["step"] == 3
+    assert f"step 3; checkpoint {run / CHECKPOINT_NAME}" in err
+    # --resume without --config: the checkpoint's config, with loop.steps raised.
+    code, _, err = run_cli(["train", "toy", "--out", str(run), "--resume", "--set", "loop.steps=5"], capsys)
+    assert code == 0, err
+    payload = load_checkpoint(run)
+    assert payload["step"] == 5 and payload["config"]["loop"]["batch_size"] == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loop.stepz=3", "soundvj: error: loop: unknown key(s) stepz; expected some of"),
+        ("stage.lr=fast", "soundvj: error: stage.lr: expected a number, got 'fast'"),
+        ("loop.batch_size=0", "soundvj: error: loop.batch_size: expected a value >= 1, got 0"),
+        ("model.width=3", "soundvj: error: config: unknown section(s) model"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(toy_stage, tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "toy", "--out", str(run), *TOY_ARGS, "--set", override], capsys)
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (run / CHECKPOINT_NAME).exists()
+
+
+def test_resume_with_another_config_is_refused_and_leaves_the_checkpoint(toy_stage, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(["train", "toy", "--out", str(run), "--set", "loop.steps=2", *TOY_ARGS], capsys)[0] == 0
+    before = (run / CHECKPOINT_NAME).read_bytes()
+    code, _, err = run_cli(["train", "toy", "--out", str(run), "--resume", "--set", "stage.width=3"], capsys)
+    assert code == 2 and "written with another config: stage.width: 16 in the checkpoint, 3 now" in err
+    assert err.count("\n") == 1
+    assert (run / CHECKPOINT_NAME).read_bytes() == before
+    code, _, err = run_cli(["train", "toy", "--out", str(tmp_path / "new"), "--resume"], capsys)
+    assert code == 2 and "checkpoint.pt': not found" in err
+
+
+def test_unavailable_stage_module_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(training.cli.STAGES, "ghost", StageEntry("training.stages.ghost", "ghost.yaml", "absent"))
+    code, _, err = run_cli(["train", "ghost", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "train ghost: this stage is not available" in err
+
+
+def test_sigkill_mid_run_leaves_a_whole_checkpoint_and_resume_is_bitwise(tmp_path):
+    """kill -9 while a run checkpoints every step; the checkpoint is whole and resuming loses nothing."""
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    args = ["--set", "loop.steps=60", "--set", "loop.checkpoint_every=1", "--set", "stage.width=256", *TOY_ARGS]
+    child = subprocess.Popen([sys.executable, "-m", "tests.training_toy", str(run), *args,
+                              "--set", "stage.step_sleep=0.03"], cwd=REPO, env=python_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / CHECKPOINT_NAME).exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.4)  # some steps into the run
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
+    killed_at = load_checkpoint(run)["step"]  # a whole checkpoint, never a torn one
+    assert 1 <= killed_at < 60
+    # Resume (which also clears any temp file the kill left) and finish; compare with an uninterrupted run.
+    resumed = subprocess.run([sys.executable, "-m", "tests.training_toy", str(run), "--resume", *args],
+                             cwd=REPO, env=python_env(), capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert not list(run.glob("*.partial"))
+    straight = subprocess.run([sys.executable, "-m", "tests.training_toy", str(whole), *args],
+                              cwd=REPO, env=python_env(), capture_output=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr.decode()[-2000:]
+    a, b = load_checkpoint(run), load_checkpoint(whole)
+    assert a["step"] == b["step"] == 60
+    for key, value in a["modules"]["net"].items():
+        assert torch.equal(value, b["modules"]["net"][key]), key
+
+
+KILL_DURING_WRITE = """
+import sys, time, torch
+from pathlib import Path
+from training.loop import save_checkpoint
+path = Path(sys.argv[1])
+save_checkpoint(path, {"format": "soundvj-train-checkpoint", "version": 1, "step": 1, "w": torch.ones(4)})
+print("first", flush=True)
+big = {"format": "soundvj-train-checkpoint", "version": 1, "step": 2, "w": torch.zeros(60_000_000)}
+while True:
+    save_checkpoint(path, big)
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    child = subprocess.Popen([sys.executable, "-c", KILL_DURING_WRITE, str(path)], cwd=REPO, env=python_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout.readline().strip() == b"first"
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("*.partial")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert list(tmp_path.glob("*.partial")), "the writer never started the big checkpoint"
+    child.send_signal(signal.SIGKILL)  # mid-write: a temp file exists beside the checkpoint
+    child.wait(timeout=30)
+    payload = load_checkpoint(path)
+    assert payload["step"] in (1, 2)  # the old one, or a whole new one if the rename won the race
+    assert payload["w"].numel() in (4, 60_000_000)
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_two_gloo_ranks_agree_and_write_the_same_checkpoint_format(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    run, dumps = tmp_path / "ddp", tmp_path / "dumps"
+    dumps.mkdir()
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "tests.training_toy", str(run),
+         "--set", "loop.steps=6", "--set", "loop.checkpoint_every=4", *TOY_ARGS, "--dump-params", str(dumps)],
+        cwd=REPO, env=python_env(), capture_output=True, timeout=280,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    ddp = load_checkpoint(run)
+    single_run = tmp_path / "single"
+    single = subprocess.run([sys.executable, "-m", "tests.training_toy", str(single_run), "--set", "loop.steps=1",
+                             *TOY_ARGS], cwd=REPO, env=python_env(), capture_output=True, timeout=120)
+    assert single.returncode == 0, single.stderr.decode()[-2000:]
+    plain = load_checkpoint(single_run)
+    assert set(ddp) == set(plain)
+    assert ddp["world_size"] == 2 and plain["world_size"] == 1
+    assert len(ddp["rng"]) == 2 and not torch.equal(ddp["rng"][0]["torch"], ddp["rng"][1]["torch"])
+    rank0, rank1 = (torch.load(dumps / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for key, value in ddp["modules"]["net"].items():
+        assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
+        assert torch.equal(value, rank0[key])
+        assert not torch.equal(value, plain["modules"]["net"][key])  # it trained: 6 steps, not 1
+    assert ddp["step"] == 6
+
+
+def test_data_scan_names_bad_clips(tmp_path, capsys):
+    from training.synth_data import SynthSettings, write_dataset
+
+    write_dataset(tmp_path, SynthSettings(clips_per_class=1, seconds=1.5, size=16))
+    (tmp_path / "rain" / "broken.mp4").write_bytes(b"\x00\x01 not a video")
+    code, out, err = run_cli(["data", "scan", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert f"{tmp_path}: 5 classes, 6 video clips, 5 usable" in out
+    assert "rain         2       1" in out
+    assert "skipped 1 (1 unreadable):" in out and "broken.mp4: unreadable:" in out
+    code, out, err = run_cli(["data", "scan", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "not found" in err and err.count("\n") == 1
