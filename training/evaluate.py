@@ -11,7 +11,10 @@ per-frame pipeline, windows, stepper, noise and psi) and measured with a CLIP:
 
 The baseline row runs the same generator with the seeded, untrained sound models every model file
 without sound models gets (`core.model.seeded_sound_models`); chance is 1 / number of classes.
-A CSV with the same rows is written beside the model (or to `--output`).
+Data settings (fps, window_seconds, holdout_fraction, max_seconds, ...) are the `data:` keys of a
+training config, set with `--set data.KEY=VALUE`; use the training run's values so the held-out clips
+are the ones training never saw (`--set data.holdout_fraction=0` evaluates every clip of DATASET).
+A CSV beside the model (or `--csv`) holds one row per clip and model, then the two summary rows.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,12 +33,17 @@ from core.errors import SoundvjError
 
 TRAINED = "trained"
 BASELINE = "untrained baseline"
+ALL_CLIPS = "ALL"
+FRAMES_PER_BATCH = 8
 
 
 @dataclass(frozen=True)
 class EvalRow:
+    """Scores of one model on one clip (or, with clip == ALL, on all of them, frame-weighted)."""
+
     models: str
-    clips: int
+    clip: str
+    label: str
     frames: int
     clip_cosine: float
     zero_shot_accuracy: float
@@ -42,113 +51,120 @@ class EvalRow:
     chance: float
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    fps: float = 24.0
-    window_seconds: float = 1.0
-    split: str = "holdout"  # "holdout" (the training split's held-out clips) or "all"
-    holdout_fraction: float = 0.1
-    max_frames_per_clip: int = 48
-    seed: int = 0
-    batch: int = 8
-
-
-def _open_clips(dataset: str, settings: EvalSettings):
-    from core.audio.mel import MelConfig
-    from training.config import from_dict
+def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
+    """The `data:` settings of the evaluation: training's defaults, audio only, `--set data.*` applied."""
+    from training.config import apply_overrides, from_dict
     from training.data.config import DataConfig
+
+    base = {"data": {"path": str(dataset), "kind": "audio"}}  # sounds and labels are all eval needs
+    for item in overrides:
+        if not item.strip().startswith("data."):
+            raise SoundvjError(f"--set {item!r}: eval takes data settings only (data.KEY=VALUE)")
+    data = apply_overrides(base, list(overrides))
+    return from_dict(DataConfig, data["data"], "data")
+
+
+def _clips(data: Any):
+    from core.audio.mel import MelConfig
     from training.data.datasets import open_datasets
 
-    if settings.split not in ("holdout", "all"):
-        raise SoundvjError(f"--split: expected holdout or all, got {settings.split!r}")
-    data = from_dict(
-        DataConfig,
-        {
-            "path": str(dataset),
-            "kind": "audio",  # the sounds and their labels are all eval needs
-            "fps": settings.fps,
-            "window_seconds": settings.window_seconds,
-            "holdout_fraction": settings.holdout_fraction if settings.split == "holdout" else 0.0,
-        },
-        "data",
-    )
     train, holdout, _ = open_datasets(data, MelConfig(), verbose=False)
-    clips = holdout if settings.split == "holdout" else train
+    clips = holdout if data.holdout_fraction > 0 else train
     if not clips.clips:
-        raise SoundvjError(f"{dataset}: no held-out clips (use --split all to evaluate every clip)")
+        raise SoundvjError(
+            f"data.path {data.path!r}: no held-out clips (too few clips per class for "
+            f"data.holdout_fraction={data.holdout_fraction:g}; --set data.holdout_fraction=0 evaluates every clip)"
+        )
     return clips
 
 
 @torch.no_grad()
-def _measure(model, clip, reference_encoder, clips, class_text: torch.Tensor, settings: EvalSettings, name: str) -> EvalRow:
+def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
+             seed: int, name: str) -> list[EvalRow]:
+    """Per-clip rows and the summary row (last) for one model."""
     from core.params import Params
     from core.pipeline import FramePipeline
 
     device = model.device
-    params = Params(seed=settings.seed, fps=settings.fps, window_seconds=settings.window_seconds)
-    cosines, hits, changes = [], [], []
+    params = Params(seed=seed, fps=data.fps, window_seconds=data.window_seconds)
+    chance = 1.0 / len(clips.classes)
+    rows, cosines, hits, changes = [], [], [], []
     for index in range(len(clips.clips)):
         whole = clips.whole_clip(index)
-        windows = whole["mel"][: settings.max_frames_per_clip].to(device)
+        windows = whole["mel"].to(device)
         label = int(whole["label"])
         pipeline = FramePipeline(model, params)  # a fresh sequence per clip: the seed's first latent
-        frames = torch.cat([pipeline.step_batch(windows[i : i + settings.batch])
-                            for i in range(0, windows.shape[0], settings.batch)])
+        frames = torch.cat([pipeline.step_batch(windows[i : i + FRAMES_PER_BATCH])
+                            for i in range(0, windows.shape[0], FRAMES_PER_BATCH)])
         image_embed = clip.encode_images(frames.clamp(-1, 1)).float()
-        sound_embed = reference_encoder(windows).float()
-        cosines.append(torch.nn.functional.cosine_similarity(image_embed, sound_embed, dim=1))
-        hits.append((image_embed @ class_text.T).argmax(dim=1) == label)
-        if frames.shape[0] > 1:
-            changes.append(((frames[1:] - frames[:-1]).abs() / 2).mean(dim=(1, 2, 3)))
-    cos, hit = torch.cat(cosines), torch.cat(hits)
-    change = torch.cat(changes).mean().item() if changes else 0.0
-    return EvalRow(name, len(clips.clips), int(cos.numel()), cos.mean().item(), hit.float().mean().item(),
-                   change, 1.0 / len(clips.classes))
+        cos = torch.nn.functional.cosine_similarity(image_embed, reference_encoder(windows).float(), dim=1)
+        hit = ((image_embed @ class_text.T).argmax(dim=1) == label).float()
+        change = ((frames[1:] - frames[:-1]).abs() / 2).mean(dim=(1, 2, 3))  # [0, 1] pixel units
+        cosines.append(cos)
+        hits.append(hit)
+        changes.append(change)
+        rows.append(EvalRow(name, str(whole["path"]), clips.classes[label], int(cos.numel()), cos.mean().item(),
+                            hit.mean().item(), change.mean().item() if change.numel() else 0.0, chance))
+    cos, hit, change = torch.cat(cosines), torch.cat(hits), torch.cat(changes)
+    rows.append(EvalRow(name, ALL_CLIPS, "", int(cos.numel()), cos.mean().item(), hit.mean().item(),
+                        change.mean().item() if change.numel() else 0.0, chance))
+    return rows
 
 
 def evaluate(
     model_path: str | Path,
     dataset: str | Path,
     clip_checkpoint: str,
-    settings: EvalSettings = EvalSettings(),
+    overrides: list[str] = (),
+    seed: int = 0,
     device: str | None = None,
 ) -> list[EvalRow]:
-    """[trained row, untrained baseline row] for `model_path` on `dataset`'s held-out clips."""
+    """Per-clip and summary rows of the model's sound models and of the untrained baseline.
+
+    The summary rows (clip == ALL) come last: the model's, then the baseline's. A model without trained
+    sound models (e.g. "default") has only the baseline rows.
+    """
     from core.model import SoundvjModel, load_model, seeded_sound_models
     from training.clip_model import ClipConfig, build_clip
 
+    data = data_config(dataset, list(overrides))
     model = load_model(model_path, device=device)
-    if model.sound_is_seeded:
-        raise SoundvjError(
-            f"{model_path}: holds no trained sound models (eval compares trained ones with the untrained baseline; "
-            "make one with `soundvj train export`)"
-        )
     clip = build_clip(ClipConfig(checkpoint=str(clip_checkpoint))).freeze().to(model.device)
     encoder = model.sound.audio_encoder
     if clip.embed_dim != encoder.embed_dim:
         raise SoundvjError(
             f"--clip: the CLIP embeds in {clip.embed_dim} dimensions, the model's audio encoder in {encoder.embed_dim}"
         )
-    clips = _open_clips(str(dataset), settings)
+    clips = _clips(data)
     class_text = clip.encode_labels(list(clips.classes)).float()
-    trained = _measure(model, clip, encoder, clips, class_text, settings, TRAINED)
-    seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
-    model.generator.to(model.device)
-    baseline_model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
-    baseline = _measure(baseline_model, clip, encoder, clips, class_text, settings, BASELINE)
-    return [trained, baseline]
+    rows: list[EvalRow] = []
+    if not model.sound_is_seeded:
+        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED)
+        seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
+        model.generator.to(model.device)
+        model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
+    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE)
+    per_clip = [r for r in rows if r.clip != ALL_CLIPS]
+    return per_clip + [r for r in rows if r.clip == ALL_CLIPS]
+
+
+def summary_rows(rows: list[EvalRow]) -> list[EvalRow]:
+    return [r for r in rows if r.clip == ALL_CLIPS]
 
 
 def format_table(rows: list[EvalRow]) -> str:
-    lines = [f"{'models':<20} {'clips':>5} {'frames':>6} {'clip_cosine':>11} {'zero_shot_acc':>13} {'frame_change':>12}"]
-    for r in rows:
-        lines.append(f"{r.models:<20} {r.clips:>5} {r.frames:>6} {r.clip_cosine:>11.4f} {r.zero_shot_accuracy:>13.3f} "
+    """The summary rows as a table, with chance."""
+    summary = summary_rows(rows)
+    lines = [f"{'models':<20} {'frames':>6} {'clip_cosine':>11} {'zero_shot_acc':>13} {'frame_change':>12}"]
+    for r in summary:
+        lines.append(f"{r.models:<20} {r.frames:>6} {r.clip_cosine:>11.4f} {r.zero_shot_accuracy:>13.3f} "
                      f"{r.frame_change:>12.4f}")
-    lines.append(f"{'chance':<20} {'':>5} {'':>6} {'':>11} {rows[0].chance:>13.3f}")
+    lines.append(f"{'chance':<20} {'':>6} {'':>11} {summary[0].chance:>13.3f}")
     return "\n".join(lines)
 
 
 def write_csv(path: Path, rows: list[EvalRow]) -> Path:
+    """All rows as CSV, written atomically."""
     from training.loop import atomic_write_bytes
 
     text = io.StringIO()
@@ -156,34 +172,22 @@ def write_csv(path: Path, rows: list[EvalRow]) -> Path:
     writer.writerow([f.name for f in fields(EvalRow)])
     for row in rows:
         writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in asdict(row).values()])
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
-    return path
+    atomic_write_bytes(Path(path), text.getvalue().encode("utf-8"))
+    return Path(path)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `soundvj eval` (the CLI module adds the parser, this fills it)."""
-    parser.add_argument("model", help="model file from `soundvj train export`")
-    parser.add_argument("dataset", help="labelled clips: a folder per class, or a CSV of path,label")
-    parser.add_argument("--clip", required=True, help="CLIP: a `train clip` run folder or a CLIP checkpoint")
-    parser.add_argument("--split", default="holdout", choices=["holdout", "all"],
-                        help="holdout: the clips training held out (default); all: every clip (a separate test set)")
-    parser.add_argument("--holdout-fraction", type=float, default=0.1, help="as data.holdout_fraction in training (0.1)")
-    parser.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
-    parser.add_argument("--window-seconds", type=float, default=1.0, help="audio each frame hears (default 1.0)")
-    parser.add_argument("--max-frames", type=int, default=48, help="frames per clip at most (default 48)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first latent and the noise (default 0)")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda")
-    parser.add_argument("--output", default=None, help="CSV to write (default: MODEL-eval.csv beside the model)")
+def default_csv_path(model: str | Path) -> Path:
+    model = Path(model)
+    if str(model) == "default":
+        return Path("default.eval.csv")
+    return model.with_name(f"{model.name}.eval.csv")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.max_frames < 1:
-        raise SoundvjError(f"--max-frames: expected a positive integer, got {args.max_frames}")
-    settings = EvalSettings(fps=args.fps, window_seconds=args.window_seconds, split=args.split,
-                            holdout_fraction=args.holdout_fraction, max_frames_per_clip=args.max_frames, seed=args.seed)
-    rows = evaluate(args.model, args.dataset, args.clip, settings, device=args.device)
-    model = Path(args.model)
-    out = Path(args.output) if args.output else model.with_name(f"{model.stem}-eval.csv")
+def run_cli(args: argparse.Namespace) -> int:
+    """`soundvj eval MODEL DATASET --clip CKPT [--csv PATH] [--set data.K=V] [--device D] [--seed N]`
+    (arguments defined in training.cli)."""
+    rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device)
+    out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
     write_csv(out, rows)
     print(f"soundvj: wrote {out}", file=sys.stderr)

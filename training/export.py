@@ -2,8 +2,8 @@
 configs) that `soundvj render`, `soundvj info` and the live app load.
 
 It starts from a `train stepper` run and follows the chain its config names (`stage.inverter`,
-`stage.audio_encoder`, `stage.generator`); any link can be given explicitly instead, e.g. when the
-runs were moved. A fine-tuned E_I in the stepper's checkpoint replaces the inverter run's.
+`stage.audio_encoder`, `stage.generator`); the audio-encoder and inverter runs can be given too, and
+then replace the named ones (e.g. when the runs were moved). A fine-tuned E_I in the stepper's checkpoint replaces the inverter run's.
 The file is written by `core.model.save_full_model` (atomically).
 """
 
@@ -20,6 +20,8 @@ from core.errors import SoundvjError
 from core.model import SoundvjModel, save_full_model
 from core.sound import SoundModels, SoundModelsConfig
 from training.pretrained import (
+    AUDIO_ENCODER_STAGE,
+    INVERTER_STAGE,
     STEPPER_STAGE,
     frozen_generator,
     module_state,
@@ -73,31 +75,41 @@ def assemble_sound_models(
     return SoundvjModel(G, sound.eval().requires_grad_(False), MelConfig(), source, False)
 
 
-def export_model(
-    out: str | Path,
-    stepper_run: str | Path,
-    audio_encoder_run: str | Path | None = None,
-    inverter_run: str | Path | None = None,
-    generator: str | None = None,
-) -> Path:
-    """Write the model file `out` from a finished chain (see `assemble_sound_models`)."""
-    model = assemble_sound_models(stepper_run, audio_encoder_run, inverter_run, generator)
+def export_model(out: str | Path, runs: list[str | Path], generator: str | None = None) -> Path:
+    """Write the model file `out` from the run folders (or checkpoints) of a finished chain.
+
+    `runs` must include a `train stepper` run; `train audio-encoder` / `train inverter` runs among them
+    replace the ones the stepper's config names; `train clip` runs are not part of the model and ignored.
+    """
+    by_stage: dict[str, str | Path] = {}
+    for run_path in runs:
+        stage = read_checkpoint_stage(run_path)
+        if stage in by_stage:
+            raise SoundvjError(f"{run_path}: a second `train {stage}` run (the first: {by_stage[stage]}); give one of each")
+        by_stage[stage] = run_path
+    if STEPPER_STAGE not in by_stage:
+        raise SoundvjError(
+            f"train export: none of {', '.join(str(r) for r in runs)} is a `train stepper` run; "
+            "export needs the stepper (it names the audio-encoder and inverter runs it used)"
+        )
+    model = assemble_sound_models(
+        by_stage[STEPPER_STAGE], by_stage.get(AUDIO_ENCODER_STAGE), by_stage.get(INVERTER_STAGE), generator
+    )
     return save_full_model(out, model)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `soundvj train export` (the CLI module adds the parser, this fills it)."""
-    parser.add_argument("stepper", help="run folder (or checkpoint.pt) of `train stepper`")
-    parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
-    parser.add_argument("--audio-encoder", default=None, help="`train audio-encoder` run (default: the one the stepper used)")
-    parser.add_argument("--inverter", default=None, help="`train inverter` run (default: the one the stepper used)")
-    parser.add_argument("--generator", default=None, help="generator file or 'default' (default: the stepper's)")
+def read_checkpoint_stage(path: str | Path) -> str:
+    """Which `train <stage>` wrote the checkpoint at `path` (a run folder or a checkpoint file)."""
+    from training.loop import load_checkpoint
+
+    return str(load_checkpoint(path).get("stage_name"))
 
 
-def run(args: argparse.Namespace) -> int:
-    path = export_model(args.output, args.stepper, args.audio_encoder, args.inverter, args.generator)
+def run_cli(args: argparse.Namespace) -> int:
+    """`soundvj train export RUN_DIR... -o OUT [--generator MODEL]` (arguments defined in training.cli)."""
+    path = export_model(args.output, list(args.runs), args.generator)
     print(f"soundvj: wrote {path} (generator + trained sound models); try `soundvj info {path}`", file=sys.stderr)
     return 0
 
 
-__all__ = ["add_arguments", "assemble_sound_models", "export_model", "run"]
+__all__ = ["assemble_sound_models", "export_model", "run_cli"]
