@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,6 +30,26 @@ def format_number(x: float | int) -> str:
     if isinstance(x, numbers.Integral):
         return str(int(x))
     return f"{float(x):.6g}"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_MAX_REPR = 80
+
+
+def short_repr(value: Any) -> str:
+    """repr() for messages, bounded in length and in work whatever the value (a shared-reference
+    bomb, a 5000-digit integer whose repr() Python refuses, a 50 kB string)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        bits = int(value).bit_length()
+        if bits > 64:  # exact digits are noise here, and repr() fails past 4300 digits
+            return f"{'-' if value < 0 else ''}<an integer of about {int(bits * 0.30103) + 1} digits>"
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail on the value it describes
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,7 @@ class ParamSpec:
         parameter is named in the message (e.g. the CLI flag).
         """
         key = key or self.name
-        where = f"{source}: {key} = {value!r}"
+        where = f"{source}: {key} = {short_repr(value)}"
         if value is None:
             if self.nullable:
                 return None
@@ -86,7 +107,11 @@ class ParamSpec:
             if self.nullable:
                 expected += f" or null ({self.null_meaning})"
             raise SoundvjError(f"{where}: must be {expected} in {self.range_text}, not {type(value).__name__}")
-        if not math.isfinite(float(value)):
+        if isinstance(value, numbers.Integral):
+            # Compare exactly: float() of a 400-digit integer raises OverflowError.
+            if not self.minimum <= int(value) <= self.maximum:
+                raise SoundvjError(f"{where}: out of range; allowed {self.range_text}")
+        elif not math.isfinite(float(value)):
             raise SoundvjError(f"{where}: must be a finite number in {self.range_text}")
         if self.kind == "int":
             if not isinstance(value, numbers.Integral):
@@ -188,7 +213,8 @@ def suggest(key: str, valid: Iterable[str]) -> str:
 def check_known_names(keys: Iterable[Any], source: str, what: str = "parameter") -> None:
     for key in keys:
         if key not in _BY_NAME:
-            raise SoundvjError(f"{source}: unknown {what} {str(key)!r}; {suggest(str(key), NAMES)}")
+            name = short_repr(key) if isinstance(key, str) else short_repr(str(key))
+            raise SoundvjError(f"{source}: unknown {what} {name}; {suggest(str(key)[:100], NAMES)}")
 
 
 def validate_values(values: Mapping[Any, Any], source: str) -> dict[str, Value]:
@@ -275,7 +301,9 @@ def _cli_type(s: ParamSpec):
         except ValueError:
             kind = "a whole number" if s.kind == "int" else "a number"
             extra = " or 'none'" if s.nullable else ""
-            raise argparse.ArgumentTypeError(f"expected {kind}{extra} in {s.range_text}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {kind}{extra} in {s.range_text}, got {short_repr(text)}"
+            ) from None
 
     parse.__name__ = s.kind  # argparse shows this name in "invalid <name> value" messages
     return parse

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from core.errors import SoundvjError
-from core.params import NAMES, Params, Value, check_known_names, suggest, validate_values
+from core.params import NAMES, Params, Value, check_known_names, short_repr, suggest, validate_values
 
 SUPPORTED_VERSIONS = (1,)
 CURRENT_VERSION = 1
@@ -31,6 +31,8 @@ TOP_LEVEL_KEYS = ("version", "name", "description", "params")
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 USER_DIR_ENV = "SOUNDVJ_PRESETS_DIR"  # os.pathsep-separated folders, searched before the shipped one
 SUFFIXES = (".yaml", ".yml")
+# The shipped presets are a few hundred bytes; a larger file is a mistake (or an attack on the parser).
+MAX_PRESET_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Preset:
     def __post_init__(self) -> None:
         source = str(self.path) if self.path else f"preset {self.name!r}"
         if not isinstance(self.name, str) or not self.name.strip():
-            raise SoundvjError(f"{source}: name must be a non-empty string, got {self.name!r}")
+            raise SoundvjError(f"{source}: name must be a non-empty string, got {short_repr(self.name)}")
         if not isinstance(self.description, str):
             raise SoundvjError(f"{source}: description must be a string, got {type(self.description).__name__}")
         # A private copy: the dataclass is frozen, and callers' dicts must not alias it.
@@ -99,18 +101,64 @@ def resolve_preset_path(ref: str | os.PathLike) -> Path:
     raise SoundvjError(f"preset {name!r}: not found in {', '.join(map(str, preset_dirs()))}; {hint}")
 
 
+class _PresetLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases and without duplicate keys.
+
+    Aliases (`*name`) let a few hundred bytes stand for billions of values ("billion laughs");
+    a preset never needs them. A repeated key would silently win over the first one.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{short_repr(event.anchor)[1:-1]}) are not allowed in a preset",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _value_node in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # unhashable: the base class reports it
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {short_repr(key)}", key_node.start_mark
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+_PresetLoader.add_constructor("tag:yaml.org,2002:map", _PresetLoader.construct_yaml_map)
+
+
 def _parse_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PRESET_BYTES + 1)
+        if len(raw) > MAX_PRESET_BYTES:
+            raise SoundvjError(
+                f"{path}: too large for a preset (over {MAX_PRESET_BYTES // 1024} kB; presets are a few hundred bytes)"
+            )
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SoundvjError(f"{path}: cannot read preset ({getattr(e, 'strerror', None) or e})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PresetLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SoundvjError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SoundvjError(f"{path}: invalid YAML: nested too deeply for a preset") from None
+    except ValueError as e:  # e.g. an integer past Python's 4300-digit conversion limit
+        raise SoundvjError(f"{path}: invalid YAML: {short_repr(str(e))[1:-1]}") from None
 
 
 def _check_version(doc: Mapping, source: str) -> None:
@@ -120,7 +168,9 @@ def _check_version(doc: Mapping, source: str) -> None:
     version = doc["version"]
     # `version: true` would compare equal to 1; only a real integer counts.
     if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
-        raise SoundvjError(f"{source}: version {version!r} is not supported (supported versions: {supported})")
+        raise SoundvjError(
+            f"{source}: version {short_repr(version)} is not supported (supported versions: {supported})"
+        )
 
 
 def _check_top_level_keys(doc: Mapping, source: str) -> None:
@@ -129,7 +179,9 @@ def _check_top_level_keys(doc: Mapping, source: str) -> None:
             continue
         if key in NAMES:  # the most likely slip: a parameter written at the top level
             raise SoundvjError(f"{source}: {key!r} is a parameter; put it under 'params:'")
-        raise SoundvjError(f"{source}: unknown top-level key {str(key)!r}; {suggest(str(key), TOP_LEVEL_KEYS)}")
+        raise SoundvjError(
+            f"{source}: unknown top-level key {short_repr(str(key))}; {suggest(str(key)[:100], TOP_LEVEL_KEYS)}"
+        )
 
 
 def load_preset(path_or_name: str | os.PathLike, base: Params | None = None) -> Preset:
