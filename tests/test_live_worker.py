@@ -203,3 +203,27 @@ def test_recorder_stops_at_max_seconds(model, tmp_path):
     assert rec.state == "finished" and rec.samples_recorded == SR
     info = probe_media(out)
     assert info.frame_count == 24 and info.audio_duration == pytest.approx(1.0, abs=0.03)
+
+
+def test_model_swap_happens_between_frames(model):
+    from visualizer.render_worker import load_model_async
+
+    worker = RenderWorker(model, ArraySource(noise(5.0)))
+    assert worker.tick().image.shape == (32, 32, 3)
+    loaded = threading.Event()
+    result = {}
+
+    def done(m, err):
+        result.update(model=m, error=err)
+        loaded.set()
+
+    load_model_async(None, "cpu", done)  # the embedded default, 128 px, on its own thread
+    while not loaded.is_set():  # the old model keeps playing meanwhile
+        assert worker.tick().image.shape == (32, 32, 3)
+    assert result["error"] is None
+    worker.swap_model(result["model"])
+    assert worker.tick().image.shape == (128, 128, 3)
+
+    failed = threading.Event()
+    load_model_async("/no/such/model.safetensors", "cpu", lambda m, err: (result.update(error=err), failed.set()))
+    assert failed.wait(30) and "model.safetensors" in result["error"]

@@ -321,12 +321,12 @@ class MainWindow(QtWidgets.QMainWindow):
     def _device_chosen(self, index: int) -> None:
         name = self.device_combo.itemData(index)
         if name is not None:
-            self.session.use_source(InputChoice(device=name))
+            self.session.use_source(InputChoice(device=name), background=True)
 
     def _open_file(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Play an audio file")
         if path:
-            self.session.use_source(InputChoice(file=path, loop=self.loop_box.isChecked()))
+            self.session.use_source(InputChoice(file=path, loop=self.loop_box.isChecked()), background=True)
 
     def _toggle_play(self) -> None:
         player = self.session.player

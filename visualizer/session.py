@@ -61,6 +61,7 @@ class LiveSession:
         self.presets: list[Preset] = []
         self.look = ""
         self._lock = threading.Lock()
+        self._input_lock = threading.Lock()
         self.reload_presets()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -87,9 +88,17 @@ class LiveSession:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def use_source(self, choice: InputChoice) -> None:
+    def use_source(self, choice: InputChoice, background: bool = False) -> None:
         """Switch input. A microphone switch opens the new stream before closing the old one; a
-        problem leaves the picture running on silence with a message."""
+        problem leaves the picture running on silence with a message. `background`: do it on a
+        helper thread (decoding a long file takes a while; the UI must not wait for it)."""
+        if background:
+            threading.Thread(target=self.use_source, args=(choice,), name="soundvj-input-switch", daemon=True).start()
+            return
+        with self._input_lock:  # one switch at a time; the render thread never takes this lock
+            self._use_source_now(choice)
+
+    def _use_source_now(self, choice: InputChoice) -> None:
         from visualizer.audio_input import MicInput
         from visualizer.file_player import FilePlayer
 
