@@ -245,6 +245,8 @@ def test_sigterm_checkpoints_the_finished_step_and_resume_completes_bitwise(tmp_
     train(toy_config("loop.steps=12"), training_toy.build, run, resume=run)
     train(toy_config("loop.steps=12"), training_toy.build, whole)
     assert_same_state(load_checkpoint(whole), load_checkpoint(run))
+    # Stopped between two log rows (log_every 2, step 5): the half-summed losses were checkpointed.
+    assert scalars(whole) == scalars(run)
 
 
 def test_stale_partial_files_are_removed_and_periodic_checkpoints_written(tmp_path):
@@ -267,3 +269,38 @@ def test_stale_partial_files_are_removed_and_periodic_checkpoints_written(tmp_pa
         loop_module.save_checkpoint = original
     assert steps_seen == [3, 6, 7]
     assert not list(run.glob("*.partial"))
+
+
+def autocast_recording_build(seen: list):
+    def build(config, ctx):
+        stage: Stage = training_toy.build(config, ctx)
+        inner = stage.train_step
+
+        def train_step(batch, sctx):
+            with sctx.autocast():
+                seen.append((torch.is_autocast_enabled(sctx.device.type), torch.get_autocast_dtype(sctx.device.type),
+                             batch["x"].device.type))
+            return inner(batch, sctx)
+
+        stage.train_step = train_step
+        return stage
+
+    return build
+
+
+def test_bf16_autocast_is_a_no_op_on_cpu(tmp_path):
+    seen: list = []
+    train(toy_config("loop.steps=2", "loop.bf16=true"), autocast_recording_build(seen), tmp_path / "run")
+    assert [s[0] for s in seen] == [False, False] and seen[0][2] == "cpu"
+
+
+@pytest.mark.cuda
+def test_bf16_autocast_on_cuda(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    seen: list = []
+    config = load_run_config("toy", training_toy.ToyConfig, None,
+                             ["loop.batch_size=4", "loop.progress=false", "loop.device=cuda", "loop.steps=2", "loop.bf16=true"])
+    train(config, autocast_recording_build(seen), tmp_path / "run")
+    assert seen == [(True, torch.bfloat16, "cuda")] * 2
+    assert load_checkpoint(tmp_path / "run")["step"] == 2

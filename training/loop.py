@@ -455,8 +455,14 @@ class _StopFlag:
 # The loop
 
 
-def checkpoint_payload(config: RunConfig, step: int, stage: Stage, rng_states: list[dict], world_size: int) -> dict:
-    """The checkpoint dict (tensors and plain data; `torch.load(weights_only=True)` reads it)."""
+def checkpoint_payload(
+    config: RunConfig, step: int, stage: Stage, rank_states: list[dict], world_size: int
+) -> dict:
+    """The checkpoint dict (tensors and plain data; `torch.load(weights_only=True)` reads it).
+
+    `rank_states[r]` is rank r's `{"rng": ..., "pending_losses": {"sums": ..., "count": ...}}`: its RNG
+    states and the losses summed since the last log row, so a resumed run logs the same rows.
+    """
     from training.config import run_config_dict
 
     return {
@@ -470,7 +476,8 @@ def checkpoint_payload(config: RunConfig, step: int, stage: Stage, rng_states: l
         "modules": {name: m.state_dict() for name, m in stage.modules.items()},
         "optimizers": {name: o.state_dict() for name, o in stage.optimizers.items()},
         "schedulers": {name: s.state_dict() for name, s in stage.schedulers.items()},
-        "rng": rng_states,
+        "rng": [r["rng"] for r in rank_states],
+        "pending_losses": [r["pending_losses"] for r in rank_states],
         "torch_version": str(torch.__version__),
     }
 
@@ -506,8 +513,8 @@ def _load_into_stage(path: Path, payload: dict, stage: Stage) -> None:
                 raise SoundvjError(f"checkpoint {str(path)!r}: {kind[:-1]} {name!r} does not fit ({detail})") from None
 
 
-def _gather_rng(env: DistributedEnv) -> list[dict]:
-    state = capture_rng_state()
+def _gather_rank_state(env: DistributedEnv, sums: dict[str, float], count: int) -> list[dict]:
+    state = {"rng": capture_rng_state(), "pending_losses": {"sums": dict(sums), "count": count}}
     if not env.active:
         return [state]
     gathered: list[Any] = [None] * env.world_size
@@ -622,6 +629,8 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
         raise SoundvjError(f"train {config.stage_name}: the stage has no trainable modules or optimisers")
 
     start_step = 0
+    sums: dict[str, float] = {}  # losses since the last log row
+    count = 0
     if payload is not None:
         _load_into_stage(resume_path, payload, stage)
         start_step = int(payload["step"])
@@ -631,6 +640,8 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
                   f"{env.world_size}: training continues, but not bit for bit", file=sys.stderr)
         if env.rank < len(saved_rng) and payload.get("world_size") == env.world_size:
             restore_rng_state(saved_rng[env.rank])
+            pending = (payload.get("pending_losses") or [{}] * len(saved_rng))[env.rank]
+            sums, count = dict(pending.get("sums", {})), int(pending.get("count", 0))
         else:
             seed_everything(loop.seed * 1000 + 1 + env.rank + start_step)
     else:
@@ -668,17 +679,15 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
                    disable=not loop.progress, dynamic_ncols=True, file=sys.stderr)
 
     step = start_step
-    sums: dict[str, float] = {}
-    count = 0
     last: dict[str, float] = {}
     last_saved = start_step if payload is not None else -1
     interrupted: int | None = None
 
     def write_checkpoint() -> None:
         nonlocal last_saved
-        rng = _gather_rng(env)
+        states = _gather_rank_state(env, sums, count)
         if env.is_main:
-            save_checkpoint(checkpoint_path, checkpoint_payload(config, step, stage, rng, env.world_size))
+            save_checkpoint(checkpoint_path, checkpoint_payload(config, step, stage, states, env.world_size))
         last_saved = step
 
     try:
