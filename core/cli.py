@@ -26,11 +26,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from core.model_file import describe_generator, load_generator
     from core.stylegan3.ops.backend import describe_backend
 
+    G = load_generator(args.model or "default", device=args.device)
     if args.backend:
-        print(describe_backend())
+        print(describe_backend(G))  # the measured (or cached) times for this model, and the choice
         if args.model is None:
             return 0
-    G = load_generator(args.model or "default", device=args.device)
     facts = describe_generator(G)
     print(f"model:        {args.model or 'default (embedded, random weights)'}")
     print(f"generator:    {facts['variant']}, {facts['resolution']}x{facts['resolution']} px, "
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a model file (resolution, num_ws, T/R, parameters, device)")
     p.add_argument("model", nargs="?", help="NVIDIA .pkl or soundvj .safetensors (default: the embedded model)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--backend", action="store_true", help="also say which StyleGAN3 op implementation runs")
+    p.add_argument("--backend", action="store_true", help="also show the measured op backend times and choice")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("convert", help="convert an NVIDIA network pickle to a soundvj .safetensors model")

@@ -173,7 +173,7 @@ def load_model(
 
         G = default_generator()
         model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), "embedded default (random weights)", True)
-        return model.to(dev)
+        return _choose_ops_backend(model.to(dev))
     path = Path(path)
     if model_kind(path) == "pickle":
         G, sound_config, sound_state, source = generator_from_pickle(path), None, None, f"NVIDIA pickle {path.name}"
@@ -188,7 +188,15 @@ def load_model(
     else:
         sound, mel = _sound_from_file(path, sound_config or {}, sound_state, G)
         model = SoundvjModel(G, sound, mel, source or str(path), False)
-    return model.to(dev)
+    return _choose_ops_backend(model.to(dev))
+
+
+def _choose_ops_backend(model: SoundvjModel) -> SoundvjModel:
+    """The fastest StyleGAN3 ops for this model on this machine: measured once (< 3 s), then cached."""
+    from core.stylegan3.ops import backend
+
+    backend.choose_for_model(model.generator)
+    return model
 
 
 def save_full_model(path: str | os.PathLike, model: SoundvjModel, source: str = "") -> Path:

@@ -326,11 +326,20 @@ class SynthesisLayer(torch.nn.Module):
             x.to(dtype), self.weight, styles, padding=self.conv_kernel - 1,
             demodulate=not self.is_torgb, input_gain=input_gain,
         )
-        x = ops.filtered_lrelu(
-            x,
+        x = ops.filtered_lrelu(x, **self.filtered_lrelu_kwargs(x.dtype))
+        return x
+
+    def filtered_lrelu_input_shape(self) -> tuple[int, int, int]:
+        """[C, H, W] of what the modulated conv hands to filtered_lrelu (per sample)."""
+        pad = self.conv_kernel - 1
+        return self.out_channels, int(self.in_size[1]) + pad, int(self.in_size[0]) + pad
+
+    def filtered_lrelu_kwargs(self, dtype: torch.dtype) -> dict[str, Any]:
+        """This layer's filtered_lrelu arguments (besides x); the ops backend measurement replays them."""
+        return dict(
             fu=self.up_filter,
             fd=self.down_filter,
-            b=self.bias.to(x.dtype),
+            b=self.bias.to(dtype),
             up=self.up_factor,
             down=self.down_factor,
             padding=self.padding,
@@ -338,7 +347,6 @@ class SynthesisLayer(torch.nn.Module):
             slope=1 if self.is_torgb else 0.2,
             clamp=self.conv_clamp,
         )
-        return x
 
     def extra_repr(self) -> str:
         return (

@@ -34,7 +34,8 @@ _op: Any = None  # torch.ops.soundvj_ops.filtered_lrelu_cpu once loaded
 _status = "C++ kernel not built yet (builds on first use)"
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> str:
+    """The CPU's feature flags (from /proc/cpuinfo; empty where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -44,12 +45,12 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _cflags(cpu_flags: str) -> list[str]:
+def _cflags(flags_text: str) -> list[str]:
     # -fopenmp: at::parallel_for is an OpenMP loop; the extension then shares torch's libgomp.
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]  # torch adds its own -std
     if sys.platform.startswith("linux") and os.uname().machine in ("x86_64", "aarch64"):
         flags.append("-march=native")  # built where it runs; the cache tag includes the CPU flags
-        if " avx512f " in f" {cpu_flags} ":
+        if " avx512f " in f" {flags_text} ":
             flags.append("-mprefer-vector-width=512")  # 16 channels per FMA
     return flags
 
@@ -75,9 +76,9 @@ def _build() -> None:
         if reason is not None:
             _status = f"C++ kernel not built: {reason}"
             return
-        cpu_flags = _cpu_flags()
-        cflags = _cflags(cpu_flags)
-        key = "\n".join([SOURCE.read_text(), torch.__version__, sys.version, cpu_flags, " ".join(cflags)])
+        flags_text = cpu_flags()
+        cflags = _cflags(flags_text)
+        key = "\n".join([SOURCE.read_text(), torch.__version__, sys.version, flags_text, " ".join(cflags)])
         tag = hashlib.sha256(key.encode()).hexdigest()[:12]
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         build_dir = cache / "soundvj" / "torch_extensions" / tag

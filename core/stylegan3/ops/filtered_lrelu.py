@@ -50,5 +50,6 @@ def filtered_lrelu(x: torch.Tensor, **kwargs) -> torch.Tensor:
 
 
 def set_backend(name: str) -> None:
-    """'reference', 'fast' or 'fast-torch' (no C++ kernel), for every later call (tests, benchmarks)."""
+    """'reference', 'fast' or 'fast-torch' (no C++ kernel) for every later call (tests, benchmarks);
+    'auto' returns to the measured choice."""
     backend.set_backend(name)
