@@ -189,23 +189,42 @@ class MainWindow(QtWidgets.QMainWindow):
         help_menu.addAction("Keys (?)", self.show_keys)
 
     def _build_keys(self) -> None:
-        def key(seq: str | QtGui.QKeySequence, slot) -> None:
-            shortcut = QtGui.QShortcut(QtGui.QKeySequence(seq), self)
-            shortcut.setContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
-            shortcut.activated.connect(slot)
+        """Performance keys work in both windows (an application-wide event filter), except while a
+        text or number field has the focus, where digits and arrows edit the field."""
+        k = QtCore.Qt.Key
+        self._keys = {
+            **{getattr(k, f"Key_{n}"): (lambda n=n: self.apply_preset_number(n)) for n in range(1, 10)},
+            k.Key_Space: self.toggle_freeze,
+            k.Key_R: self.toggle_recording,
+            k.Key_F: self.toggle_output_fullscreen,
+            k.Key_Escape: self.leave_fullscreen,
+            k.Key_Up: lambda: self.nudge("alpha", ALPHA_STEP),
+            k.Key_Down: lambda: self.nudge("alpha", -ALPHA_STEP),
+            k.Key_Right: lambda: self.nudge("noise", NOISE_STEP),
+            k.Key_Left: lambda: self.nudge("noise", -NOISE_STEP),
+            k.Key_Question: self.show_keys,
+        }
+        QtWidgets.QApplication.instance().installEventFilter(self)
 
-        for n in range(1, 10):
-            key(str(n), lambda n=n: self.apply_preset_number(n))
-        key("Space", self.toggle_freeze)
-        key("R", self.toggle_recording)
-        key("F", self.toggle_output_fullscreen)
-        key("Esc", self.leave_fullscreen)
-        key("Up", lambda: self.nudge("alpha", ALPHA_STEP))
-        key("Down", lambda: self.nudge("alpha", -ALPHA_STEP))
-        key("Right", lambda: self.nudge("noise", NOISE_STEP))
-        key("Left", lambda: self.nudge("noise", -NOISE_STEP))
-        key("?", self.show_keys)
-        key("Shift+?", self.show_keys)
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QtCore.QEvent.Type.KeyPress or event.isAutoRepeat():
+            return False
+        if not isinstance(obj, QtWidgets.QWidget):
+            return False
+        action = self._keys.get(event.key())
+        if action is None or not self._owns(obj) or self._typing_in(obj):
+            return False
+        action()
+        return True
+
+    def _owns(self, widget: QtWidgets.QWidget) -> bool:
+        top = widget.window()
+        return top is self or (self._output is not None and top is self._output)
+
+    @staticmethod
+    def _typing_in(widget: QtWidgets.QWidget) -> bool:
+        editing = (QtWidgets.QAbstractSpinBox, QtWidgets.QLineEdit, QtWidgets.QTextEdit, QtWidgets.QAbstractItemView)
+        return isinstance(widget, editing) or isinstance(widget.parent(), QtWidgets.QAbstractSpinBox)
 
     # -- actions ----------------------------------------------------------------------------------
 

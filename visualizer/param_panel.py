@@ -21,6 +21,7 @@ class _Control(QtWidgets.QWidget):
     def __init__(self, spec: ParamSpec, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.spec = spec
+        self._updating = True  # until built: range set-up must not emit edits
         row = QtWidgets.QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         tip = f"{spec.description}\nRange {spec.range_text} {spec.unit}".strip()

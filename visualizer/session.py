@@ -124,10 +124,10 @@ class LiveSession:
             self.message(str(e))
 
     def _close_input(self) -> None:
-        for thing in (self.player, self.mic):
+        for thing, close in ((self.player, "close"), (self.mic, "stop")):
             if thing is not None:
                 try:
-                    thing.stop()
+                    getattr(thing, close)()
                 except Exception as e:  # noqa: BLE001 - a dying device must not stop the show
                     self.message(f"input: {e}")
         self.player = self.mic = None
