@@ -260,3 +260,17 @@ def test_csv_rows_are_checked(tmp_path):
         list_clips(bad, "audio")
     with pytest.raises(SoundvjError, match="not found"):
         list_clips(tmp_path / "missing.csv", "audio")
+
+
+def test_mel_strip_packing_is_exact_or_refused():
+    from training.data.decoded import pack_windows
+
+    audio = torch.from_numpy(tone(1.3, 700.0)) * torch.linspace(0, 1, 57330)
+    windows = mel_windows(audio, MEL, WindowConfig(24.0, 0.5))
+    from core.audio.windows import frame_end_sample
+
+    starts = [frame_end_sample(t, MEL.sample_rate, 24.0) // MEL.hop for t in range(windows.shape[0])]
+    strip = pack_windows(windows, starts)
+    assert strip is not None and strip.shape[1] < windows.shape[0] * windows.shape[2] / 5
+    assert pack_windows(windows + torch.rand_like(windows), starts) is None  # inconsistent overlaps
+    assert pack_windows(windows, [m + (t % 2) for t, m in enumerate(starts)]) is None  # wrong offsets

@@ -87,7 +87,7 @@ class ClipDataset(Dataset):
         clip = self.clips[clip_index]
         end = start + self.clip_frames
         item = {
-            "mel": torch.from_numpy(np.array(self._array(clip.mel_path)[start:end])),
+            "mel": torch.from_numpy(clip.mel_windows(self._array(clip.mel_path), start, end)),
             "label": torch.tensor(self.labels[clip_index], dtype=torch.int64),
             "clip": clip_index,
             "start": start,
@@ -100,7 +100,7 @@ class ClipDataset(Dataset):
         """All frames of one clip: `mel` [T, n_mels, W], `frames` [T, 3, R, R] (video), `label`, `path`."""
         clip = self.clips[clip_index]
         out = {
-            "mel": torch.from_numpy(np.array(self._array(clip.mel_path))),
+            "mel": torch.from_numpy(clip.mel_windows(self._array(clip.mel_path), 0, clip.num_frames)),
             "label": self.labels[clip_index],
             "path": clip.entry.path,
         }

@@ -3,7 +3,11 @@
 For a clip, at the training fps:
 
 * `mel`: float32 [T, n_mels, W], exactly `core.audio.windows.mel_windows(samples, mel, window)`, the
-  windows inference gives frames 0 .. T-1 (T = round(duration x fps), cut to the video's length);
+  windows inference gives frames 0 .. T-1 (T = round(duration x fps), cut to the video's length).
+  Consecutive windows overlap, so the cache stores them as one strip of mel frames [n_mels, M] plus
+  each window's first column (about 44 kB per second of audio instead of 1 MB at 24 fps), after
+  checking that every window cut from the strip equals `mel_windows`' bit for bit (if one ever did
+  not, the windows are stored whole);
 * `frames` (video clips): uint8 [T, R, R, 3], frame t the picture showing at time t / fps (the last
   decoded frame whose timestamp is at or before it), centre-cropped square and resized to R x R.
 
@@ -30,12 +34,12 @@ import torch
 
 from core.audio.decode import load_mono
 from core.audio.mel import MelConfig, MelSpectrogramFrontEnd
-from core.audio.windows import WindowConfig, mel_windows, num_video_frames
+from core.audio.windows import WindowConfig, frame_end_sample, mel_windows, num_video_frames
 from core.errors import SoundvjError
 from training.data.clips import ClipEntry, Problem, check_audio
 from training.loop import atomic_write_bytes
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,15 @@ class DecodedClip:
     num_frames: int
     mel_path: Path
     frames_path: Path | None
+    mel_starts: tuple[int, ...] | None = None  # strip layout: window t is strip[:, s_t : s_t + W]
+    window_frames: int = 0
+
+    def mel_windows(self, strip_or_windows: np.ndarray, start: int, end: int) -> np.ndarray:
+        """Windows start .. end-1 as float32 [n, n_mels, W] from the cached array (either layout)."""
+        if self.mel_starts is None:
+            return np.array(strip_or_windows[start:end])
+        w = self.window_frames
+        return np.stack([strip_or_windows[:, s : s + w] for s in self.mel_starts[start:end]])
 
 
 def _clip_key(path: Path) -> str:
@@ -164,7 +177,9 @@ class DecodedCache:
         if meta["frames"] < need_frames:
             return Problem(entry.path, "too-short",
                            f"too short: {meta['frames']} frames at {self.settings.fps:g} fps, expected at least {need_frames}")
-        return DecodedClip(entry, meta["frames"], mel_path, frames_path)
+        starts = meta.get("mel_starts")
+        return DecodedClip(entry, meta["frames"], mel_path, frames_path,
+                           tuple(starts) if starts is not None else None, int(meta.get("window_frames", 0)))
 
     def _decode(self, entry: ClipEntry, mel_path: Path, frames_path: Path | None) -> dict:
         s = self.settings
@@ -185,8 +200,32 @@ class DecodedCache:
             _save_npy(frames_path, frames[:count])
         window = WindowConfig(fps=s.fps, window_seconds=s.window_seconds)
         windows = mel_windows(samples, s.mel, window, num_frames=count, front_end=self._front_end)
-        _save_npy(mel_path, windows.numpy().astype(np.float32, copy=False))
-        return {"problem": None, "frames": count, "path": str(entry.path)}
+        starts = [frame_end_sample(t, s.mel.sample_rate, s.fps) // s.mel.hop for t in range(count)]
+        strip = pack_windows(windows, starts)
+        meta = {"problem": None, "frames": count, "path": str(entry.path), "window_frames": windows.shape[-1]}
+        if strip is None:
+            _save_npy(mel_path, windows.numpy().astype(np.float32, copy=False))
+            meta["mel_starts"] = None
+        else:
+            _save_npy(mel_path, strip.numpy())
+            meta["mel_starts"] = [m - starts[0] for m in starts]
+        return meta
+
+
+def pack_windows(windows: torch.Tensor, last_mel: list[int]) -> torch.Tensor | None:
+    """Windows [T, n_mels, W] whose window t starts at column last_mel[t] - last_mel[0] of one strip.
+
+    Returns the strip [n_mels, M], or None unless every window cut from it equals the given one exactly.
+    """
+    count, n_mels, w = windows.shape
+    if count == 0:
+        return None
+    starts = torch.tensor(last_mel) - last_mel[0]
+    strip = windows.new_zeros((n_mels, int(starts[-1]) + w))
+    for t in range(count):
+        strip[:, int(starts[t]) : int(starts[t]) + w] = windows[t]
+    cut = strip.unfold(1, w, 1).index_select(1, starts).permute(1, 0, 2)
+    return strip.contiguous() if torch.equal(cut, windows) else None
 
 
 def _tail(message: str) -> str:
