@@ -189,3 +189,34 @@ def test_data_scan_names_bad_clips(tmp_path, capsys):
     assert "skipped 1 (1 unreadable):" in out and "broken.mp4: unreadable:" in out
     code, out, err = run_cli(["data", "scan", str(tmp_path / "missing")], capsys)
     assert code == 2 and "not found" in err and err.count("\n") == 1
+
+
+TINY_CLIP = ["stage.clip.embed_dim=16", "stage.clip.image_size=16", "stage.clip.patch_size=8",
+             "stage.clip.vision_width=32", "stage.clip.vision_layers=1", "stage.clip.vision_head_width=16",
+             "stage.clip.text_width=32", "stage.clip.text_layers=1", "stage.clip.text_heads=2",
+             "stage.clip.context_length=8", "loop.batch_size=4", "loop.steps=1", "loop.progress=false",
+             "loop.device=cpu", "data.fps=8", "data.holdout_fraction=0"]
+
+
+def test_train_counts_skipped_clips_and_refuses_a_one_class_dataset(tmp_path, capsys):
+    pytest.importorskip("open_clip", reason="the train extra (open_clip) is not installed")
+    from training.synth_data import SynthSettings, write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, SynthSettings(clips_per_class=1, seconds=1.5, size=16, fps=8.0))
+    (data / "rain" / "broken.mp4").write_bytes(b"\x00" * 64)
+    sets = [a for kv in TINY_CLIP for a in ("--set", kv)]
+    code, _, err = run_cli(["train", "clip", "--data", str(data), "--out", str(tmp_path / "run"), *sets], capsys)
+    assert code == 0, err
+    assert "data: 5 classes, 5 of 6 clips usable" in err and "skipped 1 unreadable" in err
+    assert load_checkpoint(tmp_path / "run")["step"] == 1
+
+    one = tmp_path / "one"
+    write_dataset(one, SynthSettings(clips_per_class=2, seconds=1.5, size=16, fps=8.0))
+    for folder in ("hum", "chirps", "crackle", "wind"):
+        for clip in (one / folder).iterdir():
+            clip.unlink()
+    code, _, err = run_cli(["train", "clip", "--data", str(one), "--out", str(tmp_path / "run1"), *sets], capsys)
+    assert code == 2 and "1 class (rain); expected at least 2 classes" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "run1" / CHECKPOINT_NAME).exists()
