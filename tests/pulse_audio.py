@@ -36,7 +36,7 @@ import pytest
 PULSE_DEVICE = "pulse"  # the ALSA plugin device PortAudio lists while a PulseAudio server runs
 SINK_PREFIX = "soundvj_test_"
 _counter = itertools.count()
-_TOOLS = ("pulseaudio", "pactl", "pacat")
+_TOOLS = ("pulseaudio", "pactl", "pacat", "pacmd", "parec")
 
 
 def _pactl(*args: str, check: bool = True, timeout: float = 10.0) -> str:
@@ -183,23 +183,49 @@ class NullSink:
 
     def _has_input(self) -> bool:
         """True once a stream (the keepalive) plays into this sink."""
-        index = next(
-            (line.split("\t")[0] for line in _pactl("list", "short", "sinks").splitlines()
-             if line.split("\t")[1:2] == [self.name]),
-            None,
-        )
-        return index is not None and any(
-            line.split("\t")[1:2] == [index] for line in _pactl("list", "short", "sink-inputs").splitlines()
-        )
+        return bool(self._streams("sink-inputs", self._index("sinks", self.name)))
 
     def unload(self) -> None:
-        """The device disappears, as when a USB interface is unplugged."""
-        if self.module_id is not None:
-            _pactl("unload-module", self.module_id, check=False)
-            self.module_id = None
+        """The device disappears, as when a USB interface is unplugged: the sink goes, and the
+        streams that played into it or recorded its monitor die with it.
+
+        (PulseAudio itself would move those streams to the fallback device, where they may or may
+        not keep flowing depending on what else plays there; killing them makes the test
+        deterministic and matches a hardware device whose streams fail when it is pulled.)
+        """
         if self._keepalive is not None:
             self._keepalive.stop()
             self._keepalive = None
+        if self.module_id is None:
+            return
+        sink_index = self._index("sinks", self.name)
+        source_index = self._index("sources", self.monitor)
+        inputs = self._streams("sink-inputs", sink_index)
+        outputs = self._streams("source-outputs", source_index)
+        _pactl("unload-module", self.module_id, check=False)
+        self.module_id = None
+        for kind, indices in (("kill-sink-input", inputs), ("kill-source-output", outputs)):
+            for index in indices:
+                subprocess.run(["pacmd", kind, index], capture_output=True, timeout=10)
+
+    @staticmethod
+    def _index(listing: str, name: str) -> str | None:
+        for line in _pactl("list", "short", listing).splitlines():
+            fields = line.split("\t")
+            if fields[1:2] == [name]:
+                return fields[0]
+        return None
+
+    @staticmethod
+    def _streams(listing: str, owner: str | None) -> list[str]:
+        """Indices of the sink inputs / source outputs attached to sink/source `owner`."""
+        if owner is None:
+            return []
+        return [
+            line.split("\t")[0]
+            for line in _pactl("list", "short", listing).splitlines()
+            if line.split("\t")[1:2] == [owner]
+        ]
 
     def reload(self) -> None:
         self.unload()
