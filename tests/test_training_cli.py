@@ -220,3 +220,15 @@ def test_train_counts_skipped_clips_and_refuses_a_one_class_dataset(tmp_path, ca
     assert code == 2 and "1 class (rain); expected at least 2 classes" in err
     assert err.count("\n") == 1
     assert not (tmp_path / "run1" / CHECKPOINT_NAME).exists()
+
+
+def test_print_config_shows_the_resolved_config(toy_stage, tmp_path, capsys):
+    import yaml
+
+    code, out, err = run_cli(["train", "toy", "--print-config", "--set", "stage.width=5", "--data", "/some/where"],
+                             capsys)
+    assert code == 0, err
+    resolved = yaml.safe_load(out)
+    assert resolved["stage"]["width"] == 5 and resolved["data"]["path"] == "/some/where"
+    assert resolved["loop"]["steps"] == 1000  # the default
+    assert not (REPO / "runs" / "toy").exists()

@@ -75,6 +75,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         default = CONFIG_DIR / entry.config_file
         config_path = default if default.exists() else None
     config = load_run_config(args.stage, module.Config, config_path, overrides, base=base)
+    if args.print_config:
+        import yaml
+
+        from training.config import run_config_dict
+
+        print(yaml.safe_dump(run_config_dict(config), sort_keys=False), end="")
+        return 0
     result = train(config, module.build, run_dir, resume=resume)
     if result.interrupted_by is not None:
         return EXIT_BY_SIGNAL.get(result.interrupted_by, 1)
@@ -115,6 +122,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--out", metavar="RUN_DIR", help=f"run directory for checkpoints and logs (default: runs/{name})")
         s.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                        help="continue from RUN_DIR/checkpoint.pt, or from the given checkpoint")
+        s.add_argument("--print-config", action="store_true",
+                       help="print the resolved config (defaults, file, --set) as YAML and exit")
         s.set_defaults(func=_cmd_train)
 
     e = stages.add_parser("export", help="write one model file: the generator plus the trained sound models")
