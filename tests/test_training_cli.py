@@ -232,3 +232,33 @@ def test_print_config_shows_the_resolved_config(toy_stage, tmp_path, capsys):
     assert resolved["stage"]["width"] == 5 and resolved["data"]["path"] == "/some/where"
     assert resolved["loop"]["steps"] == 1000  # the default
     assert not (REPO / "runs" / "toy").exists()
+
+
+CLI_WITH_TOY = """
+import sys
+import training.cli
+from core.cli import main
+training.cli.STAGES["toy"] = training.cli.StageEntry("tests.training_toy", "none.yaml", "test stage")
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_checkpoint_and_exit_with_the_signal_code(tmp_path, sig, exit_code):
+    run = tmp_path / "run"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLI_WITH_TOY, "train", "toy", "--out", str(run), "--set", "loop.steps=100000",
+         "--set", "loop.checkpoint_every=0", "--set", "stage.step_sleep=0.01", *TOY_ARGS],
+        cwd=REPO, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "scalars.csv").exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert not (run / CHECKPOINT_NAME).exists()  # checkpoint_every 0: only at the end (or on a signal)
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == exit_code, err.decode()[-2000:]
+    step = load_checkpoint(run)["step"]
+    assert 0 < step < 100000
+    assert f"{signal.Signals(sig).name}: stopped at step {step}; checkpoint" in err.decode()
