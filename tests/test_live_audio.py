@@ -442,3 +442,20 @@ def test_file_player_keeps_the_playhead_when_the_output_device_disappears(null_s
         assert 0.3 * SR < player.played_from_start() - before < 0.8 * SR
         # (the clock thread may add one block between the two reads)
         assert abs((ring.total_written - written) - (player.played_from_start() - before)) <= player.blocksize
+
+
+def test_rescan_while_playing_and_recording_reopens_both_streams(null_sink, noise_wav, monkeypatch):
+    """PortAudio closes every stream when it re-initialises: the input and the player reopen theirs
+    by name, and the file still reaches the ring whole and in order."""
+    reference = load_mono(noise_wav, SR).numpy()
+    mic_ring, file_ring = SampleRing(SR * 4, SR), SampleRing(SR * 8, SR)
+    with output_to(null_sink, monkeypatch), MicInput(mic_ring, "pulse") as mic, FilePlayer(noise_wav, file_ring) as player:
+        player.play()
+        assert wait_for(lambda: player.position > 0.5 and mic_ring.total_written > SR // 4, 3)
+        rescan_devices()
+        assert mic.state == "running" and mic.device_name == "pulse" and player.clock == "output"
+        recorded_before = mic_ring.total_written
+        assert wait_for(lambda: player.state == "ended", 5)
+        assert mic_ring.total_written > recorded_before + SR // 4  # the reopened input delivers
+        got, _ = file_ring.read_new()
+    np.testing.assert_array_equal(got[: reference.size], reference)

@@ -115,6 +115,16 @@ class FilePlayer:
     def output_device_name(self) -> str | None:
         return None if self._output is None else self._output.name
 
+    @property
+    def output_latency(self) -> float:
+        """Seconds from a block entering the ring to its being heard (the output stream's latency;
+        0 on the wall clock), for a picture that should line up with the speakers."""
+        stream = self._stream
+        try:
+            return float(stream.latency) if stream is not None and self.clock == "output" else 0.0
+        except Exception:  # noqa: BLE001 - a stream PortAudio dropped under us
+            return 0.0
+
     def played_from_start(self) -> int:
         """Samples of the file written into the ring so far (loops and seeks included)."""
         return self._file_samples_written
