@@ -91,8 +91,9 @@ def test_config_from_dict_checks_keys_types_and_ranges():
 def test_overrides_are_yaml_values_and_numeric_strings_count_as_floats():
     data = apply_overrides({"loop": {"steps": 3}}, ["loop.steps=7", "stage.lr=1e-4", "data.path=/x y", "stage.on=true"])
     assert data == {"loop": {"steps": 7}, "stage": {"lr": "1e-4", "on": True}, "data": {"path": "/x y"}}
-    config = load_run_config("toy", training_toy.ToyConfig, None, ["stage.lr=1e-4"])
+    config = load_run_config("toy", training_toy.ToyConfig, None, ["stage.lr=1e-4", "data.path=2024"])
     assert config.stage.lr == 1e-4
+    assert config.data.path == "2024"  # a folder named like a number is still a path
     for bad in ["nokey", "=3", "loop..steps=1"]:
         with pytest.raises(SoundvjError, match="expected SECTION.KEY=VALUE"):
             apply_overrides({}, [bad])

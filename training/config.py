@@ -145,6 +145,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # YAML reads a folder named 2024 as a number
         raise _Mismatch
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
