@@ -12,8 +12,10 @@ What can go wrong on stage and what happens:
 * A named device that does not exist: `find_input_device` raises `SoundvjError` naming the device
   and the choices (the CLI prints it and exits 2; the UI shows it).
 * The device disappears mid-set (unplugged, audio server gone): a watchdog notices that the
-  stream stopped or its callbacks stopped (> `STALL_SECONDS`), closes it, and sets state "lost"
-  with a message. Nothing is written while lost. `rescan_devices()` then `switch(name)` resumes.
+  stream stopped (closes it at once) or that its callbacks stopped for > `STALL_SECONDS`, and sets
+  state "lost" with a message. Nothing is written while lost. A stall can be a hiccup (a starved
+  CPU): if the callbacks come back steadily within `GIVE_UP_SECONDS` the input is "running" again
+  by itself; otherwise the stream is closed, and `rescan_devices()` then `switch(name)` resumes.
 * The device cannot run at the ring's rate: it opens at its own default rate, the callback fills
   a raw ring at that rate, and a pump thread resamples into the ring (`StreamingResampler`).
 """
@@ -35,8 +37,11 @@ from visualizer.audio_ring import SampleRing
 
 PORTAUDIO_LOCK = threading.RLock()
 
-STALL_SECONDS = 0.5  # no callback for this long on a running stream: the device is gone
+STALL_SECONDS = 0.5  # no callback for this long on a running stream: "lost" (nothing written)
+RESUME_STEADY_SECONDS = 0.3  # callbacks back without a gap for this long: a stall is over
+GIVE_UP_SECONDS = 3.0  # a stall that lasts this long closes the stream (rescan + switch to resume)
 STARTUP_GRACE_SECONDS = 3.0  # a fresh stream may take this long to deliver its first block
+_STEADY_GAP_SECONDS = 0.1  # callbacks further apart than this are not "steady"
 WATCHDOG_PERIOD = 0.05
 RESAMPLE_PUMP_PERIOD = 0.005
 _CLOSE_TIMEOUT = 2.0  # a stream whose device vanished may hang in close(); never wait longer
@@ -170,6 +175,10 @@ def find_output_device(name: str) -> AudioDevice:
     return _find_device(name, "output")
 
 
+class NoInputDevice(SoundvjError):
+    """The system default input was asked for and there is no input device at all."""
+
+
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -247,6 +256,43 @@ class StreamingResampler:
         return out
 
 
+class CallbackHeartbeat:
+    """When a stream's callback last ran and since when it has run without gaps (for watchdogs).
+    `beat` runs in the callback: two float assignments, no allocation."""
+
+    def __init__(self) -> None:
+        self.opened_at = time.monotonic()
+        self.last = math.nan
+        self.steady_since = math.nan
+
+    def beat(self, now: float) -> None:
+        if not now - self.last <= _STEADY_GAP_SECONDS:  # also true for the first beat (nan)
+            self.steady_since = now
+        self.last = now
+
+    @property
+    def started(self) -> bool:
+        return not math.isnan(self.last)
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the last callback (since opening, before the first one)."""
+        return now - (self.opened_at if math.isnan(self.last) else self.last)
+
+    def steady_for(self, now: float) -> float:
+        """How long the callbacks have been coming without a gap (0 if they are not coming now)."""
+        if not self.started or now - self.last > _STEADY_GAP_SECONDS:
+            return 0.0
+        return now - self.steady_since
+
+
+def stream_stopped(stream: Any) -> bool:
+    """True if PortAudio stopped this stream by itself (a device error ends the callback thread)."""
+    try:
+        return stream is None or not stream.active
+    except Exception:  # noqa: BLE001 - a stream PortAudio dropped under us
+        return True
+
+
 class _OpenStream:
     """One open input stream and what its callback and the watchdog share."""
 
@@ -256,8 +302,9 @@ class _OpenStream:
         self.resampler = resampler
         self.raw_ring = raw  # the callback's target when resampling, else None
         self.stream: Any = None
-        self.opened_at = time.monotonic()
-        self.last_callback = math.nan
+        self.heartbeat = CallbackHeartbeat()
+        self.writing = True  # False while stalled: a late block after a stall is not written
+        self.stalled_at = math.nan
         self.callback_error: str | None = None
         self.pump: threading.Thread | None = None
         self.closing = threading.Event()
@@ -330,8 +377,10 @@ class MicInput:
         with self._lock:
             if self.state == "running":
                 return
-            opened = self._open(self._requested)
-            if opened is None:
+            try:
+                opened = self._open(self._requested)
+            except NoInputDevice as err:
+                self._set_state("no-device", str(err))
                 return
             self._activate(opened)
             self._ensure_watchdog()
@@ -353,10 +402,15 @@ class MicInput:
 
     def switch(self, device: str | None) -> None:
         """Move to another device (None = system default): the new stream opens and runs before the
-        old one closes, so there is no gap. On failure SoundvjError, and the old stream keeps going."""
+        old one closes, so there is no gap. On failure SoundvjError, and the old stream keeps going
+        (with no device at all and nothing running, state "no-device" instead)."""
         with self._lock:
-            opened = self._open(device)
-            if opened is None:  # no device at all: keep what runs, if anything
+            try:
+                opened = self._open(device)
+            except NoInputDevice as err:
+                if self._active is not None:
+                    raise  # a SoundvjError; what runs keeps running
+                self._set_state("no-device", str(err))
                 return
             old = self._active
             self._requested = device
@@ -380,18 +434,17 @@ class MicInput:
         devices = list_input_devices()
         return devices[0] if devices else None  # the default when there is one
 
-    def _open(self, name: str | None) -> _OpenStream | None:
+    def _open(self, name: str | None) -> _OpenStream:
+        """Open and start a stream; NoInputDevice when asked for the default and there is none."""
         try:
             sd = _sounddevice()
             device = self._resolve(name)
         except SoundvjError as err:
-            if name is None:  # no PortAudio, or PortAudio lists nothing: the app runs on silence
-                self._set_state("no-device", str(err))
-                return None
+            if name is None:  # no PortAudio, or PortAudio cannot list: the app runs on silence
+                raise NoInputDevice(f"{err}; the picture runs on silence") from None
             raise
         if device is None:
-            self._set_state("no-device", "no audio input device found; the picture runs on silence")
-            return None
+            raise NoInputDevice("no audio input device found; the picture runs on silence")
         channels = min(2, device.channels)
         rate = self.device_rate or self.ring.sample_rate
         with PORTAUDIO_LOCK:
@@ -413,10 +466,10 @@ class MicInput:
 
         def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
             try:
-                opened.last_callback = time.monotonic()
+                opened.heartbeat.beat(time.monotonic())
                 if status.input_overflow:
                     self.overflows += 1
-                if self._active is opened and not opened.closing.is_set():
+                if self._active is opened and opened.writing and not opened.closing.is_set():
                     target.write(indata)
             except Exception as err:  # noqa: BLE001 - never raise into PortAudio; the watchdog reports it
                 opened.callback_error = _one_line(err)
@@ -432,7 +485,7 @@ class MicInput:
                     latency=self.latency,
                     callback=callback,
                 )
-                opened.opened_at = time.monotonic()
+                opened.heartbeat.opened_at = time.monotonic()
                 opened.stream.start()
             except sd.PortAudioError as err:
                 if opened.stream is not None:
@@ -450,7 +503,7 @@ class MicInput:
             samples, arrived = opened.raw_ring.read_new()
             if samples.size:
                 out = opened.resampler.process(samples)
-                if out.size and self._active is opened:
+                if out.size and self._active is opened and opened.writing:
                     self.ring.write(out, arrival_time=arrived)
 
     def _activate(self, opened: _OpenStream) -> None:
@@ -478,41 +531,41 @@ class MicInput:
         while not stop.wait(WATCHDOG_PERIOD):
             with self._lock:
                 active = self._active
-                if active is None or self.state != "running" or self._suspended_for_rescan:
+                if active is None or self._suspended_for_rescan:
                     continue
-                problem = self._problem(active)
-                if problem is None:
-                    continue
-                self._active = None
-                self._close(active)
-                self._set_state("lost", problem)
+                self._check(active, time.monotonic())
 
-    def _problem(self, active: _OpenStream) -> str | None:
-        """Why this running stream counts as lost, or None while it is healthy."""
+    def _check(self, active: _OpenStream, now: float) -> None:
+        """One watchdog look at the open stream: lose it, stall it, resume it or leave it be."""
         name = active.device.name
+        beat = active.heartbeat
+        fatal = None
         if active.callback_error is not None:
-            return f"input device {name!r}: audio callback failed ({active.callback_error}); the picture runs on silence"
-        now = time.monotonic()
-        try:
-            stopped = not active.stream.active
-        except Exception:  # noqa: BLE001 - a stream PortAudio dropped under us
-            stopped = True
-        if stopped:
-            return f"input device {name!r}: the stream stopped (device gone?); the picture runs on silence"
-        if math.isnan(active.last_callback):
-            if now - active.opened_at > STARTUP_GRACE_SECONDS:
-                return (
-                    f"input device {name!r}: no audio arrived within {STARTUP_GRACE_SECONDS:g} s of opening; "
-                    "the picture runs on silence"
+            fatal = f"input device {name!r}: audio callback failed ({active.callback_error})"
+        elif stream_stopped(active.stream):
+            fatal = f"input device {name!r}: the stream stopped (device gone?)"
+        elif not beat.started and beat.silent_for(now) > STARTUP_GRACE_SECONDS:
+            fatal = f"input device {name!r}: no audio arrived within {STARTUP_GRACE_SECONDS:g} s of opening"
+        if fatal is not None:
+            self._give_up(active, f"{fatal}; the picture runs on silence")
+        elif active.writing:
+            if beat.started and beat.silent_for(now) > STALL_SECONDS:
+                active.writing, active.stalled_at = False, now
+                self._set_state(
+                    "lost",
+                    f"input device {name!r}: stopped delivering audio (no data for {STALL_SECONDS:g} s; unplugged "
+                    "or audio server gone?); the picture runs on silence",
                 )
-            return None
-        silent_for = now - active.last_callback
-        if silent_for > STALL_SECONDS:
-            return (
-                f"input device {name!r}: stopped delivering audio ({silent_for:.1f} s without data; unplugged or "
-                "audio server gone?); the picture runs on silence"
-            )
-        return None
+        elif beat.steady_for(now) >= RESUME_STEADY_SECONDS:
+            active.writing = True  # the stall was a hiccup: the device delivers again
+            self._set_state("running", None)
+        elif now - active.stalled_at > GIVE_UP_SECONDS:
+            self._give_up(active, self.error)
+
+    def _give_up(self, active: _OpenStream, message: str | None) -> None:
+        self._active = None
+        self._close(active)
+        self._set_state("lost", message)
 
     def _set_state(self, state: str, error: str | None) -> None:
         if (state, error) == (self.state, self.error):
@@ -544,5 +597,4 @@ class MicInput:
             except SoundvjError as err:
                 self._set_state("lost", str(err))
                 return
-            if opened is not None:
-                self._activate(opened)
+            self._activate(opened)

@@ -24,15 +24,19 @@ from core.audio.decode import decode_audio, resample, to_mono
 from core.errors import SoundvjError
 from visualizer.audio_input import (
     _STREAM_OWNERS,
+    GIVE_UP_SECONDS,
     PORTAUDIO_LOCK,
+    RESUME_STEADY_SECONDS,
     STALL_SECONDS,
     STARTUP_GRACE_SECONDS,
     AudioDevice,
+    CallbackHeartbeat,
     _one_line,
     _sounddevice,
     close_stream_bounded,
     find_output_device,
     list_output_devices,
+    stream_stopped,
 )
 from visualizer.audio_ring import SampleRing
 
@@ -92,8 +96,9 @@ class FilePlayer:
 
         self._stream: Any = None
         self._stream_token: object | None = None  # the callback of an older stream writes nothing
-        self._last_callback = math.nan
-        self._stream_opened_at = 0.0
+        self._heartbeat = CallbackHeartbeat()
+        self._stalled_at = math.nan  # the output stream stalled and the wall clock stands in
+        self._fill_lock = threading.Lock()  # the callback and the wall clock never fill at once
         self._wall_started = 0.0
         self._wall_produced = 0
         self._lock = PORTAUDIO_LOCK  # transitions; the callback never takes it
@@ -236,11 +241,16 @@ class FilePlayer:
 
         def callback(outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
             try:
+                now = time.monotonic()
                 if self._stream_token is not token:
                     outdata.fill(0.0)
                     return
-                self._last_callback = now = time.monotonic()
-                self._fill(outdata, frames, now)
+                self._heartbeat.beat(now)
+                if self.clock != "output":  # stalled a moment ago; the wall clock plays until it is steady
+                    outdata.fill(0.0)
+                    return
+                with self._fill_lock:
+                    self._fill(outdata, frames, now)
             except Exception as err:  # noqa: BLE001 - never raise into PortAudio
                 outdata.fill(0.0)
                 self.error = f"output callback failed ({_one_line(err)})"
@@ -265,8 +275,7 @@ class FilePlayer:
             if min(2, device.channels) == 1 and self._stereo is not None:
                 self._stereo = None  # a mono output device gets the mono mix
             self._stream, self._stream_token = stream, token
-            self._last_callback = math.nan
-            self._stream_opened_at = time.monotonic()
+            self._heartbeat = CallbackHeartbeat()
             self._output = device
             stream.start()
         self.clock = "output"
@@ -284,54 +293,53 @@ class FilePlayer:
         self.clock = "wall"
 
     def _monitor_loop(self) -> None:
-        """Tick the wall clock when it is the clock; otherwise watch that the output keeps playing."""
+        """Tick the wall clock when it is the clock; watch that the output keeps playing."""
         while not self._closed.wait(_MONITOR_PERIOD):
             with self._lock:
                 if self._closed.is_set() or self._suspended_for_rescan:
                     continue
+                self._check_output(time.monotonic())
                 if self.clock == "wall":
                     self._tick_wall_clock()
-                elif self.clock == "output":
-                    problem = self._output_problem()
-                    if problem is not None:
-                        self._close_stream()
-                        self.error = problem
-                        self._start_wall_clock()
+
+    def _check_output(self, now: float) -> None:
+        """Output dead: close it, the wall clock plays on. Stalled: the wall clock stands in while
+        the stream stays open; steady callbacks again within GIVE_UP_SECONDS: back to the output."""
+        stream, beat, name = self._stream, self._heartbeat, self.output_device_name
+        if stream is None:
+            return
+        if stream_stopped(stream) or (not beat.started and beat.silent_for(now) > STARTUP_GRACE_SECONDS):
+            self._close_stream()
+            if self.clock != "wall":
+                self._start_wall_clock()
+            self.error = f"output device {name!r}: stopped playing (device gone?); playing silently on the wall clock"
+        elif self.clock == "output":
+            if beat.started and beat.silent_for(now) > STALL_SECONDS:
+                self._stalled_at = now
+                self._start_wall_clock()
+                self.error = f"output device {name!r}: stalled; playing silently on the wall clock"
+        elif beat.steady_for(now) >= RESUME_STEADY_SECONDS:
+            self.clock, self.error = "output", None  # the callback fills from its next block on
+        elif now - self._stalled_at > GIVE_UP_SECONDS:
+            self._close_stream()
+            self.error = f"output device {name!r}: stopped playing (device gone?); playing silently on the wall clock"
 
     def _tick_wall_clock(self) -> None:
         now = time.monotonic()
         due = math.floor((now - self._wall_started) * self.ring.sample_rate) - self._wall_produced
         while due >= self.blocksize:
-            self._fill(None, self.blocksize, now)
+            with self._fill_lock:
+                self._fill(None, self.blocksize, now)
             self._wall_produced += self.blocksize
             due -= self.blocksize
-
-    def _output_problem(self) -> str | None:
-        stream = self._stream
-        name = self.output_device_name
-        try:
-            stopped = stream is None or not stream.active
-        except Exception:  # noqa: BLE001
-            stopped = True
-        now = time.monotonic()
-        if stopped:
-            stalled = True
-        elif math.isnan(self._last_callback):
-            stalled = now - self._stream_opened_at > STARTUP_GRACE_SECONDS
-        else:
-            stalled = now - self._last_callback > STALL_SECONDS
-        if not stalled:
-            return None
-        return f"output device {name!r}: stopped playing (device gone?); playing silently on the wall clock"
 
     # ---- PortAudio re-initialisation (rescan_devices) ---------------------------------------
 
     def _before_rescan(self) -> None:
         with self._lock:
             self._suspended_for_rescan = True
-            self._reopen_after_rescan = self.clock == "output"
-            if self._reopen_after_rescan:
-                self._close_stream()
+            self._reopen_after_rescan = self._stream is not None  # playing, or stalled on the wall clock
+            self._close_stream()
 
     def _after_rescan(self) -> None:
         with self._lock:
