@@ -111,7 +111,7 @@ def main() -> None:
     print(f"dropped frames: {dropped} ({100 * dropped / max(1, dropped + frames):.1f} % of deadlines)")
     print(f"latency:        median {np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms, "
           f"max {lat.max():.1f} ms (sample arrival -> frame published)")
-    print(f"stage ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+    print("stage ms/frame: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     print(f"ring overruns:  {ring.overrun_samples} samples" + (f"; input overflows {mic.overflows}" if mic else ""))
     print(f"memory:         RSS {rss0:.0f} -> {rss_mb():.0f} MB (growth {rss_mb() - rss0:+.1f} MB); "
           f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -6,8 +6,6 @@ time), so these tests do not need PulseAudio.
 """
 
 import os
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,6 @@ pytest.importorskip("PyQt6", reason="the live app needs PyQt6 (pip install 'soun
 if not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
     pytest.skip("no display: run the tests through ./dev.sh test (it starts Xvfb)", allow_module_level=True)
 
-import av  # noqa: E402
 from PyQt6 import QtCore, QtGui  # noqa: E402
 
 from core.params import Params  # noqa: E402
@@ -24,28 +21,7 @@ from core.video_writer import probe_media  # noqa: E402
 from tests.pipeline_helpers import tiny_model  # noqa: E402
 from visualizer.main_window import MainWindow  # noqa: E402
 from visualizer.session import InputChoice, LiveSession  # noqa: E402
-
-SR = 44100
-
-
-def write_wav(path: Path, seconds: float, kind: str = "noise") -> Path:
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    if kind == "noise":
-        x = 0.3 * np.random.default_rng(0).standard_normal(n)
-    else:
-        x = 0.4 * np.sin(2 * np.pi * 880 * t)
-    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
-    with av.open(str(path), "w", format="wav") as c:
-        s = c.add_stream("pcm_s16le", rate=SR, layout="mono")
-        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
-        frame.sample_rate = SR
-        for packet in s.encode(frame):
-            c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
-    return path
-
+from tests.live_helpers import write_wav  # noqa: E402
 
 @pytest.fixture
 def app_window(qtbot, tmp_path, monkeypatch):
@@ -123,7 +99,7 @@ def test_record_key_gives_a_playable_file(app_window, qtbot):
     info = probe_media(rec.path)
     assert info.has_video and info.has_audio and info.frame_count >= 24
     assert info.video_duration == pytest.approx(info.audio_duration, abs=0.05)
-    assert "saved" in window.record_label.text()
+    qtbot.waitUntil(lambda: "saved" in window.record_label.text(), timeout=2000)  # next UI poll
 
 
 def test_freeze_holds_the_picture(app_window, qtbot):

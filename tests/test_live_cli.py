@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.video_writer import probe_media
-from tests.test_live_app import SR, write_wav
+from tests.live_helpers import SR, write_wav
 
 needs_display = pytest.mark.skipif(
     not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
@@ -114,3 +114,17 @@ def test_full_disk_stops_the_recording_and_the_show_goes_on(tmp_path, qtbot):
         window.close()
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_broken_preset_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nparams: {alpha: 3}\n")
+    r = soundvj("live", "--preset", str(bad))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "bad.yaml" in r.stderr
+
+
+@needs_display
+def test_scripted_run_with_the_output_fullscreen(tmp_path):
+    wav = write_wav(tmp_path / "noise.wav", 3.0)
+    r = soundvj("live", "--file", str(wav), "--duration", "2", "--fullscreen", "0", "--no-gl", timeout=120)
+    assert r.returncode == 0, r.stderr

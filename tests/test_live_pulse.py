@@ -14,6 +14,7 @@ import torch
 from core.audio.mel import MelConfig, MelSpectrogramFrontEnd
 from core.params import Params
 from core.video_writer import probe_media
+from tests.live_helpers import wait_for
 from tests.pipeline_helpers import tiny_model
 from tests.pulse_audio import PULSE_DEVICE, null_sink, pulse_server  # noqa: F401 - fixtures
 from visualizer.session import InputChoice, LiveSession
@@ -31,15 +32,6 @@ def tone_band() -> int:
     """The mel band where the model's own front end puts TONE_HZ."""
     mel = MelSpectrogramFrontEnd(MelConfig())(torch.from_numpy(tone(0.5)))
     return int(mel.mean(dim=1).argmax())
-
-
-def wait(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class LatentLog:
@@ -66,7 +58,7 @@ def test_microphone_path_end_to_end(null_sink, tmp_path):
     session.worker.start()
     session.use_source(session.source_choice)
     try:
-        assert wait(lambda: session.input_state()[0] == "running", 10), session.input_state()
+        assert wait_for(lambda: session.input_state()[0] == "running", 10), session.input_state()
         time.sleep(1.5)  # silence (the sink's keepalive)
         silent = (len(log.latents) // 2, len(log.latents))
         rec = session.start_recording(tmp_path / "mic.mp4")

@@ -4,7 +4,6 @@ Audio comes from `ArraySource`: a test feeder that hands out a known signal in c
 card would deliver between two frames, stamped with the time they were handed out.
 """
 
-import math
 import threading
 import time
 
@@ -16,6 +15,7 @@ import torch
 from core.param_fade import ParamFade, lerp_params
 from core.params import Params
 from core.video_writer import probe_media
+from tests.live_helpers import wait_for
 from tests.pipeline_helpers import tiny_model
 from visualizer.mailbox import LatestSlot
 from visualizer.recorder import SessionRecorder
@@ -121,11 +121,11 @@ def test_running_worker_takes_a_change_within_two_frames(model):
     worker = RenderWorker(model, ArraySource(noise(30.0)), Params(fps=24))
     worker.start()
     try:
-        assert _wait(lambda: worker.frames.peek()[0] is not None, 10)
+        assert wait_for(lambda: worker.frames.peek()[0] is not None, 10)
         for value in (0.9, 0.25, 0.6):
             before, _ = worker.frames.peek()
             worker.set_params(Params(fps=24, alpha=value))
-            assert _wait(lambda: worker.frames.peek()[0].params.alpha == value, 5)
+            assert wait_for(lambda: worker.frames.peek()[0].params.alpha == value, 5)
             after, _ = worker.frames.peek()
             # The frame with the new value is at most the second one made after the change arrived.
             first_with = after.index
@@ -155,15 +155,6 @@ def test_late_frames_are_dropped_not_queued(model):
     assert status.frames < 80  # ... and not made up for later: no burst of catch-up frames
     # Every deadline of the 1.5 s is either a frame or a counted drop (nothing silently queued).
     assert 1.5 * 120 * 0.8 < status.frames + status.dropped < 1.5 * 120 * 1.2
-
-
-def _wait(predicate, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 def test_recorder_keeps_sync_when_the_render_rate_varies(model, tmp_path):

@@ -63,9 +63,10 @@ def run_live_command(args: argparse.Namespace) -> int:
     if args.list_devices:
         return _list_devices()
     try:
-        import pyqtgraph  # noqa: F401
-        import vispy  # noqa: F401
-        from PyQt6 import QtWidgets  # noqa: F401
+        import importlib
+
+        for name in ("PyQt6.QtWidgets", "pyqtgraph", "vispy"):
+            importlib.import_module(name)
     except ImportError as e:
         raise SoundvjError(f"live: the live app needs its Qt packages ({e.name or e}); {INSTALL_HINT}") from None
     if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= 86400 * 7):

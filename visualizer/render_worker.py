@@ -23,7 +23,6 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from core.audio.windows import StreamingWindower
 from core.errors import SoundvjError
 from core.model import SoundvjModel
 from core.param_fade import ParamFade

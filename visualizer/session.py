@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from core.errors import SoundvjError
 from core.model import SoundvjModel
 from core.params import Params
-from core.presets import Preset, list_presets, load_preset
+from core.presets import Preset, load_preset
 from visualizer.audio_ring import SampleRing
 from visualizer.recorder import SessionRecorder
 from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
@@ -235,15 +233,3 @@ class LiveSession:
         rec = self.recorder
         if rec is not None:
             rec.stop(wait=wait)
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
-
-
-def recording_path(path: str | None) -> Path | None:
-    return None if path is None else Path(path).expanduser()
