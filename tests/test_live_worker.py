@@ -218,3 +218,19 @@ def test_model_swap_happens_between_frames(model):
     failed = threading.Event()
     load_model_async("/no/such/model.safetensors", "cpu", lambda m, err: (result.update(error=err), failed.set()))
     assert failed.wait(30) and "model.safetensors" in result["error"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; none on this machine")
+def test_worker_on_cuda_matches_cpu_frames(tmp_path):
+    """The live path on a GPU: same frames as on the CPU (to 8-bit rounding), and a recording."""
+    cpu = RenderWorker(tiny_model(), ArraySource(noise(2.0)))
+    gpu = RenderWorker(tiny_model().to(torch.device("cuda")), ArraySource(noise(2.0)))
+    for _ in range(6):
+        a, b = cpu.tick(), gpu.tick()
+    assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+    rec = SessionRecorder(tmp_path / "gpu.mp4", fps=24, width=32, height=32, sample_rate=SR, max_seconds=0.5)
+    gpu.add_sink(rec)
+    for _ in range(20):
+        gpu.tick()
+    assert rec.wait(20) and rec.state == "finished"
