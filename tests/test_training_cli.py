@@ -262,3 +262,14 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_with_the_signal_code(tmp_path, s
     step = load_checkpoint(run)["step"]
     assert 0 < step < 100000
     assert f"{signal.Signals(sig).name}: stopped at step {step}; checkpoint" in err.decode()
+
+
+def test_data_synth_writes_the_dataset_and_checks_its_arguments(tmp_path, capsys):
+    out = tmp_path / "synth"
+    code, stdout, err = run_cli(["data", "synth", str(out), "--clips-per-class", "1", "--seconds", "1",
+                                 "--size", "16", "-q"], capsys)
+    assert code == 0, err
+    assert len(list(out.glob("*/*.mp4"))) == 5
+    assert stdout.startswith("wrote 5 clips (5 classes: rain, hum, chirps, crackle, wind; 1 s, 16x16 px, 24 fps)")
+    code, _, err = run_cli(["data", "synth", str(out), "--size", "15"], capsys)
+    assert code == 2 and err.startswith("soundvj: error: --size 15: expected an even number") and err.count("\n") == 1
