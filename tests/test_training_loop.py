@@ -305,3 +305,26 @@ def test_bf16_autocast_on_cuda(tmp_path):
     train(config, autocast_recording_build(seen), tmp_path / "run")
     assert seen == [(True, torch.bfloat16, "cuda")] * 2
     assert load_checkpoint(tmp_path / "run")["step"] == 2
+
+
+def test_tensorboard_and_csv_after_a_resume_from_an_older_checkpoint(tmp_path):
+    """Rows the interrupted run logged after its last checkpoint are dropped (CSV) or purged (TensorBoard)."""
+    pytest.importorskip("tensorboard", reason="the train extra (tensorboard) is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    train(toy_config("loop.steps=12"), training_toy.build, whole)
+    train(toy_config("loop.steps=4"), training_toy.build, run)
+    at_step_4 = (run / CHECKPOINT_NAME).read_bytes()
+    train(toy_config("loop.steps=8"), training_toy.build, run, resume=run)  # logs steps 5..8 ...
+    (run / CHECKPOINT_NAME).write_bytes(at_step_4)  # ... but dies before checkpointing them
+    train(toy_config("loop.steps=12"), training_toy.build, run, resume=run)
+    assert scalars(run) == scalars(whole)
+
+    def series(folder: Path) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(folder / "tensorboard"))
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars("loss/loss")]
+
+    assert series(run) == series(whole)
+    assert [s for s, _ in series(whole)] == [2, 4, 6, 8, 10, 12]

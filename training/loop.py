@@ -388,7 +388,8 @@ class ScalarLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step if start_step else None)
+            # TensorBoard hides events at steps >= purge_step logged by the interrupted run.
+            self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         except ImportError:
             print("soundvj: warning: tensorboard is not installed; scalars go to scalars.csv only", file=sys.stderr)
 
