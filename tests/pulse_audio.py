@@ -227,6 +227,11 @@ class NullSink:
             if line.split("\t")[1:2] == [owner]
         ]
 
+    def suspend(self, suspended: bool) -> None:
+        """Freeze (True) or thaw the sink: its streams stay connected but get no data, as when a
+        device or the audio server hangs for a moment."""
+        _pactl("suspend-sink", self.name, "1" if suspended else "0")
+
     def reload(self) -> None:
         self.unload()
         self.load()

@@ -459,3 +459,29 @@ def test_rescan_while_playing_and_recording_reopens_both_streams(null_sink, nois
         assert mic_ring.total_written > recorded_before + SR // 4  # the reopened input delivers
         got, _ = file_ring.read_new()
     np.testing.assert_array_equal(got[: reference.size], reference)
+
+
+def test_a_stall_is_lost_and_running_again_when_the_device_recovers(null_sink, noise_wav, monkeypatch):
+    """A hang shorter than GIVE_UP_SECONDS: the input is "lost" (writes nothing) and then running again
+    by itself; the player's wall clock stands in and hands back, the file reaching the ring unbroken."""
+    reference = load_mono(noise_wav, SR).numpy()
+    mic_ring, file_ring = SampleRing(SR * 4, SR), SampleRing(SR * 10, SR)
+    with output_to(null_sink, monkeypatch), MicInput(mic_ring, "pulse") as mic, \
+            FilePlayer(noise_wav, file_ring, loop=True) as player:
+        player.play()
+        assert wait_for(lambda: player.position > 0.3 and mic_ring.total_written > SR // 4, 3)
+        null_sink.suspend(True)
+        assert wait_for(lambda: mic.state == "lost" and player.clock == "wall", 2), (mic.state, player.clock)
+        assert "'pulse'" in mic.error and "stalled" in player.error
+        frozen, position = mic_ring.total_written, player.position
+        time.sleep(0.4)
+        assert mic_ring.total_written == frozen and player.position > position + 0.2
+        null_sink.suspend(False)
+        assert wait_for(lambda: mic.state == "running" and player.clock == "output", 2), (mic.state, player.clock)
+        assert mic.error is None and player.error is None
+        assert wait_for(lambda: mic_ring.total_written > frozen + SR // 4, 2)
+        player.pause()
+        got, _ = file_ring.read_new()
+    played = player.played_from_start()
+    assert played > 1.2 * SR
+    np.testing.assert_array_equal(got[:played], np.tile(reference, played // reference.size + 1)[:played])
