@@ -1,0 +1,200 @@
+"""The four training stages and the export, on a tiny chain (procedural clips, 32-px generator, tiny CLIP).
+
+Each stage trains a few steps and writes a checkpoint; resuming it from the half-way checkpoint gives
+bitwise the same modules and optimiser states as the uninterrupted run (CPU). The exported model file
+loads and renders.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
+
+from core.errors import SoundvjError  # noqa: E402
+from tests.training_chain import CHAIN_STEPS, STAGE_ORDER, build_chain, run_stage  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    return build_chain(tmp_path_factory.getbasetemp() / "training_chain")
+
+
+def _load(path):
+    from training.loop import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def _assert_same_state(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_stage_trains_and_resumes_bitwise(stage, chain, tmp_path):
+    full = _load(chain / stage)
+    assert full["step"] == CHAIN_STEPS and full["stage_name"] == stage
+    losses = (chain / stage / "scalars.csv").read_text().splitlines()
+    assert any(",loss/loss," in row for row in losses)
+
+    half = CHAIN_STEPS // 2
+    first = run_stage(stage, chain, tmp_path / "run", [f"loop.steps={half}"])
+    assert first.step == half
+    second = run_stage(stage, chain, tmp_path / "run", resume=True)
+    assert second.step == CHAIN_STEPS
+    resumed = _load(tmp_path / "run")
+    _assert_same_state(full["modules"], resumed["modules"], "modules")
+    _assert_same_state(full["optimizers"], resumed["optimizers"], "optimizers")
+    _assert_same_state(full["schedulers"], resumed["schedulers"], "schedulers")
+
+
+def test_stages_write_sample_grids(chain):
+    from PIL import Image
+
+    for stage, pattern in (("inverter", "inverter-*.png"), ("stepper", "stepper-*.png")):
+        grids = sorted((chain / stage / "samples").glob(pattern))
+        assert grids, stage
+        with Image.open(grids[-1]) as img:
+            width, height = img.size
+        # One row per class (5 procedural classes) of 32-px frames with 2-px gaps.
+        assert height == 5 * (32 + 2) + 2
+        assert width >= 2 * (32 + 2) + 2
+    rows = (chain / "clip" / "samples" / "clip_holdout.csv").read_text().splitlines()
+    assert rows[0] == "step,holdout_frames,zero_shot_accuracy,chance" and rows[-1].startswith(f"{CHAIN_STEPS},")
+
+
+def test_export_writes_a_model_that_loads_and_renders(chain, tmp_path):
+    from core.model import load_model
+    from core.params import Params
+    from core.pipeline import FramePipeline
+    from training.export import export_model
+
+    out = export_model(tmp_path / "model.safetensors", [chain / "stepper", chain / "clip"])
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    model = load_model(out, device="cpu")
+    assert not model.sound_is_seeded
+    stepper_state = _load(chain / "stepper")["modules"]["latent_stepper"]
+    for key, value in stepper_state.items():
+        assert torch.equal(model.sound.latent_stepper.state_dict()[key], value), key
+    inverter_state = _load(chain / "inverter")["modules"]["inversion_encoder"]
+    assert torch.equal(model.sound.inversion_encoder.state_dict()["styles.0.linear.weight"],
+                       inverter_state["styles.0.linear.weight"])
+    frames = FramePipeline(model, Params(fps=8.0, window_seconds=0.5)).step_batch(torch.rand(3, 128, 40))
+    assert frames.shape == (3, 3, 32, 32) and torch.isfinite(frames).all()
+
+
+def test_export_needs_a_stepper_run(chain, tmp_path):
+    from training.export import export_model
+
+    with pytest.raises(SoundvjError, match="is a `train stepper` run"):
+        export_model(tmp_path / "m.safetensors", [chain / "inverter"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_refuses_another_generator(chain, tmp_path):
+    from training.export import export_model
+
+    with pytest.raises(SoundvjError, match="trained for|num_ws|w_dim"):
+        export_model(tmp_path / "m.safetensors", [chain / "stepper"], generator="default")
+    assert not list(tmp_path.iterdir())
+
+
+def test_stage_pointing_at_the_wrong_stage_is_one_line_error(chain, tmp_path):
+    with pytest.raises(SoundvjError, match=r"stage.audio_encoder: .* is a checkpoint of `train clip`") as info:
+        run_stage("inverter", chain, tmp_path / "run", [f"stage.audio_encoder={chain / 'clip'}"])
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_stage_without_its_inputs_is_one_line_error(chain, tmp_path):
+    with pytest.raises(SoundvjError, match="stage.inverter: expected the run folder"):
+        run_stage("stepper", chain, tmp_path / "a", ["stage.inverter="])
+    with pytest.raises(SoundvjError, match="clip.checkpoint: expected a CLIP checkpoint path"):
+        run_stage("audio-encoder", chain, tmp_path / "b", ["stage.clip.checkpoint="])
+    with pytest.raises(SoundvjError, match=r"clip.checkpoint: .*no such file"):
+        run_stage("audio-encoder", chain, tmp_path / "c", [f"stage.clip.checkpoint={tmp_path / 'nope'}"])
+
+
+def test_stages_check_their_data(chain, tmp_path):
+    with pytest.raises(SoundvjError, match="data.clip_frames: `train stepper` trains on clips"):
+        run_stage("stepper", chain, tmp_path / "a", ["data.clip_frames=1"])
+    with pytest.raises(SoundvjError, match="data.kind: `train audio-encoder` pairs sounds with video frames"):
+        run_stage("audio-encoder", chain, tmp_path / "b", ["data.kind=audio"])
+
+
+def test_clip_of_another_embedding_size_is_an_error(chain, tmp_path):
+    with pytest.raises(SoundvjError, match="stage.clip.embed_dim: the CLIP .* embeds in 16 dimensions"):
+        run_stage("audio-encoder", chain, tmp_path / "a", ["stage.clip.embed_dim=32"])
+
+
+def _spread_batch(stage_obj, size):
+    """`size` items spread over the dataset (which is ordered by class), so the batch mixes classes."""
+    from torch.utils.data import default_collate
+
+    n = len(stage_obj.dataset)
+    return default_collate([stage_obj.dataset[(i * n) // size] for i in range(size)])
+
+
+def _step_context(stage_obj, step):
+    from training.loop import StepContext
+
+    return StepContext(step=step, total_steps=100, modules=stage_obj.modules, plain=stage_obj.modules,
+                       device=torch.device("cpu"), rank=0, world_size=1, bf16=False)
+
+
+# The inverter can only move a random 32-px generator's picture a little in the tiny CLIP's space
+# (seen: 1.836 -> 1.801 in 12 steps), so its bar is an absolute drop; the contrastive stages overfit fast.
+@pytest.mark.parametrize("stage, steps, fitted", [
+    ("clip", 15, lambda first, last: last < 0.6 * first),
+    ("audio-encoder", 15, lambda first, last: last < 0.8 * first),
+    ("inverter", 12, lambda first, last: last < first - 0.02),
+])
+def test_stage_step_fits_a_repeated_batch(stage, steps, fitted, chain, tmp_path):
+    """The gradients are wired: repeating one batch drives its loss down."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import stage_module
+    from tests.training_chain import stage_overrides
+
+    module = stage_module(stage)
+    extra = ["stage.spec_augment=false"] if stage == "audio-encoder" else []
+    config = load_run_config(stage, module.Config, None, stage_overrides(stage, chain) + extra)
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path, True))
+    for m in built.modules.values():
+        m.train()
+    batch = _spread_batch(built, 8)
+    losses = [float(built.train_step(batch, _step_context(built, i))["loss"]) for i in range(steps)]
+    assert fitted(losses[0], losses[-1]), losses
+
+
+def test_stepper_step_trains_stepper_and_discriminators(chain, tmp_path):
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import stage_module
+    from tests.training_chain import stage_overrides
+
+    module = stage_module("stepper")
+    config = load_run_config("stepper", module.Config, None, stage_overrides("stepper", chain))
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path, True))
+    assert set(built.modules) == {"latent_stepper", "image_discriminator", "video_discriminator"}
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in built.modules.items()}
+    losses = built.train_step(_spread_batch(built, 2), _step_context(built, 0))
+    assert {"loss", "adversarial", "enc", "discriminator", "zero_shot_accuracy", "frame_change"} <= set(losses)
+    for name, m in built.modules.items():
+        changed = any(not torch.equal(a, p) for a, p in zip(before[name], m.parameters()))
+        assert changed, f"{name} did not move"
+        assert all(p.requires_grad for p in m.parameters()), f"{name} left frozen after the step"
