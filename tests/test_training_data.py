@@ -117,6 +117,34 @@ def test_frames_are_taken_at_the_training_fps(tmp_path):
     assert grey(decode_frames(path, 12, 100, 16)) == list(range(12))  # never past the video's end
 
 
+def write_mkv_ramp(path: Path, frames: int, rate: int) -> None:
+    """An H.264/AAC .mkv (millisecond timestamps) whose frame i has grey level 10 * i."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.width = video.height = 16
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=48000)
+        for i in range(frames):
+            image = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 10 * i, np.uint8), format="rgb24")
+            container.mux(video.encode(image))
+        container.mux(video.encode())
+        samples = tone(frames / rate, sr=48000)[None]
+        for k in range(0, samples.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]), format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, k
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode())
+
+
+def test_frames_at_the_training_fps_from_millisecond_timestamps(tmp_path):
+    path = tmp_path / "ramp.mkv"
+    write_mkv_ramp(path, 24, 12)
+    decoded = decode_frames(path, 24, 48, 16)
+    assert [int(np.rint(f.mean() / 10)) for f in decoded] == [i // 2 for i in range(48)]
+
+
 def test_frames_are_centre_cropped_and_resized(tmp_path):
     # 48 x 32: a red band on the left and right 8 columns, green in the middle square.
     frame = np.zeros((32, 48, 3), dtype=np.uint8)

@@ -39,7 +39,7 @@ from core.errors import SoundvjError
 from training.data.clips import ClipEntry, Problem, check_audio
 from training.loop import atomic_write_bytes
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # bumped whenever decoding changes, so old cache entries are not reused
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,15 @@ def decode_frames(path: Path, fps: float, count: int, resolution: int) -> np.nda
             stream.thread_type = "AUTO"
             t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             rate = float(stream.average_rate) if stream.average_rate else fps
+            # mkv/webm keep times in whole milliseconds: a frame due at 1/6 s is stamped 0.167 s.
+            slack = min(0.002, 0.25 / rate)
             current = None  # (time, resized image) of the newest decoded frame
             last_time = 0.0
             for frame in container.decode(stream):
                 time = (frame.time - t0) if frame.time is not None else last_time + 1 / rate
                 last_time = time
                 # Frames whose target time comes before this picture's timestamp show the previous one.
-                while len(out) < count and len(out) / fps < time - 1e-6:
+                while len(out) < count and len(out) / fps < time - slack:
                     image = current[1] if current is not None else _square(frame.to_ndarray(format="rgb24"), resolution)
                     out.append(image)
                 if len(out) >= count:
@@ -115,7 +117,7 @@ def decode_frames(path: Path, fps: float, count: int, resolution: int) -> np.nda
                 current = (time, _square(frame.to_ndarray(format="rgb24"), resolution))
             if current is not None:
                 end = last_time + 1 / rate  # the last picture shows for one frame period
-                while len(out) < count and len(out) / fps < end - 1e-6:
+                while len(out) < count and len(out) / fps < end - slack:
                     out.append(current[1])
     except av.FFmpegError as e:
         text = " ".join(str(getattr(e, "strerror", None) or e).split())
