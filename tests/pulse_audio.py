@@ -5,18 +5,25 @@ server, the ALSA pulse plugin and PortAudio exactly as a microphone's would.
 Use from a test module with `from tests.pulse_audio import null_sink, pulse_server  # noqa: F401`
 (pytest finds fixtures imported into the module), then:
 
-    def test_x(null_sink):               # PULSE_SOURCE is set to the sink's monitor
-        mic = MicInput(ring, "pulse")    # the ALSA "pulse" device records that monitor
+    def test_x(null_sink, monkeypatch):  # PULSE_SOURCE is set to the sink's monitor
+        mic = MicInput(ring, "pulse")    # the ALSA "pulse" device (PULSE_DEVICE) records that monitor
         with null_sink.play(tone):       # pacat streams the samples into the sink, in real time
             ...
-        null_sink.unload(); null_sink.reload()   # the device disappears / comes back
+        with output_to(null_sink, monkeypatch):  # PULSE_SINK: a FilePlayer plays into the sink
+            ...
+        null_sink.unload(); null_sink.load()     # the device is unplugged / plugged back in
+        null_sink.suspend(True)                  # the device hangs (streams stay, data stops)
 
-What the fixture starts: `pulseaudio -D --exit-idle-time=-1 --system=false` when `pulseaudio
---check` says none runs (as root it warns and runs). It is left running for later sessions. Every
-sink is called `soundvj_test_<pid>_<n>`; sinks left by a killed earlier run (their pid is gone) are
-unloaded. A "keepalive" pacat streams silence into each sink at 20 ms latency: an idle null sink
-renders in ~2 s blocks, so without it a fresh recording may see its first sample only after 2 s.
-Tests skip (with the reason) only when pulseaudio/pactl/pacat are not installed.
+What the fixture starts (nothing else needs starting): if `pactl info` finds no server,
+`pulseaudio -D --exit-idle-time=-1 --system=false` (as root it warns and runs); it is left running,
+so a second session reuses it. Then PortAudio is re-initialised so it lists "pulse". Every sink is
+called `soundvj_test_<pid>_<n>`; sinks left by a killed earlier run (their pid is gone) are
+unloaded. A "keepalive" pacat streams silence into each sink at 20 ms latency and the sink is
+suspended and resumed once: a fresh or idle null sink renders in ~2 s blocks, and a recording of
+its monitor would otherwise see its first sample up to 2 s late. `unload()` also kills the streams
+that were attached to the sink (PulseAudio would move them to the fallback device, where they may
+or may not keep flowing), as when a USB interface is pulled.
+Tests skip (with the reason) only when pulseaudio-utils/pulseaudio are not installed.
 """
 
 from __future__ import annotations

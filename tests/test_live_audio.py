@@ -19,7 +19,7 @@ import pytest
 
 from core.audio.decode import load_mono
 from core.errors import SoundvjError
-from tests.pulse_audio import NullSink, null_sink, output_to, pulse_server  # noqa: F401 - fixtures
+from tests.pulse_audio import null_sink, output_to, pulse_server  # noqa: F401 - fixtures
 from visualizer.audio_input import (
     MicInput,
     StreamingResampler,
