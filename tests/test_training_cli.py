@@ -273,3 +273,55 @@ def test_data_synth_writes_the_dataset_and_checks_its_arguments(tmp_path, capsys
     assert stdout.startswith("wrote 5 clips (5 classes: rain, hum, chirps, crackle, wind; 1 s, 16x16 px, 24 fps)")
     code, _, err = run_cli(["data", "synth", str(out), "--size", "15"], capsys)
     assert code == 2 and err.startswith("soundvj: error: --size 15: expected an even number") and err.count("\n") == 1
+
+
+DDP_STAGE_DRIVER = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {repo!r})
+from tests.training_chain import stage_overrides
+from training.config import load_run_config
+from training.loop import train
+from training.stages import stage_module
+
+stage, root, run_dir, dumps = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+module = stage_module(stage)
+config = load_run_config(stage, module.Config, None, stage_overrides(stage, root) + sys.argv[5:])
+built = []
+def keep(config, ctx):
+    built.append((module.build(config, ctx), ctx.rank))
+    return built[-1][0]
+train(config, keep, run_dir)
+stage_obj, rank = built[0]
+torch.save({{n: m.state_dict() for n, m in stage_obj.modules.items()}}, dumps / f"rank{{rank}}.pt")
+"""
+
+
+@pytest.mark.timeout(600)
+def test_torchrun_trains_the_gan_stage_and_ranks_agree(tmp_path, tmp_path_factory):
+    """The stepper (stepper + two discriminators, each DDP-wrapped) under 2 gloo ranks."""
+    pytest.importorskip("open_clip", reason="the train extra (open_clip) is not installed")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    from tests.training_chain import build_chain
+
+    root = build_chain(tmp_path_factory.getbasetemp() / "training_chain")  # shared with the stage tests
+    script, dumps, run = tmp_path / "driver.py", tmp_path / "dumps", tmp_path / "stepper-ddp"
+    script.write_text(DDP_STAGE_DRIVER.format(repo=str(REPO)))
+    dumps.mkdir()
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), "stepper", str(root), str(run),
+         str(dumps), "loop.steps=2"],
+        cwd=REPO, env=python_env(), capture_output=True, timeout=580,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    saved = load_checkpoint(run)
+    assert saved["step"] == 2 and saved["world_size"] == 2
+    rank0, rank1 = (torch.load(dumps / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert set(rank0) == set(saved["modules"]) and len(rank0) >= 3
+    for name, state in saved["modules"].items():
+        for key, value in state.items():
+            assert torch.equal(rank0[name][key], rank1[name][key]), f"ranks disagree on {name}.{key}"
+            assert torch.equal(value, rank0[name][key])
