@@ -51,9 +51,9 @@ def modulated_conv2d(
     scale = in_scale.unsqueeze(1) if out_scale is None else out_scale.unsqueeze(2) * in_scale.unsqueeze(1)
     weights = (w.unsqueeze(0) * scale.unsqueeze(3).unsqueeze(4)).to(x.dtype)  # [N, O, I, k, k]
 
-    if x.device.type == "cpu" or batch == 1:
-        # One plain conv per sample keeps oneDNN on its channels_last kernels; the grouped conv below
-        # needs a [1, N*C, H, W] view that forces a copy to NCHW and a slower path.
+    if x.device.type == "cpu" or batch == 1 or x.is_contiguous(memory_format=torch.channels_last):
+        # One plain conv per sample keeps oneDNN / cuDNN on their channels_last kernels; the grouped
+        # conv below needs a [1, N*C, H, W] view that forces a copy to NCHW and a slower path.
         ys = [F.conv2d(x[n : n + 1], weights[n], padding=padding) for n in range(batch)]
         return ys[0] if batch == 1 else torch.cat(ys)
     x = x.reshape(1, -1, *x.shape[2:])
@@ -308,7 +308,10 @@ class SynthesisLayer(torch.nn.Module):
         noise_mode: str = "random",
         force_fp32: bool = False,
         update_emas: bool = False,
+        channels_last: bool = False,
     ) -> torch.Tensor:
+        """NVIDIA's signature plus `channels_last` (NHWC activations, for cuDNN's tensor-core kernels;
+        on CPU the fast ops already work channels_last, so it changes nothing there)."""
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         if update_emas:
@@ -320,14 +323,22 @@ class SynthesisLayer(torch.nn.Module):
         if self.is_torgb:
             styles = styles * (1 / np.sqrt(self.in_channels * (self.conv_kernel**2)))
 
-        use_half = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
-        dtype = torch.float16 if use_half else torch.float32
+        dtype = self.compute_dtype(x.device, force_fp32)
+        x = x.to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = modulated_conv2d(
-            x.to(dtype), self.weight, styles, padding=self.conv_kernel - 1,
+            x, self.weight, styles, padding=self.conv_kernel - 1,
             demodulate=not self.is_torgb, input_gain=input_gain,
         )
         x = ops.filtered_lrelu(x, **self.filtered_lrelu_kwargs(x.dtype))
         return x
+
+    def compute_dtype(self, device: torch.device, force_fp32: bool = False) -> torch.dtype:
+        """float16 for NVIDIA's `num_fp16_res` highest-resolution layers on CUDA unless `force_fp32`
+        (conv_clamp keeps their activations in range); float32 everywhere else. Never float16 or
+        bfloat16 on CPU: this torch build's CPU half/bf16 matmul runs at ~1 GFLOP/s (float32: ~114)."""
+        return torch.float16 if self.use_fp16 and not force_fp32 and device.type == "cuda" else torch.float32
 
     def filtered_lrelu_input_shape(self) -> tuple[int, int, int]:
         """[C, H, W] of what the modulated conv hands to filtered_lrelu (per sample)."""

@@ -170,8 +170,11 @@ def filtered_lrelu_torch(
     plan_x = plan_axis(in_w, up, down, px0, px1, fu_w, fd_w)
     plan_y = plan_axis(in_h, up, down, py0, py1, fu_h, fd_h)
     dtype = x.dtype
-    # channels_last lets oneDNN vectorise the depthwise convs over channels; cuDNN gets what it is given.
+    # channels_last lets oneDNN vectorise the depthwise convs over channels; cuDNN gets what it is given,
+    # and a channels_last input (the CUDA live path's option) stays channels_last.
     fmt = torch.channels_last if x.device.type == "cpu" else torch.preserve_format
+    nhwc_in = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    nhwc_out = fmt is torch.channels_last or nhwc_in
 
     # In-place activation only on a temporary we own and autograd does not need.
     wants_grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
@@ -227,7 +230,7 @@ def filtered_lrelu_torch(
 
     if t.shape[2] != plan_y.out_len or t.shape[3] != plan_x.out_len:
         t = t[:, :, : plan_y.out_len, : plan_x.out_len]
-    return t.contiguous(memory_format=torch.channels_last) if fmt is torch.channels_last else t.contiguous()
+    return t.contiguous(memory_format=torch.channels_last) if nhwc_out else t.contiguous()
 
 
 def describe_fast_path(allow_cpp: bool = True) -> str:
