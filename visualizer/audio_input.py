@@ -382,7 +382,10 @@ class MicInput:
             except NoInputDevice as err:
                 self._set_state("no-device", str(err))
                 return
+            stalled = self._active  # lost on a stall, still open: replaced
             self._activate(opened)
+            if stalled is not None:
+                self._close(stalled)
             self._ensure_watchdog()
 
     def stop(self) -> None:
