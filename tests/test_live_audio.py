@@ -194,6 +194,8 @@ def test_unknown_device_is_a_one_line_error(pulse_server):
         find_input_device("no-such-device")
     message = str(caught.value)
     assert "\n" not in message and "'no-such-device'" in message and "'pulse'" in message
+    with pytest.raises(SoundvjError, match="matches several"):
+        find_input_device("e")  # in both "pulse" and "default": ambiguous, not a guess
     ring = SampleRing(SR, SR)
     with pytest.raises(SoundvjError, match="no-such-device"):
         MicInput(ring, "no-such-device").start()

@@ -55,6 +55,8 @@ class SampleRing:
         if frames == 0:
             return
         channels = block.shape[1] if block.ndim == 2 else 1
+        # Peak over every channel before the downmix, so a clipping channel lights the clip light.
+        peak = max(float(block.max()), -float(block.min()))
         with self._lock:
             skip = frames - self.capacity if frames > self.capacity else 0
             start = self.total_written + skip
@@ -71,8 +73,7 @@ class SampleRing:
                 self._read_upto += lost
             self._newest_arrival = now
             self._last_block_size = frames - skip
-            # Peak over every channel before the downmix, so a clipping channel lights the clip light.
-            self._last_block_peak = max(float(block.max()), -float(block.min()))
+            self._last_block_peak = peak
 
     @staticmethod
     def _downmix(block: np.ndarray, lo: int, hi: int, out: np.ndarray, channels: int) -> None:
