@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,11 +183,22 @@ def test_data_scan_names_bad_clips(tmp_path, capsys):
 
     write_dataset(tmp_path, SynthSettings(clips_per_class=1, seconds=1.5, size=16))
     (tmp_path / "rain" / "broken.mp4").write_bytes(b"\x00\x01 not a video")
+    import numpy as np
+
+    from core.video_writer import Mp4Writer
+
+    for name, seconds, level in (("quiet.mp4", 1.5, 0.0), ("short.mp4", 0.5, 0.5)):
+        with Mp4Writer(tmp_path / "hum" / name, 24, 16, 16, audio=np.full((1, int(seconds * 44100)), level, np.float32)
+                       * np.sin(np.arange(int(seconds * 44100)) / 10.0, dtype=np.float32), sample_rate=44100) as w:
+            for _ in range(int(seconds * 24)):
+                w.write(np.zeros((16, 16, 3), np.uint8))
     code, out, err = run_cli(["data", "scan", str(tmp_path)], capsys)
     assert code == 0, err
-    assert f"{tmp_path}: 5 classes, 6 video clips, 5 usable" in out
-    assert "rain         2       1" in out
-    assert "skipped 1 (1 unreadable):" in out and "broken.mp4: unreadable:" in out
+    assert f"{tmp_path}: 5 classes, 8 video clips, 5 usable" in out
+    assert "rain         2       1" in out and "hum          3       1" in out
+    assert "skipped 3 (1 silent, 1 too-short, 1 unreadable):" in out and "broken.mp4: unreadable:" in out
+    assert "quiet.mp4: silent: digital silence, below data.silence_db=-60" in out
+    assert re.search(r"short.mp4: too short: 0\.5\d s, expected at least 1 s", out)
     code, out, err = run_cli(["data", "scan", str(tmp_path / "missing")], capsys)
     assert code == 2 and "not found" in err and err.count("\n") == 1
 
