@@ -174,6 +174,9 @@ def test_streaming_resampler_is_chunking_independent_and_keeps_a_tone():
     fraction, peak = band_fraction(steady, 980, 1020)
     assert fraction > 0.99 and abs(peak - 1000) < 5
     assert rms(steady) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
+    up = StreamingResampler(22050, SR).process(tone(1000, 1.0, 0.5, sr=22050))[2000:-2000]  # and upwards
+    fraction, peak = band_fraction(up, 980, 1020)
+    assert fraction > 0.99 and abs(peak - 1000) < 5 and rms(up) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
 
 # ---- devices ----------------------------------------------------------------------------------
