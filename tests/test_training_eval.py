@@ -1,0 +1,99 @@
+"""`soundvj eval` on the tiny trained chain: rows, CSV, determinism, baseline, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+
+import pytest
+
+pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
+
+from core.errors import SoundvjError  # noqa: E402
+from tests.training_chain import build_chain  # noqa: E402
+
+EVAL_DATA = ["data.fps=8", "data.window_seconds=0.5", "data.holdout_fraction=0.34", "data.max_seconds=1.0"]
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    return build_chain(tmp_path_factory.getbasetemp() / "training_chain")
+
+
+@pytest.fixture(scope="session")
+def exported(chain, tmp_path_factory):
+    from training.export import export_model
+
+    return export_model(tmp_path_factory.mktemp("eval") / "model.safetensors", [chain / "stepper"])
+
+
+@pytest.fixture(scope="session")
+def rows(chain, exported):
+    from training.evaluate import evaluate
+
+    return evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu")
+
+
+def test_eval_scores_every_held_out_clip_for_both_models(rows):
+    from training.evaluate import ALL_CLIPS, BASELINE, TRAINED
+
+    per_clip = [r for r in rows if r.clip != ALL_CLIPS]
+    summary = [r for r in rows if r.clip == ALL_CLIPS]
+    assert [r.models for r in summary] == [TRAINED, BASELINE]
+    # 3 clips per class, 0.34 held out -> 1 per class; 5 classes; 1 s at 8 fps -> 8 frames each.
+    for name in (TRAINED, BASELINE):
+        clips = [r for r in per_clip if r.models == name]
+        assert len(clips) == 5 and sorted(r.label for r in clips) == ["chirps", "crackle", "hum", "rain", "wind"]
+        assert all(r.frames == 8 for r in clips)
+    for r in rows:
+        assert -1.0 <= r.clip_cosine <= 1.0 and 0.0 <= r.zero_shot_accuracy <= 1.0 and r.frame_change >= 0.0
+        assert math.isclose(r.chance, 0.2)
+    for s in summary:
+        clips = [r for r in per_clip if r.models == s.models]
+        assert s.frames == 40
+        assert math.isclose(s.zero_shot_accuracy, sum(r.zero_shot_accuracy for r in clips) / 5, abs_tol=1e-6)
+        assert math.isclose(s.clip_cosine, sum(r.clip_cosine for r in clips) / 5, abs_tol=1e-5)
+    # The trained stepper and the seeded stand-ins make different pictures.
+    assert summary[0].frame_change != pytest.approx(summary[1].frame_change, rel=1e-3)
+
+
+def test_eval_is_repeatable(rows, chain, exported):
+    from training.evaluate import evaluate
+
+    again = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu")
+    assert again == rows
+
+
+def test_eval_cli_prints_the_table_and_writes_the_csv(chain, exported, tmp_path, capsys):
+    from training.evaluate import run_cli
+
+    out = tmp_path / "scores.csv"
+    args = argparse.Namespace(model=str(exported), dataset=str(chain / "data"), clip=str(chain / "clip"),
+                              csv=str(out), overrides=EVAL_DATA, device="cpu", seed=0)
+    assert run_cli(args) == 0
+    table = capsys.readouterr().out
+    assert "trained" in table and "untrained baseline" in table and "chance" in table
+    with open(out, newline="") as f:
+        records = list(csv.DictReader(f))
+    assert len(records) == 12 and records[-1]["clip"] == "ALL" and records[-1]["models"] == "untrained baseline"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]  # no temp file left
+
+
+def test_eval_bad_input_is_one_line_error(chain, exported):
+    from training.evaluate import evaluate
+
+    with pytest.raises(SoundvjError, match="eval takes data settings only"):
+        evaluate(exported, chain / "data", str(chain / "clip"), ["loop.steps=3"], device="cpu")
+    # The embedded default's (seeded) audio encoder embeds in 512 dims, the tiny CLIP in 16.
+    with pytest.raises(SoundvjError, match="--clip: the CLIP embeds in 16 dimensions") as info:
+        evaluate("default", chain / "data", str(chain / "clip"), EVAL_DATA, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_eval_command_exits_2_on_bad_input(chain, exported, capsys):
+    from core.cli import main
+
+    code = main(["eval", str(exported), str(chain / "data"), "--clip", str(chain / "nope"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "clip.checkpoint" in err and "Traceback" not in err
