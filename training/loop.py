@@ -309,7 +309,6 @@ def _env_int(name: str, default: int) -> int:
 def init_distributed(device_name: str) -> DistributedEnv:
     """One plain process, or (under torchrun: WORLD_SIZE > 1) a process group: NCCL on GPUs, gloo on CPU."""
     world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if device_name not in ("auto", "cpu", "cuda") and not device_name.startswith("cuda:"):
         raise SoundvjError(f"loop.device: expected auto, cpu, cuda or cuda:N, got {device_name!r}")
@@ -748,11 +747,6 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
               file=sys.stderr)
     return TrainResult(step=step, checkpoint=checkpoint_path if last_saved >= 0 else None,
                        interrupted_by=interrupted, last_losses=last)
-
-
-def stage_unwrapped(module: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under a DDP wrapper (or the module itself)."""
-    return getattr(module, "module", module)
 
 
 __all__ = [
