@@ -605,18 +605,19 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
             resume_path = resume_path / CHECKPOINT_NAME
         payload = load_checkpoint(resume_path)
         check_resume_matches(resume_path, payload, config)
+    # Checked on every rank (read-only), so under torchrun all ranks stop with the same one-line error.
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SoundvjError(f"run directory {str(run_dir)!r}: exists and is not a folder")
+    if payload is None and checkpoint_path.exists():
+        raise SoundvjError(
+            f"run directory {str(run_dir)!r}: already holds {CHECKPOINT_NAME}; pass --resume to continue "
+            "that run, or choose another --out"
+        )
     if env.is_main:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SoundvjError(f"run directory {str(run_dir)!r}: exists and is not a folder")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SoundvjError(f"run directory {str(run_dir)!r}: cannot be created ({e.strerror or e})") from None
-        if payload is None and checkpoint_path.exists():
-            raise SoundvjError(
-                f"run directory {str(run_dir)!r}: already holds {CHECKPOINT_NAME}; pass --resume to continue "
-                "that run, or choose another --out"
-            )
         remove_stale_partials(run_dir)
         write_config_yaml(run_dir / "config.yaml", config)
     if env.active:
