@@ -3,7 +3,9 @@
 Run: .venv/bin/python benchmarks/synthesis.py [--quick] [--threads 2] [--budget 4]
 
 For each config and batch size it times `G.synthesis(ws)` (eval, no_grad, min over repeats) with
-SOUNDVJ_OPS=reference, fast-torch (pure PyTorch fast path) and fast (C++ kernel where built).
+SOUNDVJ_OPS=reference, fast-torch (pure PyTorch fast path) and fast (C++ kernel where built), then
+the backend the measured choice picks for the config (`backend_choice.measure`, as at model load)
+and its speed-up over NVIDIA's reference composition (`chosen x`).
 The floor is the modulated convolutions' FLOPs (2 * out * in * k * k * H_out * W_out per sample)
 at this machine's measured float32 torch.mm rate; `fast/floor` is how far above it the fast path is.
 The per-op breakdown at the end splits the 128 px config's fast path into its parts.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import platform
 import sys
 import time
@@ -27,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import core.stylegan3.networks as networks  # noqa: E402
 from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator  # noqa: E402
 from core.stylegan3 import ops  # noqa: E402
-from core.stylegan3.ops import backend, cpp_kernel  # noqa: E402
+from core.stylegan3.ops import backend, backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
 
 # name -> (img_resolution, channel_base, channel_max); StyleGAN3-T, 14 layers.
@@ -134,12 +137,13 @@ def main() -> int:
 
     cpp_kernel.load(wait=True)
     set_backend("fast")
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}")
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.2f} (other work on the machine moves every number)")
     print(backend.describe_backend())
     mm, conv = mm_gflops(), conv_gflops()
     print(f"float32 torch.mm (256x2304 @ 2304x5776): {mm:.0f} GFLOP/s;  oneDNN 3x3 conv, same problem: {conv:.0f} GFLOP/s")
     print()
-    head = (f"{'config':<17} {'batch':>5} {'reference':>10} {'fast-torch':>10} {'fast':>8} {'speedup':>8} "
+    head = (f"{'config':<17} {'batch':>5} {'reference':>10} {'fast-torch':>10} {'fast':>8} {'chosen':>10} {'chosen x':>8} "
             f"{'GFLOP':>6} {'GFLOP/s':>8} {'floor':>7} {'fast/floor':>10} {'fast/conv-floor':>15}")
     print("ms per frame; GFLOP = modulated-conv FLOPs per frame; floor = GFLOP at the torch.mm rate;")
     print("conv-floor = GFLOP at the dense oneDNN conv rate (stricter where oneDNN beats torch.mm)")
@@ -148,6 +152,7 @@ def main() -> int:
     for name, config in CONFIGS.items():
         G = build(config)
         gflop = conv_gflop_per_sample(G)
+        chosen = backend_choice.measure(G, backend_choice.candidates(torch.device("cpu"))).backend
         for batch in (1, 4):
             ws = G.mapping(torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(batch)), None)
             ms: dict[str, float | None] = {}
@@ -158,16 +163,16 @@ def main() -> int:
                 set_backend(path)
                 with torch.no_grad():
                     ms[path] = best_time(lambda: G.synthesis(ws), budget) * 1e3 / batch
-            set_backend("fast")
+            set_backend("auto")
             fast, ref = ms["fast"], ms["reference"]
             floor = gflop / mm * 1e3
             cell = lambda v: f"{v:.1f}" if v is not None else "skipped"  # noqa: E731
-            speedup = f"{ref / fast:.1f}x" if ref else "-"
-            print(f"{name:<17} {batch:>5} {cell(ref):>10} {cell(ms['fast-torch']):>10} {cell(fast):>8} {speedup:>8} "
+            speedup = f"{ref / ms[chosen]:.1f}x" if ref else "-"
+            print(f"{name:<17} {batch:>5} {cell(ref):>10} {cell(ms['fast-torch']):>10} {cell(fast):>8} {chosen:>10} {speedup:>8} "
                   f"{gflop:>6.1f} {gflop / fast * 1e3:>8.0f} {floor:>7.1f} {fast / floor:>9.2f}x "
                   f"{fast / (gflop / conv * 1e3):>14.2f}x")
             if config is None and batch == 1:
-                print(f"{'':<17} {'':>5} embedded default, fast path: {1000 / fast:.0f} frames/s of synthesis alone")
+                print(f"{'':<17} {'':>5} embedded default, {chosen}: {1000 / ms[chosen]:.0f} frames/s of synthesis alone")
 
     print()
     G = build(CONFIGS[BREAKDOWN_CONFIG])
@@ -176,6 +181,7 @@ def main() -> int:
     print(f"per-op breakdown, {BREAKDOWN_CONFIG}, batch 1, fast path (ms, min over repeats):")
     for k, v in parts.items():
         print(f"  {k:<26} {v:8.1f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 

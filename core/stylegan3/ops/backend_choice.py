@@ -36,7 +36,7 @@ from core.stylegan3.ops import cpp_kernel
 from core.stylegan3.ops.filtered_lrelu import filtered_lrelu_reference
 from core.stylegan3.ops.filtered_lrelu_fast import filtered_lrelu_fast
 
-BUDGET_SECONDS = 2.5  # the issue allows 3 s; leave room for the caller's own work
+BUDGET_SECONDS = 2.0  # the issue allows 3 s; one call can overrun by a fraction of a second on a busy machine
 ABORT_FACTOR = 2.0  # stop timing a candidate once it is this many times slower than the best
 MAX_ROUNDS = 5
 CACHE_FORMAT = 1
