@@ -66,9 +66,10 @@ def _sound_summary(model: str | None) -> str | None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from core.model_file import check_writable_folder, generator_from_pickle, save_model
+    from core.model_file import check_not_an_input, check_writable_folder, generator_from_pickle, save_model
 
     out = Path(args.output)
+    check_not_an_input(out, {"network pickle": args.network})
     if out.suffix != ".safetensors":
         raise SoundvjError(f"{out}: the output must end in .safetensors")
     check_writable_folder(out)

@@ -58,6 +58,23 @@ def check_writable_folder(path: Path) -> None:
     probe.unlink(missing_ok=True)
 
 
+def check_not_an_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output that is one of the inputs (same file, also through a symlink or a hard
+    link): writing it would replace what the user is rendering from. `inputs` maps what each input
+    is ("audio file", "model", ...) to its path (None: not given)."""
+    out = Path(output).expanduser()
+    for what, given in inputs.items():
+        if given is None:
+            continue
+        source = Path(given).expanduser()
+        try:
+            same = out.exists() and source.exists() and os.path.samefile(out, source)
+        except OSError:
+            same = False
+        if same or (source.exists() and out.absolute() == source.absolute()):
+            raise SoundvjError(f"{out}: is the input {what} {source}; choose another output name (it would be replaced)")
+
+
 def save_model(
     path: str | os.PathLike,
     generator: Generator,

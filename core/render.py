@@ -3,6 +3,11 @@
 It runs the same `FramePipeline` and `StreamingWindower` as the live app: the file's samples are
 pushed through the windower in chunks, as a sound card would deliver them, and the frames go to an
 mp4 instead of a screen. The output appears under its name only once it is complete.
+
+Everything streams: the file is decoded, resampled (`StreamingResampler`), windowed and muxed
+(`Mp4Writer.write_audio`) half a second at a time, so a two-hour set renders in the memory of a
+five-second clip. The frame count, round(duration x fps), is known only once the audio ends, so the
+last window or two wait until it is.
 """
 
 from __future__ import annotations
@@ -12,38 +17,58 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.audio.decode import decode_audio, resample, to_mono
+from core.audio.decode import MAX_SPAN_SECONDS, AudioFileReader, StreamingResampler, to_mono
 from core.audio.demo import demo_soundscape
 from core.audio.windows import StreamingWindower, num_video_frames
 from core.errors import SoundvjError
 from core.model import SoundvjModel, load_model
-from core.params import Params, add_cli_arguments, params_from_cli
+from core.model_file import check_not_an_input
+from core.params import Params, add_cli_arguments, params_from_cli, short_repr
 from core.pipeline import FramePipeline
 from core.stylegan3.ops import backend as ops_backend
-from core.video_writer import Mp4Writer, check_output_path, to_uint8_rgb
+from core.video_writer import (
+    AAC_SAMPLE_RATES,
+    CRF_MAX,
+    CRF_MIN,
+    FALLBACK_SAMPLE_RATE,
+    Mp4Writer,
+    check_output_path,
+    to_uint8_rgb,
+)
 
 DEMO_SECONDS = 24.0
+DEMO_MAX_SECONDS = 3600.0  # the demo soundscape's own limit
+MAX_BATCH = 64  # frames in flight; more only costs memory
 CHUNK_SECONDS = 0.5  # audio pushed per windower call; any size gives the same windows
+
+
+AudioPiece = tuple[torch.Tensor, np.ndarray]  # (mono [n] at the model's rate, mux [1 or 2, m] at mux_rate)
 
 
 @dataclass(frozen=True)
 class RenderAudio:
-    """The audio to render from: `mono` for the sound models, `mux` (mono or stereo) for the file."""
+    """The sound to render from, read as a stream; `pieces()` may be called again (each call reads
+    from the start). `note` (after the pieces ran out) is a one-line warning, e.g. a cut-off file."""
 
-    mono: torch.Tensor  # [n] at the model's mel sample rate
-    mux: torch.Tensor  # [1 or 2, m] at `mux_rate`
-    mux_rate: int
-    duration: float
     label: str
+    sample_rate: int  # of the mono pieces: the model's mel rate
+    mux_rate: int  # of the mux pieces: one AAC codes natively
+    mux_channels: int  # 1 or 2 (5.1 and the like are downmixed)
+    expected_seconds: float | None  # for the progress bar; the stream decides
+    open_pieces: Callable[[], Iterator[AudioPiece]]
+    notes: list[str] = field(default_factory=list, compare=False)
 
-
+    def pieces(self) -> Iterator[AudioPiece]:
+        return self.open_pieces()
 @dataclass(frozen=True)
 class RenderResult:
     path: Path
@@ -75,19 +100,57 @@ def downmix_for_video(samples: torch.Tensor) -> torch.Tensor:
 def load_render_audio(
     path: str | Path | None, sample_rate: int, start: float = 0.0, seconds: float | None = None
 ) -> RenderAudio:
-    """Decode `path` (None: the demo soundscape) into model-rate mono plus the track to mux."""
+    """The render's sound from `path` (None: the demo soundscape), mono at `sample_rate` for the model
+    plus the track to mux. A file is opened once here, so its problems surface before any rendering."""
     if path is None:
-        total = DEMO_SECONDS if seconds is None else seconds
-        # The soundscape's sections scale with its length; short requests cut a 1 s minimum.
-        full = demo_soundscape(seconds=max(1.0, start + total), sample_rate=sample_rate)
-        first = int(round(start * sample_rate))
-        clip = full[first : first + int(round(total * sample_rate))]
-        return RenderAudio(clip, clip[None], sample_rate, clip.shape[0] / sample_rate, "demo soundscape")
-    decoded = decode_audio(path, start=start, seconds=seconds)
-    mono = to_mono(decoded.samples)
-    if decoded.sample_rate != sample_rate:
-        mono = resample(mono, decoded.sample_rate, sample_rate)
-    return RenderAudio(mono, downmix_for_video(decoded.samples), decoded.sample_rate, decoded.duration, str(path))
+        return _demo_audio(sample_rate, start, seconds)
+    with AudioFileReader(path, start, seconds) as probe:
+        native_rate, channels, declared = probe.sample_rate, probe.channels, probe.declared_seconds
+    mux_rate = native_rate if native_rate in AAC_SAMPLE_RATES else FALLBACK_SAMPLE_RATE
+    expected = None if declared is None else max(0.0, declared - start)
+    if seconds is not None:
+        expected = seconds if expected is None else min(seconds, expected)
+    audio: RenderAudio
+
+    def open_pieces() -> Iterator[AudioPiece]:
+        audio.notes.clear()  # each reading says its own
+        to_model = StreamingResampler(native_rate, sample_rate)
+        to_mux = StreamingResampler(native_rate, mux_rate)
+        with AudioFileReader(path, start, seconds, chunk_seconds=CHUNK_SECONDS) as reader:
+            for chunk in reader.chunks():
+                samples = torch.from_numpy(chunk)
+                yield (to_model.push(to_mono(samples)),
+                       to_mux.push(downmix_for_video(samples)).numpy())
+            if reader.ended_early:
+                audio.notes.append(reader.ended_early)
+        yield to_model.flush(), to_mux.flush().numpy()
+
+    audio = RenderAudio(str(path), sample_rate, mux_rate, 1 if channels == 1 else 2, expected, open_pieces)
+    return audio
+
+
+def _demo_audio(sample_rate: int, start: float, seconds: float | None) -> RenderAudio:
+    total = DEMO_SECONDS if seconds is None else seconds
+    if start + total > DEMO_MAX_SECONDS:
+        raise SoundvjError(
+            f"start {start:g} s + {total:g} s: the demo soundscape is at most {DEMO_MAX_SECONDS:g} s long"
+        )
+    # The soundscape's sections scale with its length; short requests cut a 1 s minimum.
+    full = demo_soundscape(seconds=max(1.0, start + total), sample_rate=sample_rate)
+    first = int(round(start * sample_rate))
+    clip = full[first : first + int(round(total * sample_rate))].clone()
+    del full
+    mux_rate = sample_rate if sample_rate in AAC_SAMPLE_RATES else FALLBACK_SAMPLE_RATE
+    step = max(1, int(CHUNK_SECONDS * sample_rate))
+
+    def open_pieces() -> Iterator[AudioPiece]:
+        to_mux = StreamingResampler(sample_rate, mux_rate)
+        for i in range(0, clip.shape[0], step):
+            piece = clip[i : i + step]
+            yield piece, to_mux.push(piece[None]).numpy()
+        yield clip[:0], to_mux.flush().reshape(1, -1).numpy()
+
+    return RenderAudio("demo soundscape", sample_rate, mux_rate, 1, clip.shape[0] / sample_rate, open_pieces)
 
 
 def fit_frames(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -107,9 +170,9 @@ def parse_size(text: str) -> tuple[int, int]:
         w_text, h_text = text.lower().split("x")
         width, height = int(w_text), int(h_text)
     except ValueError:
-        raise SoundvjError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 512x512") from None
+        raise SoundvjError(f"--size {short_repr(text)}: expected WIDTHxHEIGHT, e.g. 512x512") from None
     if not (2 <= width <= 8192 and 2 <= height <= 8192) or width % 2 or height % 2:
-        raise SoundvjError(f"--size {text!r}: width and height must be even numbers in [2, 8192]")
+        raise SoundvjError(f"--size {short_repr(text)}: width and height must be even numbers in [2, 8192]")
     return width, height
 
 
@@ -128,26 +191,69 @@ def render(
     ops_backend.prepare(model.device.type, wait=True)
     pipeline = FramePipeline(model, params)
     windower = pipeline.make_windower()
-    total = num_video_frames(audio.mono.shape[0], pipeline.mel_config.sample_rate, params.fps)
-    if total == 0:
-        raise SoundvjError(f"{audio.label}: shorter than one video frame at {params.fps:g} fps; nothing to render")
+    if audio.sample_rate != pipeline.mel_config.sample_rate:
+        raise ValueError(f"render: audio at {audio.sample_rate} Hz, the model hears {pipeline.mel_config.sample_rate} Hz")
     res = model.generator.img_resolution
     width, height = size or (res, res)
-    chunk = max(1, int(CHUNK_SECONDS * pipeline.mel_config.sample_rate))
     windowing_seconds = [0.0]
     started = time.perf_counter()
-    bar = _progress_bar(total, out, progress)
+    expected = None if audio.expected_seconds is None else max(1, round(audio.expected_seconds * params.fps))
+    bar = _progress_bar(expected, out, progress)
+    produced = 0
     try:
-        with Mp4Writer(out, params.fps, width, height, audio=audio.mux, sample_rate=audio.mux_rate, crf=crf) as writer:
-            for windows in _batches(frame_windows(audio.mono, windower, total, chunk, windowing_seconds), batch):
-                frames = fit_frames(pipeline.step_batch(torch.stack(windows)), width, height)
-                for frame in frames:
-                    writer.write(to_uint8_rgb(frame).cpu().numpy())
-                bar.update(len(windows))
+        with Mp4Writer(out, params.fps, width, height, sample_rate=audio.mux_rate,
+                       audio_channels=audio.mux_channels, crf=crf) as writer:
+            windows = streamed_frame_windows(audio, windower, writer.write_audio, windowing_seconds)
+            for group in _batches(windows, batch):
+                frames = pipeline.step_batch(torch.stack(group))
+                for frame in frames:  # scaled one at a time: a batch of 8192 px frames would not fit
+                    writer.write(to_uint8_rgb(fit_frames(frame[None], width, height)[0]).cpu().numpy())
+                produced += len(group)
+                bar.update(len(group))
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    return RenderResult(out, total, elapsed, pipeline.times.as_ms_per_frame(), 1000 * windowing_seconds[0] / total)
+    return RenderResult(out, produced, elapsed, pipeline.times.as_ms_per_frame(),
+                        1000 * windowing_seconds[0] / max(produced, 1))
+
+
+def streamed_frame_windows(
+    audio: RenderAudio,
+    windower: StreamingWindower,
+    mux: Callable[[np.ndarray], None],
+    seconds: list[float] | None = None,
+) -> Iterator[torch.Tensor]:
+    """The mel windows of every frame of `audio`, round(duration x fps) of them, as the stream
+    arrives; each piece's mux track goes to `mux` first. A frame is released once the audio so far
+    proves it is within the final count (frames that end after the audio hear silence, as
+    `frame_windows`). Time spent windowing is added to `seconds[0]`."""
+    sr, fps = windower.mel_config.sample_rate, windower.window_config.fps
+    held: deque[torch.Tensor] = deque()
+    seen = produced = 0
+    for mono, mux_piece in audio.pieces():
+        if mux_piece.shape[-1]:
+            mux(mux_piece)
+        if not mono.numel():
+            continue
+        t0 = time.perf_counter()
+        held.extend(fw.mel for fw in windower.push(mono))
+        seen += mono.shape[0]
+        if seconds is not None:
+            seconds[0] += time.perf_counter() - t0
+        surely = num_video_frames(seen, sr, fps)  # the final count is at least this
+        while held and produced < surely:
+            yield held.popleft()
+            produced += 1
+    total = num_video_frames(seen, sr, fps)
+    if total == 0:
+        raise SoundvjError(f"{audio.label}: shorter than one video frame at {fps:g} fps; nothing to render")
+    silence = torch.zeros(max(1, int(CHUNK_SECONDS * sr)))
+    while produced < total:
+        if not held:
+            held.extend(fw.mel for fw in windower.push(silence))
+            continue
+        yield held.popleft()
+        produced += 1
 
 
 def frame_windows(
@@ -180,7 +286,7 @@ def _batches(items: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Te
         yield batch
 
 
-def _progress_bar(total: int, out: Path, enabled: bool):
+def _progress_bar(total: int | None, out: Path, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", desc=out.name, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
@@ -194,12 +300,31 @@ def _raise_terminated(signum, frame) -> None:  # noqa: ARG001
     raise Terminated()
 
 
+def _check_span(args: argparse.Namespace) -> None:
+    """--start/--seconds as finite numbers in range, named as flags (1e308 overflowed in the decoder)."""
+    if not (math.isfinite(args.start) and 0 <= args.start <= MAX_SPAN_SECONDS):
+        raise SoundvjError(f"--start {args.start:g}: expected seconds in [0, {MAX_SPAN_SECONDS:g}]")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and 0 < args.seconds <= MAX_SPAN_SECONDS):
+        raise SoundvjError(f"--seconds {args.seconds:g}: expected a number of seconds in (0, {MAX_SPAN_SECONDS:g}]")
+    if args.demo:
+        seconds = DEMO_SECONDS if args.seconds is None else args.seconds
+        if args.start + seconds > DEMO_MAX_SECONDS:
+            raise SoundvjError(
+                f"--start {args.start:g} with --seconds {seconds:g}: the demo soundscape is at most "
+                f"{DEMO_MAX_SECONDS:g} s long; expected --start + --seconds <= {DEMO_MAX_SECONDS:g}"
+            )
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     if args.demo == (args.audio is not None):
         raise SoundvjError("render: give either an AUDIO file or --demo (not both)")
+    check_not_an_input(args.output, {"audio file": args.audio, "model": args.model, "preset": args.preset})
     check_output_path(args.output)
-    if args.batch < 1:
-        raise SoundvjError(f"--batch {args.batch}: expected a positive integer")
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise SoundvjError(f"--batch {short_repr(args.batch)}: expected an integer in [1, {MAX_BATCH}]")
+    if not CRF_MIN <= args.crf <= CRF_MAX:
+        raise SoundvjError(f"--crf {short_repr(args.crf)}: expected an integer in [{CRF_MIN}, {CRF_MAX}] (H.264 quality)")
+    _check_span(args)
     size = parse_size(args.size) if args.size else None
     params = Params()
     if args.preset:
@@ -207,10 +332,6 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
         params = load_preset(args.preset).apply(params)
     params = params_from_cli(args, params)
-    if args.start < 0 or not math.isfinite(args.start):
-        raise SoundvjError(f"--start {args.start}: expected seconds >= 0")
-    if args.seconds is not None and not (args.seconds > 0 and math.isfinite(args.seconds)):
-        raise SoundvjError(f"--seconds {args.seconds}: expected a positive number of seconds")
     model = load_model(args.model, device=args.device)
     audio = load_render_audio(None if args.demo else args.audio, model.mel_config.sample_rate, args.start, args.seconds)
     if ops_backend.kernel_pending(model.device.type):
@@ -224,6 +345,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+    for note in audio.notes:
+        print(f"soundvj: warning: {note}", file=sys.stderr)
     times = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in result.stage_ms.items())
     print(
         f"wrote {result.path} ({result.frames} frames, {result.frames / params.fps:.2f} s at {params.fps:g} fps) "

@@ -41,6 +41,9 @@ FALLBACK_SAMPLE_RATE = 48000
 # including the NTSC ones, so edit lists don't round the last frame.
 VIDEO_ONLY_TIMESCALE = 90000
 
+# libx264's constant-rate-factor range (8-bit): 0 is lossless, 51 the worst.
+CRF_MIN, CRF_MAX = 0, 51
+
 # FFmpeg's AVCOL_PRI/TRC/SPC_BT709 and AVCOL_RANGE_MPEG: tagged so players don't guess BT.601.
 AVCOL_BT709 = 1
 AVCOL_RANGE_MPEG = 1
@@ -115,6 +118,12 @@ def _audio_as_array(audio: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(samples), -1.0, 1.0)
 
 
+def _write_failed(path: Path, error: BaseException) -> SoundvjError:
+    """A failed write (full disk, file size limit, vanished folder) as the user's one line."""
+    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return SoundvjError(f"{path}: writing the video failed ({_one_line(reason)})")
+
+
 def _remove_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -156,6 +165,8 @@ class Mp4Writer:
             raise SoundvjError(
                 f"{self.path}: H.264 (yuv420p) needs an even, positive width and height, got {width}x{height}"
             )
+        if isinstance(crf, bool) or not isinstance(crf, int) or not CRF_MIN <= crf <= CRF_MAX:
+            raise SoundvjError(f"{self.path}: crf {crf!r}: expected an integer in [{CRF_MIN}, {CRF_MAX}]")
         self.fps = exact_frame_rate(fps)
         self.width, self.height = int(width), int(height)
         self.frame_count = 0
@@ -199,6 +210,9 @@ class Mp4Writer:
                 format=container_format,
                 options={"movie_timescale": str(timescale), "movflags": "+faststart"},
             )
+        except (OSError, av.FFmpegError) as e:
+            _remove_quietly(str(self.temp_path))
+            raise _write_failed(self.path, e) from None
         except BaseException:
             _remove_quietly(str(self.temp_path))
             raise
@@ -283,10 +297,14 @@ class Mp4Writer:
         yuv = rgb.reformat(format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709", dst_color_range="MPEG")
         yuv.pts = self.frame_count
         yuv.time_base = self._video.codec_context.time_base
-        self._container.mux(self._video.encode(yuv))
-        self.frame_count += 1
-        if self._audio is not None:
-            self._send_due_audio()
+        try:
+            self._container.mux(self._video.encode(yuv))
+            self.frame_count += 1
+            if self._audio is not None:
+                self._send_due_audio()
+        except (OSError, av.FFmpegError) as e:
+            # The writer stays open: the caller decides between close() (keep what is there) and abort().
+            raise _write_failed(self.path, e) from None
 
     def write_audio(self, samples: torch.Tensor | np.ndarray) -> None:
         """Append a chunk to the live audio track: float [channels, n] (or [n] for mono) in [-1, 1].
@@ -311,7 +329,10 @@ class Mp4Writer:
             return
         self._pending.append(chunk)
         self._pending_count += chunk.shape[1]
-        self._send_due_audio()
+        try:
+            self._send_due_audio()
+        except (OSError, av.FFmpegError) as e:
+            raise _write_failed(self.path, e) from None
 
     def _live_chunk_as_array(self, samples: torch.Tensor | np.ndarray) -> np.ndarray:
         if isinstance(samples, torch.Tensor):
@@ -402,6 +423,9 @@ class Mp4Writer:
             self._container.mux(self._video.encode(None))
             self._container.close()
             os.replace(self.temp_path, self.path)
+        except (OSError, av.FFmpegError) as e:
+            self.abort()
+            raise _write_failed(self.path, e) from None
         except BaseException:
             self.abort()
             raise

@@ -34,11 +34,15 @@ class CliRun:
 
 
 def run_soundvj(argv: list[str], cap_bytes: int = MEMORY_CAP_BYTES, timeout: float = TIME_LIMIT_SECONDS,
-                cwd: Path | None = None, stdin: bytes | None = None) -> CliRun:
-    """`python -m core.cli ARGV` in a fresh process under the memory cap; killed after `timeout` s."""
+                cwd: Path | None = None, stdin: bytes | None = None, max_file_bytes: int | None = None) -> CliRun:
+    """`python -m core.cli ARGV` in a fresh process under the memory cap; killed after `timeout` s.
+    `max_file_bytes` makes writing a larger file fail with EFBIG, like a full disk fails with ENOSPC."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (cap_bytes, cap_bytes))
+        if max_file_bytes is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out_path = Path(cwd or REPO)

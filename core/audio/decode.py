@@ -11,6 +11,8 @@ before a performance, and silently zeroing it would hide the damage; the live pa
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,8 @@ MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
 
 _SEEK_PREROLL_SECONDS = 0.5
+# Longest start offset or span, in seconds (11.6 days): far past any set, and seconds x rate stays exact.
+MAX_SPAN_SECONDS = 1e6
 
 # Full-scale divisor per integer sample format, so every format decodes to [-1, 1].
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
@@ -78,45 +82,19 @@ def decode_audio(
     start: float = 0.0,
     seconds: float | None = None,
 ) -> DecodedAudio:
-    """Decode the first audio track of `path`, optionally from `start` for `seconds`, optionally resampled."""
-    path = Path(path)
+    """Decode the first audio track of `path`, optionally from `start` for `seconds`, optionally resampled.
+
+    The whole span is held in memory; `AudioFileReader` streams it instead.
+    """
     if sample_rate is not None:
         _check_rate("sample_rate", sample_rate)
-    if not isinstance(start, (int, float)) or isinstance(start, bool) or not math.isfinite(start) or start < 0:
-        raise SoundvjError(f"start: expected seconds >= 0, got {start!r}")
-    if seconds is not None and (
-        not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds <= 0
-    ):
-        raise SoundvjError(f"seconds: expected a positive number of seconds or None, got {seconds!r}")
-    if not path.exists():
-        raise SoundvjError(f"audio file {str(path)!r}: not found")
-    if path.is_dir():
-        raise SoundvjError(f"audio file {str(path)!r}: is a directory, expected an audio or video file")
-
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as err:
-        raise SoundvjError(
-            f"audio file {str(path)!r}: could not be read as audio/video ({_one_line(err)}); "
-            "expected wav, flac, ogg, mp3, m4a, mp4, mkv or webm"
-        ) from None
-    with container:
-        if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-            raise SoundvjError(f"audio file {str(path)!r}: has no audio stream (contains {', '.join(kinds)})")
-        stream = container.streams.audio[0]
-        native_rate, parts = _decode_stream(container, stream, path, start, seconds)
-
-    if not parts and start > 0:
-        raise SoundvjError(
-            f"audio file {str(path)!r}: start={start:g} s is at or past the end of the audio; expected an earlier start"
-        )
-    if not parts:
-        raise SoundvjError(f"audio file {str(path)!r}: decoded no audio samples; expected non-empty audio")
+    with AudioFileReader(path, start, seconds) as reader:
+        parts = list(reader.chunks(check_finite=False))
+        native_rate = reader.sample_rate
     samples = np.concatenate(parts, axis=1)
     bad = int(samples.size - np.count_nonzero(np.isfinite(samples)))
     if bad:
-        raise SoundvjError(f"audio file {str(path)!r}: contains {bad} NaN/inf samples; expected finite samples")
+        raise SoundvjError(f"audio file {str(reader.path)!r}: contains {bad} NaN/inf samples; expected finite samples")
 
     tensor = torch.from_numpy(np.ascontiguousarray(samples))
     rate = native_rate
@@ -126,56 +104,295 @@ def decode_audio(
     return DecodedAudio(samples=tensor, sample_rate=rate, channels=tensor.shape[0], duration=tensor.shape[1] / rate)
 
 
-def _decode_stream(container, stream, path: Path, start: float, seconds: float | None) -> tuple[int, list[np.ndarray]]:
-    """Decoded [channels, n] pieces covering [start, start + seconds), at the stream's own rate."""
-    stream_t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    if start > _SEEK_PREROLL_SECONDS:
-        # Seek a little early: mp3/aac/opus decoders need a few frames to settle after a jump
-        # (bit reservoir, overlap), and samples before `start` are trimmed below by frame time.
-        target = start - _SEEK_PREROLL_SECONDS + stream_t0
+def _check_span(start: object, seconds: object) -> None:
+    if (not isinstance(start, (int, float)) or isinstance(start, bool) or not math.isfinite(start)
+            or not 0 <= start <= MAX_SPAN_SECONDS):
+        raise SoundvjError(f"start: expected seconds in [0, {MAX_SPAN_SECONDS:g}], got {start!r}")
+    if seconds is not None and (
+        not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds)
+        or not 0 < seconds <= MAX_SPAN_SECONDS
+    ):
+        raise SoundvjError(
+            f"seconds: expected a number of seconds in (0, {MAX_SPAN_SECONDS:g}] or None, got {seconds!r}"
+        )
+
+
+class AudioFileReader:
+    """The first audio track of a file, decoded piece by piece: any length in bounded memory.
+
+    Opening checks what can be checked before any work (the file, its audio stream, the sample
+    rate, that the span [start, start + seconds) holds samples) and raises a one-line
+    `SoundvjError` naming the file. `chunks()` then yields float32 [channels, n] pieces of about
+    `chunk_seconds` at the file's own rate. Once they run out, `ended_early` is a one-line note when
+    the file holds less audio than its header promises (a cut-off download), else None.
+
+        with AudioFileReader("set.flac") as reader:
+            for piece in reader.chunks(): ...
+    """
+
+    def __init__(self, path: str | Path, start: float = 0.0, seconds: float | None = None,
+                 chunk_seconds: float = 0.5):
+        self.path = Path(path)
+        _check_span(start, seconds)
+        if not self.path.exists():
+            raise SoundvjError(f"audio file {str(self.path)!r}: not found")
+        if self.path.is_dir():
+            raise SoundvjError(f"audio file {str(self.path)!r}: is a directory, expected an audio or video file")
+        self.start, self.seconds, self.chunk_seconds = start, seconds, chunk_seconds
+        self.ended_early: str | None = None
+        self.samples_read = 0
         try:
-            container.seek(int(target / stream.time_base), stream=stream, backward=True)
-        except av.FFmpegError:
-            container.seek(0, stream=stream)
-    rate = None
-    channels = None
-    parts: list[np.ndarray] = []
-    position = None  # seconds from the stream start of the next sample; from frame times when known
-    kept = 0
-    first, limit = 0, None  # set from the first frame's rate
-    try:
-        for frame in container.decode(stream):
-            if rate is None:
-                rate, channels = frame.sample_rate, len(frame.layout.channels)
-                first = round(start * rate)
-                limit = None if seconds is None else round(seconds * rate)
-            elif frame.sample_rate != rate or len(frame.layout.channels) != channels:
+            self._container = av.open(str(self.path))
+        except av.FFmpegError as err:
+            raise SoundvjError(
+                f"audio file {str(self.path)!r}: could not be read as audio/video ({_one_line(err)}); "
+                "expected wav, flac, ogg, mp3, m4a, mp4, mkv or webm"
+            ) from None
+        try:
+            if not self._container.streams.audio:
+                kinds = sorted({s.type for s in self._container.streams}) or ["nothing"]
                 raise SoundvjError(
-                    f"audio file {str(path)!r}: sample rate or channel count changes mid-stream; expected one format"
+                    f"audio file {str(self.path)!r}: has no audio stream (contains {', '.join(kinds)})"
                 )
-            data = _frame_to_array(frame)
-            if frame.time is not None:
-                position = frame.time - stream_t0
-            elif position is None:
-                position = 0.0
-            frame_first = round(position * rate)
-            position += data.shape[1] / rate
-            # Frame times place the first kept sample; after that frames are taken back to back, so
-            # timestamp jitter can neither drop nor repeat samples.
-            lo = max(0, first - frame_first) if kept == 0 else 0
-            if lo >= data.shape[1]:
-                continue
-            data = data[:, lo:]
-            if limit is not None:
-                data = data[:, : limit - kept]
-            if data.shape[1]:
-                parts.append(data)
-                kept += data.shape[1]
-            if limit is not None and kept >= limit:
-                break
-    except av.FFmpegError as err:
-        raise SoundvjError(f"audio file {str(path)!r}: audio track could not be decoded ({_one_line(err)})") from None
-    return (rate or stream.codec_context.sample_rate or 0), parts
+            self._stream = self._container.streams.audio[0]
+            self.declared_seconds = _declared_seconds(self.path, self._container, self._stream)
+            self.sample_rate = 0
+            self.channels = 0
+            self._pieces = self._decode_pieces()
+            self._first = next(self._pieces, None)  # learns the rate and channel count
+            if self._first is None:
+                if start > 0:
+                    raise SoundvjError(
+                        f"audio file {str(self.path)!r}: start={start:g} s is at or past the end of the audio; "
+                        "expected an earlier start"
+                    )
+                raise SoundvjError(f"audio file {str(self.path)!r}: decoded no audio samples; expected non-empty audio")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> AudioFileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def chunks(self, check_finite: bool = True) -> Iterator[np.ndarray]:
+        """The span's samples, float32 [channels, n], in pieces of about `chunk_seconds` (once)."""
+        target = max(1, round(self.chunk_seconds * self.sample_rate))
+        held: list[np.ndarray] = []
+        count = 0
+        pieces = self._pieces_from_first()
+        for piece in pieces:
+            held.append(piece)
+            count += piece.shape[1]
+            if count >= target:
+                yield self._checked(np.concatenate(held, axis=1), check_finite)
+                held, count = [], 0
+        if held:
+            yield self._checked(np.concatenate(held, axis=1), check_finite)
+
+    def _pieces_from_first(self) -> Iterator[np.ndarray]:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        yield from self._pieces
+
+    def _checked(self, chunk: np.ndarray, check_finite: bool) -> np.ndarray:
+        if check_finite and not np.isfinite(chunk).all():
+            at = self.start + self.samples_read / self.sample_rate
+            bad = int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+            raise SoundvjError(
+                f"audio file {str(self.path)!r}: contains NaN/inf samples ({bad} in the 0.5 s from {at:.2f} s); "
+                "expected finite samples"
+            )
+        self.samples_read += chunk.shape[1]
+        return chunk
+
+    def _decode_pieces(self) -> Iterator[np.ndarray]:
+        """Decoded [channels, n] pieces covering [start, start + seconds), at the stream's own rate."""
+        container, stream, path, start, seconds = self._container, self._stream, self.path, self.start, self.seconds
+        stream_t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if start > _SEEK_PREROLL_SECONDS:
+            # Seek a little early: mp3/aac/opus decoders need a few frames to settle after a jump
+            # (bit reservoir, overlap), and samples before `start` are trimmed below by frame time.
+            target = start - _SEEK_PREROLL_SECONDS + stream_t0
+            try:
+                container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            except av.FFmpegError:
+                container.seek(0, stream=stream)
+        rate = None
+        channels = None
+        position = None  # seconds from the stream start of the next sample; from frame times when known
+        kept = 0
+        first, limit = 0, None  # set from the first frame's rate
+        try:
+            for frame in container.decode(stream):
+                if rate is None:
+                    rate, channels = frame.sample_rate, len(frame.layout.channels)
+                    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                        raise SoundvjError(
+                            f"audio file {str(path)!r}: sample rate {rate} Hz is outside "
+                            f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz; expected ordinary audio (8-96 kHz)"
+                        )
+                    self.sample_rate, self.channels = rate, channels
+                    first = round(start * rate)
+                    limit = None if seconds is None else round(seconds * rate)
+                elif frame.sample_rate != rate or len(frame.layout.channels) != channels:
+                    raise SoundvjError(
+                        f"audio file {str(path)!r}: sample rate or channel count changes mid-stream; expected one format"
+                    )
+                data = _frame_to_array(frame)
+                if frame.time is not None:
+                    position = frame.time - stream_t0
+                elif position is None:
+                    position = 0.0
+                frame_first = round(position * rate)
+                position += data.shape[1] / rate
+                # Frame times place the first kept sample; after that frames are taken back to back, so
+                # timestamp jitter can neither drop nor repeat samples.
+                lo = max(0, first - frame_first) if kept == 0 else 0
+                if lo >= data.shape[1]:
+                    continue
+                data = data[:, lo:]
+                if limit is not None:
+                    data = data[:, : limit - kept]
+                if data.shape[1]:
+                    kept += data.shape[1]
+                    yield data
+                if limit is not None and kept >= limit:
+                    return
+        except av.FFmpegError as err:
+            raise SoundvjError(
+                f"audio file {str(path)!r}: audio track could not be decoded ({_one_line(err)})"
+            ) from None
+        if rate is not None:
+            self._note_if_short(start + kept / rate)
+
+    def _note_if_short(self, end_seconds: float) -> None:
+        declared = self.declared_seconds
+        if declared is not None and declared - end_seconds > max(_SHORT_TOLERANCE_SECONDS, 0.01 * declared):
+            self.ended_early = (
+                f"audio file {str(self.path)!r}: the file ends early: its header promises {declared:.2f} s, "
+                f"it holds {end_seconds:.2f} s (a cut-off copy?); rendered what is there"
+            )
+
+
+# A file counts as cut off when it holds this much (and 1 %) less than its header says; decoders'
+# own padding and priming are a few hundredths of a second.
+_SHORT_TOLERANCE_SECONDS = 0.25
+
+
+def _declared_seconds(path: Path, container, stream) -> float | None:
+    """How long the file says it is: a WAV's data chunk size (FFmpeg trusts the file size instead,
+    so a cut-off WAV looks whole to it), else the stream's or container's duration."""
+    wav = _wav_declared_seconds(path)
+    if wav is not None:
+        return wav
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _wav_declared_seconds(path: Path) -> float | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, rate_bytes = 12, None
+    while pos + 8 <= len(head):
+        chunk_id, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
+        body = pos + 8
+        if chunk_id == b"fmt " and body + 12 <= len(head):
+            rate_bytes = struct.unpack("<I", head[body + 8 : body + 12])[0]  # average bytes per second
+        elif chunk_id == b"data":
+            if not rate_bytes or size in (0, 0xFFFFFFFF):  # streamed WAVs leave the size open
+                return None
+            return size / rate_bytes
+        pos = body + size + (size & 1)
+    return None
+
+
+class StreamingResampler:
+    """`resample` for a signal that arrives in pieces: the same band-limited kernel as
+    torchaudio.functional.resample, applied to each output block's own input span, so the pieces
+    put together equal resampling the whole signal (up to float rounding, ~1e-7), in memory bounded
+    by the kernel length. Call `push` per piece and `flush` once at the end."""
+
+    def __init__(self, from_sr: int, to_sr: int):
+        from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+        _check_rate("from_sr", from_sr)
+        _check_rate("to_sr", to_sr)
+        gcd = math.gcd(from_sr, to_sr)
+        self.orig, self.new = from_sr // gcd, to_sr // gcd
+        self.identity = from_sr == to_sr
+        if not self.identity:
+            self.kernel, self.width = _get_sinc_resample_kernel(from_sr, to_sr, gcd, dtype=torch.float32)
+        self._buffer: torch.Tensor | None = None  # input samples from index _buffer_start on
+        self._buffer_start = 0
+        self._next_block = 0
+        self._pushed = 0
+        self._emitted = 0
+        self._channels: int | None = None  # None: pieces are [n]
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        """Resample the next piece ([n] or [channels, n]); returns what is ready (may be empty)."""
+        samples = torch.as_tensor(samples, dtype=torch.float32)
+        self._channels = None if samples.dim() == 1 else samples.shape[0]
+        if self.identity:
+            return samples
+        squeeze = samples.dim() == 1
+        x = samples[None] if squeeze else samples
+        if self._buffer is None:
+            self._buffer = x.new_zeros((x.shape[0], self.width))  # silence before the first sample
+            self._buffer_start = -self.width
+        self._buffer = torch.cat([self._buffer, x], dim=1)
+        self._pushed += x.shape[1]
+        out = self._ready_blocks(self._pushed)
+        return out[0] if squeeze else out
+
+    def flush(self) -> torch.Tensor:
+        """The rest of the output: length ceil(n * to / from) in all, as `resample` gives."""
+        if self.identity or self._buffer is None:
+            return torch.zeros(0) if self._channels is None else torch.zeros(self._channels, 0)
+        squeeze = self._channels is None
+        end = self._pushed + self.width + self.orig
+        pad = self._buffer.new_zeros((self._buffer.shape[0], end - (self._buffer_start + self._buffer.shape[1])))
+        self._buffer = torch.cat([self._buffer, pad], dim=1)
+        out = self._ready_blocks(end)
+        target = -(-self.new * self._pushed // self.orig)  # ceil
+        excess = max(0, self._emitted - target)
+        out = out[:, : out.shape[1] - excess]
+        self._emitted -= excess
+        return out[0] if squeeze else out
+
+    def _ready_blocks(self, available_end: int) -> torch.Tensor:
+        # Output block i (samples i*new .. i*new+new-1) reads input [i*orig - width, i*orig + width + orig).
+        kernel_len = self.kernel.shape[-1]
+        last = (available_end - self.width - self.orig) // self.orig
+        channels = self._buffer.shape[0]
+        if last < self._next_block:
+            return self._buffer.new_zeros((channels, 0))
+        lo = self._next_block * self.orig - self.width - self._buffer_start
+        hi = last * self.orig - self.width + kernel_len - self._buffer_start
+        span = self._buffer[:, lo:hi]
+        blocks = torch.nn.functional.conv1d(span[:, None], self.kernel, stride=self.orig)  # [C, new, blocks]
+        out = blocks.transpose(1, 2).reshape(channels, -1)
+        self._next_block = last + 1
+        keep_from = self._next_block * self.orig - self.width - self._buffer_start
+        self._buffer = self._buffer[:, keep_from:].clone()
+        self._buffer_start += keep_from
+        self._emitted += out.shape[1]
+        return out
 
 
 def to_mono(samples: torch.Tensor) -> torch.Tensor:
