@@ -18,6 +18,7 @@ import torch
 from core.audio.mel import MelConfig
 from core.device import pick_device
 from core.errors import SoundvjError
+from core.params import short_repr
 from core.model_file import (
     DEFAULT_MODEL_NAME,
     build_generator,
@@ -146,6 +147,7 @@ def _sound_from_file(path: Path, config: dict, state: dict[str, torch.Tensor], G
             f"{path}: the sound models are for num_ws {stepper.num_ws}, w_dim {stepper.w_dim}; "
             f"the generator has num_ws {G.num_ws}, w_dim {G.w_dim}"
         )
+    _check_sound_shapes(path, models_config, state)
     sound = SoundModels(models_config)
     result = sound.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -155,6 +157,26 @@ def _sound_from_file(path: Path, config: dict, state: dict[str, torch.Tensor], G
             f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected, e.g. {bad})"
         )
     return sound.eval().requires_grad_(False), mel
+
+
+def _check_sound_shapes(path: Path, config: SoundModelsConfig, state: dict[str, torch.Tensor]) -> None:
+    """The weights in the file against the shapes `config` implies, worked out on the meta device:
+    a config that asks for gigabytes is refused before anything is allocated."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in SoundModels(config).state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        bad = (missing or unexpected)[0]
+        raise SoundvjError(
+            f"{path}: sound model weights do not fit sound.config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {short_repr(bad)[1:-1]})"
+        )
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != tuple(shape):
+            raise SoundvjError(
+                f"{path}: sound model weight {key} has shape {list(state[key].shape)}, sound.config needs {list(shape)}"
+            )
 
 
 def _warn(message: str) -> None:

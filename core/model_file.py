@@ -9,8 +9,10 @@ Layout: tensors `generator.<state_dict key>` and `sound.<state_dict key>`; metad
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+import warnings
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 
 from core.device import pick_device
 from core.errors import SoundvjError
+from core.params import short_repr
 from core.stylegan3.networks import Generator
 
 FORMAT = "soundvj-model"
@@ -150,17 +153,115 @@ def _json_field(path: Path, meta: dict, key: str) -> dict:
     return value
 
 
-def build_generator(config: dict, state: dict[str, torch.Tensor] | None, source: str | Path) -> Generator:
-    """Construct our Generator from NVIDIA kwargs and load a state dict strictly, with readable errors."""
+# Every Generator keyword with its allowed values: (kind, low, high). Wide enough for any StyleGAN3
+# NVIDIA or others have trained (T/R, 16 px to 4096 px, channel_max up to 2048), narrow enough that a
+# forged config cannot ask for tens of gigabytes before the weights are even looked at.
+_INT, _FLOAT, _BOOL, _OPTIONAL_FLOAT = "an integer", "a number", "true or false", "a number or null"
+GENERATOR_FIELDS: dict[str, tuple[str, float, float]] = {
+    "z_dim": (_INT, 1, 4096),
+    "c_dim": (_INT, 0, 10000),
+    "w_dim": (_INT, 1, 4096),
+    "img_resolution": (_INT, 8, 4096),  # and a power of two
+    "img_channels": (_INT, 1, 4),
+    "channel_base": (_INT, 1, 1 << 21),
+    "channel_max": (_INT, 1, 2048),
+    "num_layers": (_INT, 2, 64),
+    "num_critical": (_INT, 0, 63),  # and below num_layers
+    "first_cutoff": (_FLOAT, 0.01, 4096),
+    "first_stopband": (_FLOAT, 0.01, 4096),
+    "last_stopband_rel": (_FLOAT, 0.01, 16),
+    "margin_size": (_INT, 0, 256),
+    "output_scale": (_FLOAT, -1e6, 1e6),
+    "num_fp16_res": (_INT, 0, 16),
+    "conv_kernel": (_INT, 1, 9),
+    "filter_size": (_INT, 1, 32),
+    "lrelu_upsampling": (_INT, 1, 8),
+    "use_radial_filters": (_BOOL, 0, 1),
+    "conv_clamp": (_OPTIONAL_FLOAT, 0, 1e9),
+    "magnitude_ema_beta": (_FLOAT, 0, 1),
+}
+MAPPING_FIELDS: dict[str, tuple[str, float, float]] = {
+    "num_layers": (_INT, 1, 32),
+    "lr_multiplier": (_FLOAT, 0, 1e6),
+    "w_avg_beta": (_FLOAT, 0, 1),
+}
+_REQUIRED = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
+
+
+def _check_fields(values: dict, fields: dict[str, tuple[str, float, float]], where: str, source: str | Path) -> None:
+    for key, value in values.items():
+        if key not in fields:
+            raise SoundvjError(
+                f"{source}: generator config does not fit StyleGAN3's Generator (unknown key {short_repr(key)} in {where})"
+            )
+        kind, lo, hi = fields[key]
+        if kind == _BOOL:
+            ok = isinstance(value, bool)
+        elif kind == _INT:
+            ok = type(value) is int and lo <= value <= hi
+        else:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = (value is None and kind == _OPTIONAL_FLOAT) or (number and lo <= value <= hi)
+        if not ok:
+            bounds = "" if kind == _BOOL else f" in [{lo:g}, {hi:g}]"
+            raise SoundvjError(
+                f"{source}: generator config {where}{key} = {short_repr(value)}: expected {kind}{bounds}"
+            )
+
+
+def check_generator_config(config: object, source: str | Path) -> dict:
+    """The config's every field checked for type and range (one line naming the field) before
+    anything is built from it; returns a copy."""
+    if not isinstance(config, dict):
+        raise SoundvjError(f"{source}: generator config must be a mapping, got {type(config).__name__}")
     config = dict(config)
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        raise SoundvjError(f"{source}: generator config does not fit StyleGAN3's Generator (missing {', '.join(missing)})")
+    mapping = config.get("mapping_kwargs") or {}
+    if not isinstance(mapping, dict):
+        raise SoundvjError(f"{source}: generator config mapping_kwargs must be a mapping, got {type(mapping).__name__}")
+    _check_fields({k: v for k, v in config.items() if k != "mapping_kwargs"}, GENERATOR_FIELDS, "", source)
+    _check_fields(mapping, MAPPING_FIELDS, "mapping_kwargs.", source)
+    resolution = config["img_resolution"]
+    if resolution & (resolution - 1):
+        raise SoundvjError(f"{source}: generator config img_resolution = {resolution}: expected a power of two")
+    layers, critical = config.get("num_layers", 14), config.get("num_critical", 2)
+    if critical >= layers:
+        raise SoundvjError(
+            f"{source}: generator config num_critical = {critical}: expected fewer than num_layers ({layers})"
+        )
+    return config
+
+
+def _expected_state(config: dict, source: str | Path) -> dict[str, torch.Size]:
+    """Names and shapes of the weights `config` builds, computed on the meta device (no memory)."""
     try:
-        G = Generator(**config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's complaints about a config are the config's fault
+            with torch.device("meta"):
+                G = Generator(**config)
     except TypeError as e:
         raise SoundvjError(f"{source}: generator config does not fit StyleGAN3's Generator ({e})") from None
-    except (ValueError, AssertionError, ZeroDivisionError) as e:
-        raise SoundvjError(f"{source}: generator config is invalid ({e or type(e).__name__})") from None
+    except (ValueError, AssertionError, ZeroDivisionError, ArithmeticError, RuntimeWarning) as e:
+        raise SoundvjError(f"{source}: generator config is invalid ({_first_line(e)})") from None
+    return {k: v.shape for k, v in G.state_dict().items()}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return short_repr(text.splitlines()[0])[1:-1] if text else type(error).__name__
+
+
+def build_generator(config: dict, state: dict[str, torch.Tensor] | None, source: str | Path) -> Generator:
+    """Construct our Generator from NVIDIA kwargs and load a state dict strictly, with readable errors.
+
+    The config is checked field by field, and the weights against the shapes it implies, before
+    anything real is built: a 468-byte file cannot make us allocate 40 GB.
+    """
+    config = check_generator_config(config, source)
+    expected = _expected_state(config, source)
     if state is not None:
-        expected = G.state_dict()
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
         if missing or unexpected:
@@ -168,13 +269,18 @@ def build_generator(config: dict, state: dict[str, torch.Tensor] | None, source:
             if missing:
                 parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
             if unexpected:
-                parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
+                parts.append(f"unexpected {len(unexpected)} (e.g. {short_repr(unexpected[0])[1:-1]})")
             raise SoundvjError(f"{source}: weights do not fit the generator config: {', '.join(parts)}")
-        for k, v in expected.items():
-            if tuple(state[k].shape) != tuple(v.shape):
+        for k, shape in expected.items():
+            if tuple(state[k].shape) != tuple(shape):
                 raise SoundvjError(
-                    f"{source}: weight {k} has shape {list(state[k].shape)}, the config needs {list(v.shape)}"
+                    f"{source}: weight {k} has shape {list(state[k].shape)}, the config needs {list(shape)}"
                 )
+    try:
+        G = Generator(**config)
+    except (TypeError, ValueError, AssertionError, ZeroDivisionError) as e:
+        raise SoundvjError(f"{source}: generator config is invalid ({_first_line(e)})") from None
+    if state is not None:
         G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)
 

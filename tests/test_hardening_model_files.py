@@ -113,3 +113,73 @@ def test_shared_submodule_tree_is_refused(tmp_path):
     dump_snapshot(path, {"G_ema": Persistent(module, GENERATOR, "pass", plain_types=(torch.nn.Module,))})
     assert path.stat().st_size < 16384
     assert_refused(run_soundvj(["info", str(path)]), str(path), "too many")
+
+
+# --- defect 6: configs are bounded and checked against the weights before anything is built ------
+
+def _model_file(path, config: dict, tensors: dict | None = None, sound_config: dict | None = None):
+    import json
+
+    from safetensors.torch import save_file
+
+    metadata = {"soundvj.format": "soundvj-model", "soundvj.version": "1", "generator.config": json.dumps(config)}
+    if sound_config is not None:
+        metadata["sound.config"] = json.dumps(sound_config)
+    save_file(tensors or {"generator.mapping.w_avg": torch.zeros(4)}, str(path), metadata=metadata)
+    return path
+
+
+BASE = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=64, img_channels=3)
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (dict(w_dim=100_000, z_dim=100_000), "z_dim"),
+        (dict(channel_base=10**9, channel_max=10**9), "channel_base"),
+        (dict(channel_base=1e9, channel_max=1e9), "channel_base"),
+        (dict(w_dim=10**9), "w_dim"),
+        (dict(num_layers=10**6), "num_layers"),
+        (dict(img_resolution=-4), "img_resolution"),
+        (dict(img_resolution=100), "img_resolution"),
+        (dict(mapping_kwargs={"num_layers": 10**6}), "mapping_kwargs.num_layers"),
+        (dict(conv_clamp=float("nan")), "conv_clamp"),
+        (dict(use_radial_filters=1), "use_radial_filters"),
+    ],
+)
+def test_unbounded_configs_are_refused_before_building(tmp_path, change, field):
+    """Defect 6: a 468-byte file whose config says w_dim = z_dim = 100000 asked for 40 GB."""
+    path = _model_file(tmp_path / "forged.safetensors", BASE | change)
+    assert path.stat().st_size < 1024
+    run = run_soundvj(["info", str(path)])
+    assert_refused(run, str(path), field)  # exactly one line: no numpy warnings before it
+
+
+def test_valid_but_huge_config_is_checked_against_the_weights_first(tmp_path):
+    """A legal 4096 px, channel_max 2048 config with no such weights: refused from the shapes alone."""
+    config = BASE | dict(img_resolution=4096, channel_base=1 << 21, channel_max=2048, w_dim=4096, z_dim=4096)
+    path = _model_file(tmp_path / "big.safetensors", config)
+    run = run_soundvj(["info", str(path)], cap_bytes=2 << 30)
+    assert_refused(run, str(path), "weights do not fit the generator config")
+    assert run.peak_rss_bytes < 1.5 * (1 << 30)
+
+
+def test_sound_config_that_asks_for_gigabytes_is_refused_before_building(sg3_fixtures, tmp_path):
+    from core.model_file import save_model
+    from safetensors.torch import load_file
+
+    good = save_model(tmp_path / "g.safetensors", fixture_generator(sg3_fixtures["t64"]))
+    tensors = load_file(str(good))
+    tensors["sound.latent_stepper.out_fc.weight"] = torch.zeros(2, 2)
+    sound = {"models": {"latent_stepper": {"num_ws": 16, "w_dim": 512, "hidden": 4096, "num_layers": 16},
+                        "inversion_encoder": {"num_ws": 16, "w_dim": 512}}}
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(good), framework="pt") as f:
+        config = json.loads(f.metadata()["generator.config"])
+    path = _model_file(tmp_path / "sound.safetensors", config, tensors, sound_config=sound)
+    run = run_soundvj(["render", "--demo", "--seconds", "1", "-o", str(tmp_path / "o.mp4"), "--model", str(path)],
+                      cap_bytes=2 << 30)
+    assert_refused(run, str(path), "sound model weights do not fit")

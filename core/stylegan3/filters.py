@@ -44,7 +44,8 @@ def design_lowpass_filter(
         return torch.as_tensor(h / h.sum(), dtype=torch.float32)
     x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
     r = np.hypot(*np.meshgrid(x, x))
-    arg = torch.as_tensor(2 * cutoff * np.pi * r, dtype=torch.float64)
+    arg = torch.as_tensor(2 * cutoff * np.pi * r, dtype=torch.float64, device="cpu")  # numpy below, even when
+    # the default device is "meta" (model_file checks a config's shapes on it before building)
     j1 = torch.special.bessel_j1(arg).numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         f = np.where(r > 0, j1 / (np.pi * np.where(r > 0, r, 1)), cutoff)  # limit at r=0 is `cutoff`
