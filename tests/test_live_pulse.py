@@ -20,6 +20,10 @@ from tests.pulse_audio import PULSE_DEVICE, null_sink, pulse_server  # noqa: F40
 from visualizer.session import InputChoice, LiveSession
 
 SR = 44100
+needs_display = pytest.mark.skipif(
+    not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
+    reason="no display: run the tests through ./dev.sh test (it starts Xvfb)",
+)
 TONE_HZ = 2000.0
 
 
@@ -87,9 +91,8 @@ def test_microphone_path_end_to_end(null_sink, tmp_path):
     assert probe_media(rec.path).frame_count > 24
 
 
+@needs_display  # qtbot makes a QApplication before the test body runs; without a display Qt aborts
 def test_unplugged_input_gives_a_message_and_a_rescan_finds_it_again(null_sink, qtbot, tmp_path):
-    if not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
-        pytest.skip("no display: run the tests through ./dev.sh test (it starts Xvfb)")
     from visualizer.main_window import MainWindow
 
     session = LiveSession(tiny_model(), Params(), InputChoice(device=PULSE_DEVICE))
@@ -118,8 +121,7 @@ def test_unplugged_input_gives_a_message_and_a_rescan_finds_it_again(null_sink, 
         window.close()
 
 
-@pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
-                    reason="no display: run the tests through ./dev.sh test (it starts Xvfb)")
+@needs_display
 def test_scripted_microphone_run(null_sink, tmp_path):
     out = tmp_path / "mic.mp4"
     with null_sink.play(tone(30.0), loop=True):
