@@ -28,6 +28,11 @@ from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
 CONFIGS = {"default": None, "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
 
 
+def vector_flags() -> str:
+    flags = set(cpp_kernel.cpu_flags().split())
+    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
+
+
 def build(config: tuple[int, int, int] | None) -> networks.Generator:
     if config is None:
         return default_generator()
@@ -60,7 +65,8 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cpp_kernel.load(wait=True)
-    print(f"torch {torch.__version__}, {args.threads} threads; {cpp_kernel.status()}")
+    print(f"torch {torch.__version__}, {args.threads} threads; {cpp_kernel.status()}; "
+          f"CPU vector extensions: {vector_flags()}")
     verdicts = []
     for name in args.configs.split(","):
         G = build(CONFIGS[name])

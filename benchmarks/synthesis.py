@@ -44,6 +44,11 @@ BREAKDOWN_CONFIG = "T 128 (issue)"
 PATHS = ("reference", "fast-torch", "fast")
 
 
+def vector_flags() -> str:
+    flags = set(cpp_kernel.cpu_flags().split())
+    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
+
+
 def build(config: tuple[int, int, int] | None) -> networks.Generator:
     if config is None:
         return default_generator()
@@ -140,6 +145,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
           f"load average {os.getloadavg()[0]:.2f} (other work on the machine moves every number)")
     print(backend.describe_backend())
+    print(f"CPU vector extensions: {vector_flags()} (the C++ kernel's channel blocks follow the widest)")
     mm, conv = mm_gflops(), conv_gflops()
     print(f"float32 torch.mm (256x2304 @ 2304x5776): {mm:.0f} GFLOP/s;  oneDNN 3x3 conv, same problem: {conv:.0f} GFLOP/s")
     print()
