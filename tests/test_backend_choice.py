@@ -138,7 +138,7 @@ def test_choice_is_cached_and_reused(monkeypatch, tiny_G, tmp_path):
     assert "cached from" in again.describe() and "chose fast-torch" in again.describe()
 
 
-def test_cache_key_covers_model_threads_cpu_and_source(monkeypatch, tiny_G, sg3_fixtures):
+def test_cache_key_covers_model_threads_cpu_source_and_candidates(monkeypatch, tiny_G, sg3_fixtures):
     key = backend_choice.choice_key(tiny_G)
     assert backend_choice.choice_key(tiny_G) == key
     other = fixture_generator(sg3_fixtures["r64"])
@@ -149,11 +149,13 @@ def test_cache_key_covers_model_threads_cpu_and_source(monkeypatch, tiny_G, sg3_
         assert backend_choice.choice_key(tiny_G) != key
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(cpp_kernel, "cpu_flags", lambda: "fpu sse2")
-    assert backend_choice.choice_key(tiny_G) != key
-    monkeypatch.undo()
-    monkeypatch.setattr(backend_choice, "_ops_source_digest", lambda: "edited")
-    assert backend_choice.choice_key(tiny_G) != key
+    for target, name, fake in ((cpp_kernel, "cpu_flags", lambda: "fpu sse2"),
+                               (backend_choice, "_ops_source_digest", lambda: "edited"),
+                               (backend_choice, "candidates", lambda device: ["fast-torch"])):  # no compiler yet
+        with monkeypatch.context() as patch:
+            patch.setattr(target, name, fake)
+            assert backend_choice.choice_key(tiny_G) != key, name
+    assert backend_choice.choice_key(tiny_G) == key
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'{"format": 1, "choices": []}',

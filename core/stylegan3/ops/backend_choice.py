@@ -11,7 +11,8 @@ other work disturbs far less than a mean of whole frames. The first round runs e
 stopped mid-round, so the whole measurement stays within BUDGET_SECONDS.
 
 The result is cached in a small JSON file (`cache_path()`), keyed by the CPU's flags, torch's
-version, the ops' source, the model's config, the device and the thread count; written atomically;
+version, the ops' source, the model's config, the device, the thread count and which candidates
+exist (the C++ kernel may become available later); written atomically;
 a file that cannot be read is ignored and rewritten.
 """
 
@@ -111,6 +112,7 @@ def choice_key(G: torch.nn.Module) -> str:
         "model": json.dumps(getattr(G, "init_kwargs", {}), sort_keys=True, default=str),
         "device": device_name,
         "threads": torch.get_num_threads(),
+        "candidates": candidates(device),  # a kernel that builds later (a compiler installed) is measured then
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
