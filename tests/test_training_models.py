@@ -263,3 +263,18 @@ def test_video_discriminator_with_temporal_kernel_3_sees_frame_order():
 def test_discriminator_config_rejects_even_temporal_kernel():
     with pytest.raises(SoundvjError, match="discriminators.temporal_kernel"):
         DiscriminatorConfig(temporal_kernel=2)
+
+
+# ---------------------------------------------------------------- core hook used by training
+
+
+def test_latent_stepper_forward_is_rollout():
+    """DDP wraps the stepper through forward(); it must be exactly rollout (noise draws included)."""
+    from core.sound import LatentStepper, LatentStepperConfig
+
+    torch.manual_seed(0)
+    stepper = LatentStepper(LatentStepperConfig(num_ws=4, w_dim=8, hidden=6, num_layers=2, embed_dim=5, noise_dim=3))
+    w0, w_hat, embed = torch.randn(2, 4, 8), torch.randn(2, 3, 4, 8), torch.randn(2, 3, 5)
+    a = stepper(w0, w_hat, embed, 0.4, 0.5, torch.Generator().manual_seed(1))
+    b = stepper.rollout(w0, w_hat, embed, 0.4, 0.5, torch.Generator().manual_seed(1))
+    assert a.shape == (2, 3, 4, 8) and torch.equal(a, b)
