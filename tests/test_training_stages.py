@@ -198,3 +198,21 @@ def test_stepper_step_trains_stepper_and_discriminators(chain, tmp_path):
         changed = any(not torch.equal(a, p) for a, p in zip(before[name], m.parameters()))
         assert changed, f"{name} did not move"
         assert all(p.requires_grad for p in m.parameters()), f"{name} left frozen after the step"
+
+
+def test_cli_wrong_architecture_clip_exits_2_without_a_checkpoint(chain, tmp_path, capsys):
+    """A CLIP state dict whose tensors do not fit the configured architecture: one line, exit 2."""
+    from core.cli import main
+    from tests.training_chain import stage_overrides
+
+    state = _load(chain / "clip")["modules"]["clip"]
+    plain = tmp_path / "tiny-clip-state.pt"
+    torch.save({k[len("model."):]: v for k, v in state.items()}, plain)  # a bare state dict: no sizes in it
+    run_dir = tmp_path / "run"
+    overrides = stage_overrides("audio-encoder", chain) + [f"stage.clip.checkpoint={plain}"]  # default sizes
+    argv = ["train", "audio-encoder", "--out", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "not a CLIP of architecture 'small'" in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert not (run_dir / "checkpoint.pt").exists()
