@@ -315,7 +315,9 @@ def _check_span(args: argparse.Namespace) -> None:
             )
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
+def check_render_args(args: argparse.Namespace) -> tuple[tuple[int, int] | None, Params]:
+    """Every check of `soundvj render`'s flags that needs no model: (size, params), or one
+    `SoundvjError` line naming the flag (or file) at fault."""
     if args.demo == (args.audio is not None):
         raise SoundvjError("render: give either an AUDIO file or --demo (not both)")
     check_not_an_input(args.output, {"audio file": args.audio, "model": args.model, "preset": args.preset})
@@ -331,7 +333,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
         from core.presets import load_preset
 
         params = load_preset(args.preset).apply(params)
-    params = params_from_cli(args, params)
+    return size, params_from_cli(args, params)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    size, params = check_render_args(args)
     model = load_model(args.model, device=args.device)
     audio = load_render_audio(None if args.demo else args.audio, model.mel_config.sample_rate, args.start, args.seconds)
     if ops_backend.kernel_pending(model.device.type):

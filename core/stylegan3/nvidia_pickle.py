@@ -605,6 +605,22 @@ def _describe(value: Any) -> str:
     return repr(value) if isinstance(value, _Inert) else type(value).__name__
 
 
+class _BoundedFile:
+    """The file as the unpickler sees it: no read asks for more than what is left. Python allocates
+    a read's full length before reading, so a forged 1.5 GB length in a 2 kB file would otherwise
+    allocate 1.5 GB (found by the property tests)."""
+
+    def __init__(self, file: Any, size: int):
+        self._file, self._size = file, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._file.tell())
+        return self._file.read(left if n is None or n < 0 or n > left else n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._file.readline(limit)
+
+
 def _unpickle_file(path: Path) -> Any:
     if not path.exists():
         raise SoundvjError(f"{path}: no such file")
@@ -615,7 +631,7 @@ def _unpickle_file(path: Path) -> Any:
         raise SoundvjError(f"{path}: the file is empty, not a network pickle")
     try:
         with open(path, "rb") as file:
-            return _NetworkUnpickler(file, _Budget(2 * size + _BUDGET_SLACK_BYTES)).load()
+            return _NetworkUnpickler(_BoundedFile(file, size), _Budget(2 * size + _BUDGET_SLACK_BYTES)).load()
     except _Refused as refusal:
         raise SoundvjError(f"{path}: refusing to load: {refusal}") from None
     except OSError as error:
