@@ -3,12 +3,13 @@
 The backends differ only in `filtered_lrelu` (every other op of the generator is the same code), so
 the measurement times exactly those calls: every synthesis layer's filtered_lrelu with its own
 filters, factors and padding, on a random input of the shape its modulated conv produces (batch 1,
-float32: the live path). No full frame is synthesised, so a 256 px model whose frame takes seconds
-on a CPU is measured in well under the budget. Candidates replay the calls in interleaved rounds; a
-candidate's cost is the sum over calls of each call's minimum over rounds, which a machine shared with
-other work disturbs far less than a mean of whole frames. The first round runs each call twice
-(warm-up, then timed). A candidate more than ABORT_FACTOR times slower than the best so far is
-stopped mid-round, so the whole measurement stays within BUDGET_SECONDS.
+float32: the live path), smallest first. No full frame is synthesised, so a 256 px model whose frame takes seconds
+on a CPU is measured well within the budget. The candidates run call by call, interleaved, so they
+share whatever load the machine has; a candidate's cost is the sum over calls of each call's
+minimum over rounds. Short calls run twice in the first round (warm-up, then timed). A candidate
+more than ABORT_FACTOR times slower than the leader on the calls timed so far is stopped; a call
+starts only if it should end within BUDGET_SECONDS, so on a busy machine the candidates are
+compared on the calls all of them timed.
 
 The result is cached in a small JSON file (`cache_path()`), keyed by the CPU's flags, torch's
 version, the ops' source, the model's config, the device, the thread count and which candidates
@@ -39,8 +40,10 @@ from core.stylegan3.ops.filtered_lrelu_fast import filtered_lrelu_fast
 
 BUDGET_SECONDS = 2.0  # the issue allows 3 s; one call can overrun by a fraction of a second on a busy machine
 ABORT_FACTOR = 2.0  # stop timing a candidate once it is this many times slower than the best
+ABORT_MIN_GAP_SECONDS = 0.01  # ... and this much behind (a 0.1 ms call's ratio is mostly noise)
 MAX_ROUNDS = 5
-CACHE_FORMAT = 1
+REPEAT_BELOW_SECONDS = 0.02  # first-round calls shorter than this are run twice (the first warms up)
+CACHE_FORMAT = 2
 CACHE_FILE = "ops_backend_choice.json"
 MAX_CACHE_ENTRIES = 64
 OPS_DIR = Path(__file__).parent
@@ -52,7 +55,9 @@ class Measurement:
 
     backend: str  # the choice
     ms: dict[str, float]  # candidate -> ms per frame (a lower bound for a stopped candidate)
-    stopped: tuple[str, ...]  # candidates stopped early as clearly slower
+    stopped: tuple[str, ...]  # ms is a lower bound: stopped early as clearly slower, or out of budget
+    relative: dict[str, float]  # candidate -> its time / the choice's, on the calls both timed
+    calls: tuple[int, int]  # (calls the choice's ms covers, calls per frame); fewer when out of budget
     seconds: float  # wall time of the measurement itself
     rounds: int
     key: str
@@ -61,12 +66,16 @@ class Measurement:
     from_cache: bool = False
 
     def describe(self) -> str:
-        """One line: the times and the choice."""
-        times = ", ".join(
-            f"{name} {'>' if name in self.stopped else ''}{ms:.1f}" for name, ms in sorted(self.ms.items(), key=lambda kv: kv[1])
+        """One line: the choice's time, the others relative to it, and where the numbers come from."""
+        done, total = self.calls
+        part = "" if done == total else f" on the first {done} of {total} calls (time budget)"
+        others = ", ".join(
+            f"{name} {self.relative[name]:.2f}x{' (stopped early)' if name in self.stopped and done == total else ''}"
+            for name in sorted(self.relative, key=self.relative.get) if name != self.backend
         )
         origin = f"cached from {self.measured_at}" if self.from_cache else f"measured now in {self.seconds:.2f} s"
-        return f"measured filtered_lrelu ms per frame ({self.model}): {times}; chose {self.backend} ({origin})"
+        return (f"chose {self.backend} for {self.model}: filtered_lrelu {self.ms[self.backend]:.1f} ms per frame{part}; "
+                f"others relative to it: {others or 'none'} ({origin})")
 
 
 def cache_dir() -> Path:
@@ -135,18 +144,26 @@ def _implementation(name: str) -> Callable[..., torch.Tensor]:
     return functools.partial(filtered_lrelu_fast, allow_cpp=(name == "fast"))
 
 
-def layer_calls(G: torch.nn.Module, seed: int = 0) -> list[tuple[torch.Tensor, dict[str, Any]]]:
-    """(x, kwargs) of each synthesis layer's filtered_lrelu call for one float32 frame; x is random
-    (the ops' speed does not depend on the values) and, on CPU, channels_last as the conv leaves it."""
-    device = _device_of(G)
-    gen = torch.Generator().manual_seed(seed)
-    calls = []
-    for layer in G.synthesis.layers():
-        x = torch.randn((1, *layer.filtered_lrelu_input_shape()), generator=gen).to(device)
-        if device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        calls.append((x, layer.filtered_lrelu_kwargs(torch.float32)))
-    return calls
+def layer_calls(G: torch.nn.Module) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+    """(input shape, kwargs) of each synthesis layer's filtered_lrelu call for one float32 frame."""
+    return [((1, *layer.filtered_lrelu_input_shape()), layer.filtered_lrelu_kwargs(torch.float32))
+            for layer in G.synthesis.layers()]
+
+
+def make_input(shape: tuple[int, ...], device: torch.device, seed: int = 0) -> torch.Tensor:
+    """A stand-in for a conv output: random values (the ops' speed does not depend on them; no
+    denormals), one random row repeated down the image (filling 70 M random floats for a 256 px model
+    took 1.6 s on a busy machine), channels_last on CPU as the conv leaves it."""
+    batch, channels, height, width = shape
+    row = torch.rand((batch, channels, 1, width), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    x = row.expand(shape).to(device)
+    return x.contiguous(memory_format=torch.channels_last if device.type == "cpu" else torch.contiguous_format)
+
+
+def _work(call: tuple[tuple[int, ...], dict[str, Any]]) -> float:
+    """Rough cost of a call: samples at the upsampled rate."""
+    shape, kwargs = call
+    return float(math.prod(shape) * kwargs["up"] ** 2)
 
 
 @torch.no_grad()
@@ -155,55 +172,72 @@ def measure(G: torch.nn.Module, names: list[str], budget_s: float = BUDGET_SECON
     started = time.perf_counter()
     device = _device_of(G)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    calls = layer_calls(G)
-    best = {name: [math.inf] * len(calls) for name in names}
-    partial_ms: dict[str, float] = {}  # candidates stopped mid-round: time until they were stopped
-    out: list[str] = []  # no further rounds: stopped mid-round, or clearly slower after a full round
+    # Smallest first: a clear loser is stopped after a cheap call (one call of the reference on a
+    # 256 px model's largest layer took 9 s on a busy machine); the budget left goes to the big ones.
+    calls = sorted(layer_calls(G), key=_work)
+    work = [_work(c) for c in calls]
+    inputs: dict[int, torch.Tensor] = {}  # made when first needed: unmeasured calls cost nothing
+    impls = {n: _implementation(n) for n in names}
+    best = {n: [math.inf] * len(calls) for n in names}
+    running = list(names)
+    stopped: dict[str, float] = {}  # stopped in the first round as clearly slower: ms until then
+    timed = 0  # calls every running candidate has timed
     rounds = 0
 
-    def total(name: str) -> float:
-        return sum(best[name])
+    def cost(n: str, k: int) -> float:
+        return sum(best[n][:k])
 
     while rounds < MAX_ROUNDS:
-        for name in names:
-            if name in out:
-                continue
-            others = [total(n) for n in names if n != name and n not in partial_ms and math.isfinite(total(n))]
-            cap = ABORT_FACTOR * min(others) if others else math.inf
-            impl, spent = _implementation(name), 0.0
-            for i, (x, kwargs) in enumerate(calls):
-                for _ in range(2 if rounds == 0 else 1):  # the first round warms each call up
+        complete = True
+        for i, (shape, kwargs) in enumerate(calls):
+            # Start the call only if all candidates' runs of it should end within the budget (a call
+            # not timed yet is guessed from the previous one, scaled by size); the first always runs.
+            guess = sum(best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * work[i] / work[i - 1]
+                        for n in running) if i > 0 else 0.0
+            if (i > 0 or rounds > 0) and time.perf_counter() - started + guess > budget_s:
+                complete = False
+                break
+            x = inputs[i] if i in inputs else inputs.setdefault(i, make_input(shape, device, seed=i))
+            for n in running:  # interleaved call by call: every candidate sees the same machine load
+                for _ in range(2):
                     t0 = time.perf_counter()
-                    impl(x, **kwargs)
+                    impls[n](x, **kwargs)
                     sync()
-                    best[name][i] = min(best[name][i], time.perf_counter() - t0)
-                spent += best[name][i]
-                out_of_time = time.perf_counter() - started > budget_s and not math.isfinite(total(name))
-                if spent > cap or out_of_time:
-                    out.append(name)
-                    partial_ms[name] = spent * 1e3
-                    break
+                    dt = time.perf_counter() - t0
+                    best[n][i] = min(best[n][i], dt)
+                    # First round: short calls run twice (warm-up, then timed); a long one is its own warm-up.
+                    if rounds > 0 or dt >= REPEAT_BELOW_SECONDS:
+                        break
+            if rounds == 0:
+                timed = i + 1
+                leader = min(cost(n, timed) for n in running)
+                clearly_slower = [n for n in running if cost(n, timed) > ABORT_FACTOR * leader
+                                  and cost(n, timed) - leader > ABORT_MIN_GAP_SECONDS]
+                for n in clearly_slower:
+                    running.remove(n)
+                    stopped[n] = cost(n, timed) * 1e3
+        if not complete:
+            break
         rounds += 1
-        running = [n for n in names if n not in out]
         if len(running) <= 1:
             break
-        leader = min(total(n) for n in running)
-        out += [n for n in running if total(n) > 1.5 * leader]  # clearly slower: no more rounds for it
-        # Another round only while it fits in the budget.
-        round_s = sum(total(n) for n in names if n not in out)
-        if time.perf_counter() - started + round_s > budget_s:
+        leader = min(cost(n, len(calls)) for n in running)
+        running = [n for n in running if cost(n, len(calls)) <= 1.5 * leader]  # the rest: clearly slower
+        if time.perf_counter() - started + sum(cost(n, len(calls)) for n in running) > budget_s:
             break
 
-    ms = {n: partial_ms[n] if n in partial_ms else total(n) * 1e3 for n in names}
-    finished = [n for n in names if n not in partial_ms]
-    if finished:
-        choice = min(finished, key=lambda n: ms[n])
-    else:  # nothing finished within the budget (a huge model, a busy machine): compare the calls all timed
-        common = min(sum(math.isfinite(t) for t in best[n]) for n in names)
-        choice = min(names, key=lambda n: sum(best[n][:common])) if common else names[0]
-    stopped = [n for n in names if n in partial_ms]
+    # After a full round, per-frame times; if the budget ran out in the first, the calls all timed.
+    k = len(calls) if rounds > 0 else timed
+    ms = {n: stopped.get(n, cost(n, k) * 1e3) for n in names}
+    choice = min(running, key=lambda n: cost(n, k))
+    partial = [n for n in names if n in stopped or rounds == 0]
+    timed_by = {n: sum(math.isfinite(t) for t in best[n]) for n in names}
+    relative = {}
+    for n in names:
+        both = min(timed_by[n], timed_by[choice])
+        relative[n] = cost(n, both) / max(cost(choice, both), 1e-12)
     return Measurement(
-        backend=choice, ms=ms, stopped=tuple(stopped), seconds=time.perf_counter() - started, rounds=rounds,
+        backend=choice, ms=ms, stopped=tuple(partial), relative=relative, calls=(k, len(calls)), seconds=time.perf_counter() - started, rounds=rounds,
         key=choice_key(G), model=model_summary(G),
         measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -227,7 +261,8 @@ def load_cached(key: str) -> Measurement | None:
         fields = {f.name for f in dataclasses.fields(Measurement)} - {"from_cache"}
         m = Measurement(**{k: entry[k] for k in fields})
         m = dataclasses.replace(m, ms={str(k): float(v) for k, v in m.ms.items()}, stopped=tuple(m.stopped),
-                                from_cache=True)
+                                relative={str(k): float(v) for k, v in m.relative.items()},
+                                calls=(int(m.calls[0]), int(m.calls[1])), from_cache=True)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return m if m.key == key and m.backend in m.ms else None
@@ -240,7 +275,7 @@ def store(m: Measurement) -> None:
     data = _read_cache()
     entry = dataclasses.asdict(m)
     entry.pop("from_cache")
-    entry["stopped"] = list(m.stopped)
+    entry["stopped"], entry["calls"] = list(m.stopped), list(m.calls)
     choices = data["choices"]
     choices.pop(m.key, None)
     choices[m.key] = entry
