@@ -60,7 +60,7 @@ def test_stage_trains_and_resumes_bitwise(stage, chain, tmp_path):
     _assert_same_state(full["schedulers"], resumed["schedulers"], "schedulers")
 
 
-def test_stages_write_sample_grids(chain):
+def test_stages_write_sample_grids_and_videos(chain):
     from PIL import Image
 
     for stage, pattern in (("inverter", "inverter-*.png"), ("stepper", "stepper-*.png")):
@@ -71,6 +71,14 @@ def test_stages_write_sample_grids(chain):
         # One row per class (5 procedural classes) of 32-px frames with 2-px gaps.
         assert height == 5 * (32 + 2) + 2
         assert width >= 2 * (32 + 2) + 2
+    import av
+
+    videos = sorted((chain / "stepper" / "samples").glob(f"stepper-{CHAIN_STEPS:07d}-*.mp4"))
+    assert [v.name.split("-")[-1] for v in videos] == ["chirps.mp4", "crackle.mp4", "hum.mp4", "rain.mp4", "wind.mp4"]
+    with av.open(str(videos[0])) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        frames = sum(1 for _ in container.decode(video=0))
+    assert kinds == ["audio", "video"] and frames == 12  # the whole 1.5-s held-out clip at 8 fps
     rows = (chain / "clip" / "samples" / "clip_holdout.csv").read_text().splitlines()
     assert rows[0] == "step,holdout_frames,zero_shot_accuracy,chance" and rows[-1].startswith(f"{CHAIN_STEPS},")
 

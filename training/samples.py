@@ -1,4 +1,5 @@
-"""Sample grids written while training: frames generated from held-out sounds, one row per class."""
+"""Samples written while training: grids of frames generated from held-out sounds (one row per class)
+and short videos of generated frames with the sound that made them."""
 
 from __future__ import annotations
 
@@ -44,4 +45,18 @@ def write_grid(path: Path, rows: list[torch.Tensor]) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(grid_image(rows)).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def write_sample_video(path: Path, frames: torch.Tensor, fps: float, audio_path: str | Path, seconds: float) -> Path:
+    """An mp4 of `frames` [T, 3, H, W] in [-1, 1] with the first `seconds` of `audio_path`'s sound
+    (the sound the frames were generated from), written atomically by core's Mp4Writer."""
+    from core.audio.decode import decode_audio
+    from core.video_writer import Mp4Writer
+
+    audio = decode_audio(audio_path, start=0.0, seconds=seconds)
+    height, width = frames.shape[2:]
+    with Mp4Writer(path, fps, width, height, audio=audio.samples, sample_rate=audio.sample_rate) as writer:
+        for frame in frames:
+            writer.write(((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     return path

@@ -31,7 +31,7 @@ from training.discriminators import ImageDiscriminator, VideoDiscriminator
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss, lsgan_discriminator_loss, lsgan_generator_loss
 from training.pretrained import frozen_generator, trained_audio_encoder, trained_inversion_encoder
-from training.samples import items_per_class, write_grid
+from training.samples import items_per_class, write_grid, write_sample_video
 from training.schedules import decay_schedule
 from training.stage_data import check_classes, frames_to_generator_range, open_stage_datasets
 from training.stages.inverter import check_embed_dims
@@ -63,6 +63,8 @@ class Config:
     video_discriminator_width: int = setting(32, min=1, max=512, help="D_V first-block channels")
     temporal_kernel: int = setting(3, min=1, max=9, help="D_V temporal kernel (official code: 1, blind to motion)")
     sample_seed: int = setting(0, min=0, help="seed of the sample grid's first latent and noise")
+    sample_video_seconds: float = setting(2.0, min=0.0, max=60.0, resumable=True,
+                                          help="length of the per-class sample videos with sound (0: none)")
 
 
 def model_config(config: Config, G: Generator, embed_dim: int) -> LatentStepperConfig:
@@ -178,7 +180,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         }
 
     def write_samples(out_dir: Path, step: int) -> None:
-        """One row per class: the frames the stepper makes for a held-out clip of that class."""
+        """One row per class: the frames the stepper makes for a held-out clip of that class; and per
+        class a short video of the first seconds of that clip with its sound."""
         rows = items_per_class(holdout, len(classes), 1)
         if not any(rows):
             return
@@ -191,6 +194,19 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             ws = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)
             frames.append(G.synthesis(ws[0], noise_mode="const").cpu())
         write_grid(out_dir / f"stepper-{step:07d}.png", frames)
+        video_frames = round(config.sample_video_seconds * run.data.fps)
+        if video_frames < 1:
+            return
+        for label, row in enumerate(rows):
+            if not row:
+                continue
+            whole = holdout.whole_clip(int(row[0]["clip"]))  # type: ignore[attr-defined]
+            mel = whole["mel"][:video_frames].unsqueeze(0).to(device)
+            rng = torch.Generator().manual_seed(config.sample_seed)
+            ws = latents(mel, inverter, stepper, rng)[0]
+            clip_frames = torch.cat([G.synthesis(ws[i : i + 8], noise_mode="const").cpu() for i in range(0, ws.shape[0], 8)])
+            write_sample_video(out_dir / f"stepper-{step:07d}-{classes[label]}.mp4", clip_frames, run.data.fps,
+                               whole["path"], clip_frames.shape[0] / run.data.fps)
 
     return Stage(
         modules=modules,
