@@ -119,8 +119,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     discriminators = (image_d, video_d)
 
     def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
-                rng: torch.Generator | None) -> torch.Tensor:
-        """ws [B, T, num_ws, w_dim] for mel windows [B, T, n_mels, W], from w_0 = mapping(z)."""
+                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D]) for mel windows [B, T, n_mels, W], from
+        w_0 = mapping(z)."""
         batch, frames = mel.shape[:2]
         flat = mel.flatten(0, 1)
         with torch.no_grad():
@@ -128,7 +129,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             z = torch.randn([batch, G.z_dim], generator=rng).to(device)
             w0 = G.mapping(z, torch.zeros([batch, G.c_dim], device=device))
         w_hats = inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
-        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng)
+        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng), embeds
 
     def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
         mel, labels = batch["mel"], batch["label"]
@@ -136,7 +137,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         b, t = real.shape[:2]
         inversion = step.modules["inversion_encoder"] if config.finetune_inverter else inverter
         with step.autocast():
-            ws = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
+            ws, embeds = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
             fake = G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
             fake_clip = fake.view(b, t, *fake.shape[1:]).transpose(1, 2)  # [B, 3, T, H, W]
             # Stepper side: the discriminators only pass gradients through.
@@ -146,9 +147,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
                 step.plain["video_discriminator"](fake_clip)
             )
             image_embed = clip.encode_images(fake).float()
-            audio_embed = audio_encoder(mel.flatten(0, 1)).float()
             text_embed = class_text[labels].float().repeat_interleave(t, dim=0)
-            enc = encoder_loss(image_embed, audio_embed, text_embed, ws.flatten(0, 1), G.mapping.w_avg, config.lambda_b)
+            enc = encoder_loss(image_embed, embeds.flatten(0, 1), text_embed, ws.flatten(0, 1), G.mapping.w_avg, config.lambda_b)
             stepper_loss = adversarial + config.lambda_enc * enc["loss"]
         optimizers["stepper"].zero_grad(set_to_none=True)
         stepper_loss.backward()
@@ -191,7 +191,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
                 frames.append(torch.zeros(0, 3, G.img_resolution, G.img_resolution))
                 continue
             rng = torch.Generator().manual_seed(config.sample_seed)
-            ws = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)
+            ws, _ = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)
             frames.append(G.synthesis(ws[0], noise_mode="const").cpu())
         write_grid(out_dir / f"stepper-{step:07d}.png", frames)
         video_frames = round(config.sample_video_seconds * run.data.fps)
@@ -203,7 +203,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             whole = holdout.whole_clip(int(row[0]["clip"]))  # type: ignore[attr-defined]
             mel = whole["mel"][:video_frames].unsqueeze(0).to(device)
             rng = torch.Generator().manual_seed(config.sample_seed)
-            ws = latents(mel, inverter, stepper, rng)[0]
+            ws = latents(mel, inverter, stepper, rng)[0][0]
             clip_frames = torch.cat([G.synthesis(ws[i : i + 8], noise_mode="const").cpu() for i in range(0, ws.shape[0], 8)])
             write_sample_video(out_dir / f"stepper-{step:07d}-{classes[label]}.mp4", clip_frames, run.data.fps,
                                whole["path"], clip_frames.shape[0] / run.data.fps)
