@@ -64,11 +64,11 @@ def test_measure_picks_the_fastest_and_stops_the_slow_ones_early(monkeypatch, ti
     n = len(tiny_G.synthesis.layers())
     assert m.backend == "fast-torch"
     assert m.ms["fast-torch"] == pytest.approx(n * 1.0) and "fast-torch" not in m.stopped
-    # Stopped once over 2x the leader and 10 ms behind it: reference after one call, fast after four
-    # (3 ms behind per call); their times are lower bounds.
+    # Stopped once over 2x the leader, 10 ms behind it and slower on most of at least two calls:
+    # reference after two calls, fast after four (3 ms behind per call); their times are lower bounds.
     assert set(m.stopped) == {"fast", "reference"}
-    assert m.ms["fast"] == pytest.approx(16.0) and m.ms["reference"] == pytest.approx(50.0)
-    assert clock.calls == {"fast": 2 * 4, "fast-torch": 2 * n, "reference": 1}  # short calls run twice
+    assert m.ms["fast"] == pytest.approx(16.0) and m.ms["reference"] == pytest.approx(100.0)
+    assert clock.calls == {"fast": 2 * 4, "fast-torch": 2 * n, "reference": 2 * 2}  # two runs per call
     assert m.seconds <= backend_choice.BUDGET_SECONDS
 
 
@@ -89,6 +89,24 @@ def test_a_model_too_slow_for_the_budget_is_still_decided_in_time(monkeypatch, t
     assert m.backend == "fast-torch"  # cheapest on the calls every candidate timed
     assert set(m.stopped) == {"fast", "fast-torch", "reference"}
     assert clock.calls == {"fast": 1, "fast-torch": 1, "reference": 1}  # long calls are not repeated
+
+
+def test_one_stalled_call_does_not_stop_the_fastest(monkeypatch, tiny_G):
+    """A busy machine stalls one run for 0.5 s: the stalled candidate still wins (each call runs
+    twice in the first round and counts its faster run)."""
+    clock = FakeClock()
+    stalls = iter([0.5])  # the first run of fast's first call
+    monkeypatch.setattr(backend_choice.time, "perf_counter", clock)
+
+    def implementation(name):
+        def run(x, **kwargs):
+            clock.now += next(stalls, 0.001) if name == "fast" else 0.003
+        return run
+
+    monkeypatch.setattr(backend_choice, "_implementation", implementation)
+    m = backend_choice.measure(tiny_G, ["fast", "fast-torch"])
+    assert m.backend == "fast" and "fast" not in m.stopped
+    assert m.relative["fast-torch"] == pytest.approx(3.0)
 
 
 def test_a_busy_machine_does_not_run_past_the_budget(monkeypatch, tiny_G):

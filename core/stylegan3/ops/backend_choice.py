@@ -6,10 +6,11 @@ filters, factors and padding, on a random input of the shape its modulated conv 
 float32: the live path), smallest first. No full frame is synthesised, so a 256 px model whose frame takes seconds
 on a CPU is measured well within the budget. The candidates run call by call, interleaved, so they
 share whatever load the machine has; a candidate's cost is the sum over calls of each call's
-minimum over rounds. Short calls run twice in the first round (warm-up, then timed). A candidate
-more than ABORT_FACTOR times slower than the leader on the calls timed so far is stopped; a call
-starts only if it should end within BUDGET_SECONDS, so on a busy machine the candidates are
-compared on the calls all of them timed.
+minimum over its runs (two in the first round: warm-up, and one stall is not a verdict; one per
+later round). A candidate clearly slower than the leader (ABORT_FACTOR times and
+ABORT_MIN_GAP_SECONDS behind, and slower on most calls) is stopped; a call starts only if it should
+end within BUDGET_SECONDS, so on a busy machine the candidates are compared on the calls all of them
+timed.
 
 The result is cached in a small JSON file (`cache_path()`), keyed by the CPU's flags, torch's
 version, the ops' source, the model's config, the device, the thread count and which candidates
@@ -42,7 +43,6 @@ BUDGET_SECONDS = 2.0  # the issue allows 3 s; one call can overrun by a fraction
 ABORT_FACTOR = 2.0  # stop timing a candidate once it is this many times slower than the best
 ABORT_MIN_GAP_SECONDS = 0.01  # ... and this much behind (a 0.1 ms call's ratio is mostly noise)
 MAX_ROUNDS = 5
-REPEAT_BELOW_SECONDS = 0.02  # first-round calls shorter than this are run twice (the first warms up)
 CACHE_FORMAT = 2
 CACHE_FILE = "ops_backend_choice.json"
 MAX_CACHE_ENTRIES = 64
@@ -160,6 +160,15 @@ def make_input(shape: tuple[int, ...], device: torch.device, seed: int = 0) -> t
     return x.contiguous(memory_format=torch.channels_last if device.type == "cpu" else torch.contiguous_format)
 
 
+def _clearly_slower(times: list[float], leader: list[float]) -> bool:
+    """Over ABORT_FACTOR times and ABORT_MIN_GAP_SECONDS behind the leader in total, and slower on
+    at least two thirds of at least two calls (one stalled call is not enough)."""
+    total, lead = sum(times), sum(leader)
+    slower_calls = sum(t > t_lead for t, t_lead in zip(times, leader))
+    return (len(times) >= 2 and 3 * slower_calls >= 2 * len(times)
+            and total > ABORT_FACTOR * lead and total - lead > ABORT_MIN_GAP_SECONDS)
+
+
 def _work(call: tuple[tuple[int, ...], dict[str, Any]]) -> float:
     """Rough cost of a call: samples at the upsampled rate."""
     shape, kwargs = call
@@ -192,28 +201,28 @@ def measure(G: torch.nn.Module, names: list[str], budget_s: float = BUDGET_SECON
         for i, (shape, kwargs) in enumerate(calls):
             # Start the call only if all candidates' runs of it should end within the budget (a call
             # not timed yet is guessed from the previous one, scaled by size); the first always runs.
-            guess = sum(best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * work[i] / work[i - 1]
+            growth = min(work[i] / work[i - 1], 4.0) if i > 0 else 1.0  # capped: tiny calls are mostly overhead
+            guess = sum(best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * growth
                         for n in running) if i > 0 else 0.0
+            guess *= 2 if rounds == 0 else 1
             if (i > 0 or rounds > 0) and time.perf_counter() - started + guess > budget_s:
                 complete = False
                 break
             x = inputs[i] if i in inputs else inputs.setdefault(i, make_input(shape, device, seed=i))
-            for n in running:  # interleaved call by call: every candidate sees the same machine load
-                for _ in range(2):
+            # Interleaved call by call, so every candidate sees the same machine load; twice in the
+            # first round (the first run warms up, and one stall of a busy machine is not a verdict).
+            for run in range(2 if rounds == 0 else 1):
+                if run == 1 and time.perf_counter() - started + sum(best[n][i] for n in running) > budget_s:
+                    break  # a second run of a long call would not fit
+                for n in running:
                     t0 = time.perf_counter()
                     impls[n](x, **kwargs)
                     sync()
-                    dt = time.perf_counter() - t0
-                    best[n][i] = min(best[n][i], dt)
-                    # First round: short calls run twice (warm-up, then timed); a long one is its own warm-up.
-                    if rounds > 0 or dt >= REPEAT_BELOW_SECONDS:
-                        break
+                    best[n][i] = min(best[n][i], time.perf_counter() - t0)
             if rounds == 0:
                 timed = i + 1
-                leader = min(cost(n, timed) for n in running)
-                clearly_slower = [n for n in running if cost(n, timed) > ABORT_FACTOR * leader
-                                  and cost(n, timed) - leader > ABORT_MIN_GAP_SECONDS]
-                for n in clearly_slower:
+                leader = min(running, key=lambda n: cost(n, timed))
+                for n in [n for n in running if _clearly_slower(best[n][:timed], best[leader][:timed])]:
                     running.remove(n)
                     stopped[n] = cost(n, timed) * 1e3
         if not complete:
