@@ -109,6 +109,15 @@ def test_one_stalled_call_does_not_stop_the_fastest(monkeypatch, tiny_G):
     assert m.relative["fast-torch"] == pytest.approx(3.0)
 
 
+def test_a_hopeless_candidate_is_let_go_when_time_runs_short(monkeypatch, tiny_G):
+    """The reference eats half the budget on the first call: it is dropped, the others finish."""
+    fake_ops(monkeypatch, {"fast": 0.005, "fast-torch": 0.008, "reference": 0.5})
+    m = backend_choice.measure(tiny_G, ["fast", "fast-torch", "reference"])
+    n = len(tiny_G.synthesis.layers())
+    assert m.backend == "fast" and "reference" in m.stopped and m.calls == (n, n)
+    assert m.seconds <= backend_choice.BUDGET_SECONDS
+
+
 def test_a_busy_machine_does_not_run_past_the_budget(monkeypatch, tiny_G):
     """Calls of 0.3-0.9 s (a 256 px model on a loaded machine): no call starts that would end past
     the budget, and the fastest candidate on the calls all of them timed wins."""

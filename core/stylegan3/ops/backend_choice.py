@@ -202,10 +202,23 @@ def measure(G: torch.nn.Module, names: list[str], budget_s: float = BUDGET_SECON
             # Start the call only if all candidates' runs of it should end within the budget (a call
             # not timed yet is guessed from the previous one, scaled by size); the first always runs.
             growth = min(work[i] / work[i - 1], 4.0) if i > 0 else 1.0  # capped: tiny calls are mostly overhead
-            guess = sum(best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * growth
-                        for n in running) if i > 0 else 0.0
-            guess *= 2 if rounds == 0 else 1
-            if (i > 0 or rounds > 0) and time.perf_counter() - started + guess > budget_s:
+
+            def guess(n: str) -> float:
+                runs = 2 if rounds == 0 else 1
+                return runs * (best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * growth if i > 0 else 0.0)
+
+            def late() -> bool:
+                return (i > 0 or rounds > 0) and time.perf_counter() - started + sum(map(guess, running)) > budget_s
+
+            # Out of time for everyone: first let go of candidates already ABORT_FACTOR times behind.
+            while late() and len(running) > 1 and rounds == 0:
+                leader = min(running, key=lambda n: cost(n, timed))
+                worst = max(running, key=lambda n: cost(n, timed))
+                if cost(worst, timed) <= ABORT_FACTOR * cost(leader, timed):
+                    break
+                running.remove(worst)
+                stopped[worst] = cost(worst, timed) * 1e3
+            if late():
                 complete = False
                 break
             x = inputs[i] if i in inputs else inputs.setdefault(i, make_input(shape, device, seed=i))
