@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.audio.decode import MAX_SPAN_SECONDS, AudioFileReader, StreamingResampler, to_mono
+from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader, StreamingResampler, to_mono
 from core.audio.demo import demo_soundscape
 from core.audio.windows import StreamingWindower, num_video_frames
 from core.errors import SoundvjError
@@ -104,19 +104,25 @@ def load_render_audio(
     plus the track to mux. A file is opened once here, so its problems surface before any rendering."""
     if path is None:
         return _demo_audio(sample_rate, start, seconds)
-    with AudioFileReader(path, start, seconds) as probe:
-        native_rate, channels, declared = probe.sample_rate, probe.channels, probe.declared_seconds
+    probe = AudioFileReader(path, start, seconds, chunk_seconds=CHUNK_SECONDS)
+    native_rate, channels, declared = probe.sample_rate, probe.channels, probe.declared_seconds
+    if not probe.is_stream:
+        probe.close()  # each reading opens the file again
     mux_rate = native_rate if native_rate in AAC_SAMPLE_RATES else FALLBACK_SAMPLE_RATE
     expected = None if declared is None else max(0.0, declared - start)
     if seconds is not None:
         expected = seconds if expected is None else min(seconds, expected)
     audio: RenderAudio
+    stream_reader = [probe] if probe.is_stream else []  # stdin or a FIFO: the one reading there is
 
     def open_pieces() -> Iterator[AudioPiece]:
         audio.notes.clear()  # each reading says its own
+        if probe.is_stream and not stream_reader:
+            raise SoundvjError(f"{path}: a stream (stdin or a FIFO) can be rendered once")
+        reader = stream_reader.pop() if stream_reader else AudioFileReader(path, start, seconds, CHUNK_SECONDS)
         to_model = StreamingResampler(native_rate, sample_rate)
         to_mux = StreamingResampler(native_rate, mux_rate)
-        with AudioFileReader(path, start, seconds, chunk_seconds=CHUNK_SECONDS) as reader:
+        with reader:
             for chunk in reader.chunks():
                 samples = torch.from_numpy(chunk)
                 yield (to_model.push(to_mono(samples)),
@@ -125,7 +131,8 @@ def load_render_audio(
                 audio.notes.append(reader.ended_early)
         yield to_model.flush(), to_mux.flush().numpy()
 
-    audio = RenderAudio(str(path), sample_rate, mux_rate, 1 if channels == 1 else 2, expected, open_pieces)
+    label = "standard input" if str(path) == STDIN else str(path)
+    audio = RenderAudio(label, sample_rate, mux_rate, 1 if channels == 1 else 2, expected, open_pieces)
     return audio
 
 
@@ -366,7 +373,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("render", help="render an audio file (or --demo) to an mp4 with the sound muxed in")
-    p.add_argument("audio", nargs="?", help="wav, flac, ogg, mp3, m4a, or a video file's audio track")
+    p.add_argument("audio", nargs="?", help="wav, flac, ogg, mp3, m4a, or a video file's audio track; "
+                   "'-' reads standard input (a FIFO works too)")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (written atomically)")
     p.add_argument("--demo", action="store_true", help="use the built-in synthesised soundscape (no input file)")
     p.add_argument("--model", default=None, help="NVIDIA .pkl or soundvj .safetensors (default: embedded model)")

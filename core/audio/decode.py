@@ -10,8 +10,10 @@ before a performance, and silently zeroing it would hide the damage; the live pa
 
 from __future__ import annotations
 
+import errno
 import math
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
 
 _SEEK_PREROLL_SECONDS = 0.5
+STDIN = "-"  # the audio path that means standard input
+
 # Longest start offset or span, in seconds (11.6 days): far past any set, and seconds x rate stays exact.
 MAX_SPAN_SECONDS = 1e6
 
@@ -134,16 +138,23 @@ class AudioFileReader:
                  chunk_seconds: float = 0.5):
         self.path = Path(path)
         _check_span(start, seconds)
-        if not self.path.exists():
-            raise SoundvjError(f"audio file {str(self.path)!r}: not found")
-        if self.path.is_dir():
-            raise SoundvjError(f"audio file {str(self.path)!r}: is a directory, expected an audio or video file")
+        # "-" is standard input and a FIFO is read as it comes: both once, front to back (no seeking).
+        self.is_stream = str(path) == STDIN
+        if not self.is_stream:
+            if not self.path.exists():
+                raise SoundvjError(f"audio file {str(self.path)!r}: not found")
+            if self.path.is_dir():
+                raise SoundvjError(f"audio file {str(self.path)!r}: is a directory, expected an audio or video file")
+            self.is_stream = not self.path.is_file()
         self.start, self.seconds, self.chunk_seconds = start, seconds, chunk_seconds
         self.ended_early: str | None = None
         self.samples_read = 0
         try:
-            self._container = av.open(str(self.path))
+            # A FIFO with no writer yet blocks here, as with any Unix tool; Ctrl-C ends the wait.
+            self._container = av.open(sys.stdin.buffer if str(path) == STDIN else str(self.path))
         except av.FFmpegError as err:
+            if getattr(err, "errno", None) == errno.EINTR:
+                raise KeyboardInterrupt from None
             raise SoundvjError(
                 f"audio file {str(self.path)!r}: could not be read as audio/video ({_one_line(err)}); "
                 "expected wav, flac, ogg, mp3, m4a, mp4, mkv or webm"
@@ -155,7 +166,7 @@ class AudioFileReader:
                     f"audio file {str(self.path)!r}: has no audio stream (contains {', '.join(kinds)})"
                 )
             self._stream = self._container.streams.audio[0]
-            self.declared_seconds = _declared_seconds(self.path, self._container, self._stream)
+            self.declared_seconds = None if self.is_stream else _declared_seconds(self.path, self._container, self._stream)
             self.sample_rate = 0
             self.channels = 0
             self._pieces = self._decode_pieces()
@@ -216,7 +227,7 @@ class AudioFileReader:
         """Decoded [channels, n] pieces covering [start, start + seconds), at the stream's own rate."""
         container, stream, path, start, seconds = self._container, self._stream, self.path, self.start, self.seconds
         stream_t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        if start > _SEEK_PREROLL_SECONDS:
+        if start > _SEEK_PREROLL_SECONDS and not self.is_stream:
             # Seek a little early: mp3/aac/opus decoders need a few frames to settle after a jump
             # (bit reservoir, overlap), and samples before `start` are trimmed below by frame time.
             target = start - _SEEK_PREROLL_SECONDS + stream_t0
