@@ -11,15 +11,19 @@ import torch
 
 
 def items_per_class(dataset: torch.utils.data.Dataset, num_classes: int, per_class: int) -> list[list[dict]]:
-    """Up to `per_class` items of each class, in dataset order (the same every time: a fixed grid)."""
-    rows: list[list[dict]] = [[] for _ in range(num_classes)]
+    """Up to `per_class` items of each class, spread evenly over that class's items (a fixed grid: the
+    same items every time). The first item of a clip hears mostly the silence before it starts."""
+    indices: list[list[int]] = [[] for _ in range(num_classes)]
+    items, labels = getattr(dataset, "items", None), getattr(dataset, "labels", None)
     for i in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[i]
-        row = rows[int(item["label"])]
-        if len(row) < per_class:
-            row.append(item)
-        if all(len(r) >= per_class for r in rows):
-            break
+        # ClipDataset knows each item's clip and each clip's label without decoding anything.
+        label = labels[items[i][0]] if items is not None and labels is not None else int(dataset[i]["label"])
+        indices[label].append(i)
+    rows = []
+    for found in indices:
+        count = min(per_class, len(found))
+        picks = [found[(k * len(found) + len(found) // 2) // count] for k in range(count)] if count else []
+        rows.append([dataset[i] for i in picks])
     return rows
 
 
