@@ -48,6 +48,11 @@ from core.video_writer import (
 DEMO_SECONDS = 24.0
 DEMO_MAX_SECONDS = 3600.0  # the demo soundscape's own limit
 MAX_BATCH = 64  # frames in flight; more only costs memory
+# Memory an output size needs beyond the model, measured here (libx264 preset medium, 2 cores): a
+# 60-frame 4096x4096 render peaked 3.3 GB above a render at the model's size, about 160 bytes a
+# pixel held by the encoder (look-ahead and frame threads) and ~22 for scaling and conversion.
+BYTES_PER_OUTPUT_PIXEL = 185
+SIZE_NOTE_BYTES = 1 << 30  # above this, say up front what the size will need
 CHUNK_SECONDS = 0.5  # audio pushed per windower call; any size gives the same windows
 
 
@@ -172,6 +177,39 @@ def fit_frames(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return frames[:, :, top : top + height, left : left + width]
 
 
+def output_memory_bytes(width: int, height: int) -> int:
+    """Rough peak memory (bytes) that scaling to and encoding at width x height add to a render."""
+    return width * height * BYTES_PER_OUTPUT_PIXEL
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_size_fits(size: tuple[int, int]) -> str | None:
+    """Refuse a size whose scaling and encoding would not fit in the memory available now; for a
+    size that needs over a gigabyte, the note to print up front (else None)."""
+    width, height = size
+    need = output_memory_bytes(width, height)
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise SoundvjError(
+            f"--size {width}x{height}: needs about {need / 2**30:.1f} GB of memory to scale and encode, "
+            f"{available / 2**30:.1f} GB is available; choose a smaller size"
+        )
+    if need > SIZE_NOTE_BYTES:
+        return f"--size {width}x{height} needs about {need / 2**30:.1f} GB of memory to scale and encode"
+    return None
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         w_text, h_text = text.lower().split("x")
@@ -214,7 +252,7 @@ def render(
             for group in _batches(windows, batch):
                 frames = pipeline.step_batch(torch.stack(group))
                 for frame in frames:  # scaled one at a time: a batch of 8192 px frames would not fit
-                    writer.write(to_uint8_rgb(fit_frames(frame[None], width, height)[0]).cpu().numpy())
+                    writer.write(_scaled_rgb(frame, width, height))
                 produced += len(group)
                 bar.update(len(group))
     finally:
@@ -222,6 +260,13 @@ def render(
     elapsed = time.perf_counter() - started
     return RenderResult(out, produced, elapsed, pipeline.times.as_ms_per_frame(),
                         1000 * windowing_seconds[0] / max(produced, 1))
+
+
+def _scaled_rgb(frame: torch.Tensor, width: int, height: int, rows: int = 256) -> np.ndarray:
+    """One generator frame [3, r, r] as uint8 [height, width, 3], scaled and cropped. The uint8
+    conversion runs `rows` rows at a time, so its float temporaries stay small at 8192 px."""
+    scaled = fit_frames(frame[None], width, height)[0]
+    return torch.cat([to_uint8_rgb(scaled[:, i : i + rows]) for i in range(0, height, rows)]).cpu().numpy()
 
 
 def streamed_frame_windows(
@@ -345,6 +390,9 @@ def check_render_args(args: argparse.Namespace) -> tuple[tuple[int, int] | None,
 
 def _cmd_render(args: argparse.Namespace) -> int:
     size, params = check_render_args(args)
+    note = check_size_fits(size) if size else None
+    if note:
+        print(f"soundvj: note: {note}", file=sys.stderr)
     model = load_model(args.model, device=args.device)
     audio = load_render_audio(None if args.demo else args.audio, model.mel_config.sample_rate, args.start, args.seconds)
     if ops_backend.kernel_pending(model.device.type):

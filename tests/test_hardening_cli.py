@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from core.cli import main
+from core.errors import SoundvjError
 from core.model import save_full_model
 from core.video_writer import Mp4Writer
 from tests.hardening_helpers import assert_refused, run_soundvj
@@ -240,3 +241,30 @@ def test_fifo_without_writer_waits_and_ctrl_c_ends_it(tmp_path, tiny_model_file)
     assert proc.returncode == 130 and err.strip() == "soundvj: interrupted", err
     assert time.monotonic() - sent < 10
     assert not out.exists()
+
+
+# --- defect 9: big output sizes say up front what they need --------------------------------------
+
+def test_huge_size_says_what_it_needs_and_refuses_what_does_not_fit(monkeypatch):
+    import core.render as render_mod
+
+    monkeypatch.setattr(render_mod, "available_memory_bytes", lambda: 64 << 30)
+    note = render_mod.check_size_fits((8192, 8192))
+    assert note and "8192x8192" in note and "GB" in note
+    assert render_mod.check_size_fits((512, 512)) is None
+    monkeypatch.setattr(render_mod, "available_memory_bytes", lambda: 4 << 30)
+    with pytest.raises(SoundvjError) as e:
+        render_mod.check_size_fits((8192, 8192))
+    assert "--size 8192x8192" in str(e.value) and "available" in str(e.value)
+
+
+def test_scaling_converts_in_strips_with_the_same_pixels():
+    import torch
+
+    from core.render import _scaled_rgb, fit_frames
+    from core.video_writer import to_uint8_rgb
+
+    frame = torch.randn(3, 32, 32)
+    for width, height in ((48, 32), (1000, 600), (32, 32)):
+        expected = to_uint8_rgb(fit_frames(frame[None], width, height)[0]).numpy()
+        assert (_scaled_rgb(frame, width, height, rows=64) == expected).all()
