@@ -204,8 +204,8 @@ def measure(G: torch.nn.Module, names: list[str], budget_s: float = BUDGET_SECON
             growth = min(work[i] / work[i - 1], 4.0) if i > 0 else 1.0  # capped: tiny calls are mostly overhead
 
             def guess(n: str) -> float:
-                runs = 2 if rounds == 0 else 1
-                return runs * (best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * growth if i > 0 else 0.0)
+                one = best[n][i] if math.isfinite(best[n][i]) else best[n][i - 1] * growth if i > 0 else 0.0
+                return one * (2 if rounds == 0 else 1)
 
             def late() -> bool:
                 return (i > 0 or rounds > 0) and time.perf_counter() - started + sum(map(guess, running)) > budget_s
@@ -259,8 +259,8 @@ def measure(G: torch.nn.Module, names: list[str], budget_s: float = BUDGET_SECON
         both = min(timed_by[n], timed_by[choice])
         relative[n] = cost(n, both) / max(cost(choice, both), 1e-12)
     return Measurement(
-        backend=choice, ms=ms, stopped=tuple(partial), relative=relative, calls=(k, len(calls)), seconds=time.perf_counter() - started, rounds=rounds,
-        key=choice_key(G), model=model_summary(G),
+        backend=choice, ms=ms, stopped=tuple(partial), relative=relative, calls=(k, len(calls)),
+        seconds=time.perf_counter() - started, rounds=rounds, key=choice_key(G), model=model_summary(G),
         measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
 
