@@ -123,8 +123,9 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_model_file):
     folder = _full_disk(tmp_path)
     try:
         out = folder / "out.mp4"
-        run = run_soundvj(["render", "--demo", "--seconds", "2", "-o", str(out), "--quiet",
-                           "--model", str(tiny_model_file)])
+        # A real (short) render before the disk fills: more work than the 60 s meant for hostile files.
+        run = run_soundvj(["render", "--demo", "--seconds", "1", "--fps", "8", "-o", str(out), "--quiet",
+                           "--model", str(tiny_model_file)], timeout=300)
         assert_refused(run, str(out), "No space left on device")
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]
     finally:
@@ -136,8 +137,8 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, tiny_model_fil
     folder = tmp_path / "out"
     folder.mkdir()
     out = folder / "out.mp4"
-    run = run_soundvj(["render", "--demo", "--seconds", "2", "-o", str(out), "--quiet",
-                       "--model", str(tiny_model_file)], max_file_bytes=20_000)
+    run = run_soundvj(["render", "--demo", "--seconds", "1", "--fps", "8", "-o", str(out), "--quiet",
+                       "--model", str(tiny_model_file)], max_file_bytes=8_000, timeout=300)
     assert_refused(run, str(out), "too large")
     assert list(folder.iterdir()) == []
 

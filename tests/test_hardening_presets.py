@@ -42,10 +42,15 @@ def test_alias_bomb_is_refused_quickly_in_one_line(tmp_path, where):
     }[where]
     path = write(tmp_path, text)
     assert path.stat().st_size < 1024
-    run = run_soundvj(["render", "--demo", "-o", str(tmp_path / "out.mp4"), "--preset", str(path)])
-    assert_refused(run, str(path))
-    assert len(run.stderr) < 400
-    assert not (tmp_path / "out.mp4").exists()
+    if where == "param":  # one in a child process under the memory cap; the others in this process
+        run = run_soundvj(["render", "--demo", "-o", str(tmp_path / "out.mp4"), "--preset", str(path)])
+        assert_refused(run, str(path))
+        assert len(run.stderr) < 400
+        assert not (tmp_path / "out.mp4").exists()
+        return
+    with pytest.raises(SoundvjError) as e:
+        load_preset(path)
+    assert str(path) in str(e.value) and "aliases" in str(e.value) and len(str(e.value)) < 400
 
 
 def test_huge_preset_file_is_refused_by_size(tmp_path):
