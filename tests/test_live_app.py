@@ -60,7 +60,8 @@ def test_window_opens_and_shows_a_picture(app_window, qtbot):
     assert view.std() > 10, "the picture area is blank"
     # The scopes show what the model hears: noise fills the newest columns of the mel window
     # (the older ones may still be the silence from before playback started).
-    assert window.mel_scope.last is not None and window.mel_scope.last[:, -10:].mean() > 0.2
+    qtbot.waitUntil(lambda: window.mel_scope.last is not None and window.mel_scope.last[:, -10:].mean() > 0.2,
+                    timeout=10000)
 
 
 def test_panel_change_reaches_the_render_thread_within_two_frames(app_window, qtbot):
