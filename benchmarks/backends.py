@@ -21,25 +21,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.stylegan3.networks as networks  # noqa: E402
-from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator  # noqa: E402
 from core.stylegan3.ops import backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
+from benchmarks.generators import build, vector_flags  # noqa: E402
 
 CONFIGS = {"default": None, "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
 
 
-def vector_flags() -> str:
-    flags = set(cpp_kernel.cpu_flags().split())
-    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
-
-
-def build(config: tuple[int, int, int] | None) -> networks.Generator:
-    if config is None:
-        return default_generator()
-    res, base, cmax = config
-    torch.manual_seed(0)
-    kwargs = dict(DEFAULT_GENERATOR_CONFIG, img_resolution=res, channel_base=base, channel_max=cmax)
-    return networks.Generator(**kwargs).eval().requires_grad_(False)
 
 
 def frame_ms(G: networks.Generator, names: list[str], reps: int) -> dict[str, float]:

@@ -18,9 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core.stylegan3.networks as networks  # noqa: E402
-from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator  # noqa: E402
 from core.stylegan3.live_synthesis import LiveSynthesis, LiveSynthesisOptions  # noqa: E402
+from benchmarks.generators import build  # noqa: E402
 
 CONFIGS = {"default": None, "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
 VARIANTS = {
@@ -31,14 +30,6 @@ VARIANTS = {
     "fp16 + channels_last + CUDA graph": LiveSynthesisOptions(fp16=True, channels_last=True, cuda_graph=True),
 }
 
-
-def build(config: tuple[int, int, int] | None) -> networks.Generator:
-    if config is None:
-        return default_generator()
-    res, base, cmax = config
-    torch.manual_seed(0)
-    kwargs = dict(DEFAULT_GENERATOR_CONFIG, img_resolution=res, channel_base=base, channel_max=cmax)
-    return networks.Generator(**kwargs).eval().requires_grad_(False)
 
 
 def median_ms(live: LiveSynthesis, ws: torch.Tensor, reps: int) -> float:

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.stylegan3.networks as networks  # noqa: E402
-from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator  # noqa: E402
 from core.stylegan3 import ops  # noqa: E402
 from core.stylegan3.ops import backend, backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
+from benchmarks.generators import build, vector_flags  # noqa: E402
 
 # name -> (img_resolution, channel_base, channel_max); StyleGAN3-T, 14 layers.
 CONFIGS = {
@@ -44,18 +44,6 @@ BREAKDOWN_CONFIG = "T 128 (issue)"
 PATHS = ("reference", "fast-torch", "fast")
 
 
-def vector_flags() -> str:
-    flags = set(cpp_kernel.cpu_flags().split())
-    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
-
-
-def build(config: tuple[int, int, int] | None) -> networks.Generator:
-    if config is None:
-        return default_generator()
-    res, base, cmax = config
-    torch.manual_seed(0)
-    kwargs = dict(DEFAULT_GENERATOR_CONFIG, img_resolution=res, channel_base=base, channel_max=cmax)
-    return networks.Generator(**kwargs).eval().requires_grad_(False)
 
 
 def conv_gflop_per_sample(G: networks.Generator) -> float:

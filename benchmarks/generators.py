@@ -1,0 +1,25 @@
+"""Generators the synthesis benchmarks time: the embedded default, or a StyleGAN3-T of a given size
+(seeded, so every benchmark times the same weights), and the CPU's vector flags for the report."""
+
+from __future__ import annotations
+
+import torch
+
+import core.stylegan3.networks as networks
+from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator
+from core.stylegan3.ops import cpp_kernel
+
+
+def vector_flags() -> str:
+    flags = set(cpp_kernel.cpu_flags().split())
+    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
+
+
+def build(config: tuple[int, int, int] | None) -> networks.Generator:
+    """`None`: the embedded default; (resolution, channel_base, channel_max): a seeded StyleGAN3-T."""
+    if config is None:
+        return default_generator()
+    res, base, cmax = config
+    torch.manual_seed(0)
+    kwargs = dict(DEFAULT_GENERATOR_CONFIG, img_resolution=res, channel_base=base, channel_max=cmax)
+    return networks.Generator(**kwargs).eval().requires_grad_(False)
