@@ -142,17 +142,8 @@ class LatentStepper(WSpaceModule):
             ws.append(w)
         return torch.stack(ws, dim=1)
 
-    def forward(
-        self,
-        w0: torch.Tensor,
-        w_hat_seq: torch.Tensor,
-        embed_seq: torch.Tensor,
-        alpha: AlphaLike,
-        noise_std: float,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """`rollout` under the name DistributedDataParallel hooks (training wraps the stepper in DDP)."""
-        return self.rollout(w0, w_hat_seq, embed_seq, alpha, noise_std, generator)
+    # DistributedDataParallel syncs gradients through `forward`; training wraps the stepper in DDP.
+    forward = rollout
 
     def _check_shapes(self, w_prev: torch.Tensor, w_hat_next: torch.Tensor, embed_next: torch.Tensor) -> None:
         expected = (self.num_ws, self.w_dim)
