@@ -21,6 +21,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors already exit 2; keep them one line
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):  # type: ignore[override]
+        # Python 3.11's argparse turns `--crf=--` into an empty list for a one-value flag; refuse it
+        # here so every command sees either a value of the flag's type or a usage error.
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one value, got '--'")
+        return super()._get_values(action, arg_strings)
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from core.model_file import describe_generator, load_generator

@@ -127,7 +127,7 @@ number_text = st.one_of(
     st.integers().map(str),
     st.integers(min_value=10**18, max_value=10**500).map(str),
     st.floats().map(repr),
-    st.sampled_from(["1e308", "-1e308", "nan", "inf", "-inf", "-0", "0x10", "1_000", "", " 3 ", "1e-320", "none"]),
+    st.sampled_from(["1e308", "-1e308", "nan", "inf", "-inf", "-0", "0x10", "1_000", "", " 3 ", "1e-320", "none", "--"]),
     st.text(alphabet="0123456789.eE+-xX_ ", max_size=12),
 )
 FLAGS = ["--start", "--seconds", "--crf", "--batch", "--seed", "--fps", "--alpha", "--alpha-fine", "--noise",
@@ -159,6 +159,17 @@ def test_render_numbers(scratch, flags, demo):
         assert_user_error(e)
         return
     assert params.fps > 0 and (size is None or min(size) >= 2)
+
+
+@pytest.mark.parametrize("flag", ["--crf", "--seconds", "--start", "--seed", "--alpha"])
+def test_double_dash_as_a_flag_value_is_a_usage_error(flag):
+    # Python 3.11's argparse hands `--flag=--` through as an empty list; the parser must refuse it
+    from core.cli import build_parser
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["render", "--demo", "-o", "out.mp4", f"{flag}=--"])
+    assert e.value.code == 2 and flag in err.getvalue() and err.getvalue().count("\n") == 1
 
 
 # --- the safetensors header reader ---------------------------------------------------------------
