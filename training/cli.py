@@ -39,6 +39,8 @@ STAGES: dict[str, StageEntry] = {
                            "stage 2: the sound inversion encoder E_I (L_enc)"),
     "stepper": StageEntry("training.stages.stepper", "stepper.yaml",
                           "stage 3: the latent stepper, with image and video discriminators"),
+    "generator": StageEntry("training.stages.generator", "generator.yaml",
+                            "a StyleGAN3 generator (T or R) from an image folder (a folder per class: conditional)"),
 }
 
 EXIT_BY_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
