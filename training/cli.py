@@ -108,6 +108,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return int(run_cli(args) or 0)
 
 
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from training.recipe import is_done, load_recipe, run_recipe, step_argv
+
+    variables = {}
+    for item in args.variables:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SoundvjError(f"--var {item!r}: expected NAME=VALUE")
+        variables[name] = value
+    if args.hours is not None and not 0 < args.hours <= 24:
+        raise SoundvjError(f"--hours {args.hours}: expected a number of hours in (0, 24]")
+    recipe = load_recipe(args.recipe, variables)
+    if args.list:
+        for step in recipe.steps:
+            state = "done" if is_done(recipe, step) else "to do"
+            print(f"{step.name:<14} {state:<6} soundvj {' '.join(step_argv(recipe, step))}")
+        return 0
+    result = run_recipe(recipe, hours=args.hours, only=args.step)
+    if result.finished:
+        print(f"recipe {recipe.name}: all {len(recipe.steps)} steps done")
+    elif result.paused_at:
+        print(f"recipe {recipe.name}: paused at {result.paused_at}; run the same command again to continue")
+    return 0
+
+
 def register_train(sub: argparse._SubParsersAction) -> None:
     """`soundvj train <stage> ...` and `soundvj train export ...`."""
     p = sub.add_parser("train", help="train the sound models (a stage at a time), or export them")
@@ -134,6 +159,17 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--generator", default=None, metavar="MODEL",
                    help="generator (.pkl or .safetensors; default: the one the runs were trained with)")
     e.set_defaults(func=_cmd_export)
+
+    r = stages.add_parser("recipe", help="run a recipe (a chain of steps, e.g. data -> generator -> ... -> export) "
+                          "in resumable pieces", description="Run a recipe's unfinished steps for at most one piece "
+                          "(its piece_hours, or --hours); run it again to continue. See training/recipe.py.")
+    r.add_argument("recipe", help="recipe YAML, e.g. training/recipes/demo.yaml")
+    r.add_argument("--hours", type=float, default=None, help="this piece's time budget (default: the recipe's piece_hours)")
+    r.add_argument("--step", default=None, metavar="NAME", help="run only this step")
+    r.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one of the recipe's vars, e.g. --var runs=/data/runs (repeatable)")
+    r.add_argument("--list", action="store_true", help="print the steps, their commands and whether they are done, and exit")
+    r.set_defaults(func=_cmd_recipe)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,329 @@
+"""Recipes: a chain of soundvj commands (data -> generator -> clip -> ... -> export -> eval) run in pieces.
+
+A recipe is a YAML file (see `training/recipes/demo.yaml`)::
+
+    name: demo
+    vars: {data: runs/demo/data, runs: runs/demo}     # {data}, {runs} expand in every string below
+    state: demo-state                                 # relative to the recipe file: carried between machines
+    piece_hours: 2.0                                  # one `soundvj train recipe` call runs at most this long
+    steps:
+      - name: data                                    # a plain soundvj command, done when `creates` exists
+        command: [data, demo, "{data}"]
+        creates: "{data}/credits.json"
+      - name: generator                               # a training stage: `soundvj train <stage> --out {runs}/<name>`
+        stage: generator
+        args: [--data, "{data}/images"]
+        set: {loop.steps: 6000}
+
+`soundvj train recipe RECIPE` walks the steps in order. A finished step is skipped. A stage whose run
+folder holds a checkpoint is resumed from it. When the piece's time is up, the running stage gets SIGTERM
+(the loop finishes its step and writes a checkpoint) and the call ends; the next call continues there.
+
+Why a state folder: the run folders are large and stay on the machine that ran them, but a later piece
+may run on a fresh machine. After every piece each stage's checkpoint is copied into the state folder
+(the recipe's small, committed memory): a finished stage keeps only its weights and config (no optimiser
+state), the stage in progress its whole checkpoint. A missing run folder is restored from there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from core.errors import SoundvjError
+
+DONE_NAME = "DONE"
+CHECKPOINT_NAME = "checkpoint.pt"
+# After SIGTERM a stage finishes its step and writes a checkpoint; a generator step can take a while.
+STOP_GRACE_SECONDS = 300.0
+_STEP_KEYS = {"name", "command", "stage", "args", "set", "creates", "keep"}
+_TOP_KEYS = {"name", "vars", "state", "piece_hours", "steps"}
+
+
+@dataclass(frozen=True)
+class RecipeStep:
+    """One step: a training stage (resumable) or a plain command (done when `creates` exists)."""
+
+    name: str
+    stage: str | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    creates: str | None = None
+    keep: tuple[str, ...] = ()  # files of the run folder that later steps read (carried in the state)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    variables: dict[str, str]
+    state_dir: Path
+    piece_hours: float
+    steps: tuple[RecipeStep, ...] = field(default_factory=tuple)
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.variables.get("runs", f"runs/{self.name}"))
+
+    def run_dir(self, step: RecipeStep) -> Path:
+        return self.runs_dir / step.name
+
+
+def _expand(text: str, variables: dict[str, str], where: str) -> str:
+    try:
+        return str(text).format(**variables)
+    except (KeyError, IndexError, ValueError) as e:
+        raise SoundvjError(f"{where}: cannot expand {text!r} ({e}); known names: {sorted(variables)}") from None
+
+
+def load_recipe(path: str | Path, variables: dict[str, str] | None = None) -> Recipe:
+    """Read and check a recipe file; `variables` override its `vars`. One-line errors name the field."""
+    from training.config import read_yaml
+
+    path = Path(path)
+    data = read_yaml(path)
+    where = str(path)
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise SoundvjError(f"{where}: unknown key {unknown[0]!r}; expected {sorted(_TOP_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise SoundvjError(f"{where}: 'name' must be a non-empty string")
+    raw_vars = data.get("vars", {}) or {}
+    if not isinstance(raw_vars, dict) or not all(isinstance(v, (str, int, float)) for v in raw_vars.values()):
+        raise SoundvjError(f"{where}: 'vars' must map names to strings")
+    merged = {str(k): str(v) for k, v in raw_vars.items()}
+    merged.update(variables or {})
+    merged = {k: _expand(v, merged, f"{where}: vars.{k}") for k, v in merged.items()}
+    piece_hours = data.get("piece_hours", 2.0)
+    if isinstance(piece_hours, bool) or not isinstance(piece_hours, (int, float)) or not 0 < piece_hours <= 24:
+        raise SoundvjError(f"{where}: 'piece_hours' must be a number of hours in (0, 24], got {piece_hours!r}")
+    state = data.get("state", f"{name}-state")
+    if not isinstance(state, str) or not state:
+        raise SoundvjError(f"{where}: 'state' must be a folder name")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise SoundvjError(f"{where}: 'steps' must be a non-empty list")
+    steps: list[RecipeStep] = []
+    for i, raw in enumerate(raw_steps):
+        at = f"{where}: steps[{i}]"
+        if not isinstance(raw, dict):
+            raise SoundvjError(f"{at}: expected a mapping with name and stage or command")
+        unknown = sorted(set(raw) - _STEP_KEYS)
+        if unknown:
+            raise SoundvjError(f"{at}: unknown key {unknown[0]!r}; expected {sorted(_STEP_KEYS)}")
+        step_name = raw.get("name")
+        if not isinstance(step_name, str) or not step_name or "/" in step_name:
+            raise SoundvjError(f"{at}: 'name' must be a plain folder name")
+        if any(s.name == step_name for s in steps):
+            raise SoundvjError(f"{at}: step name {step_name!r} is used twice")
+        if ("stage" in raw) == ("command" in raw):
+            raise SoundvjError(f"{at} ({step_name}): give exactly one of 'stage' or 'command'")
+        at = f"{where}: step {step_name}"
+
+        def strings(key: str) -> tuple[str, ...]:
+            value = raw.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+                raise SoundvjError(f"{at}: '{key}' must be a list of strings")
+            return tuple(_expand(str(v), merged, f"{at}.{key}") for v in value)
+
+        overrides_raw = raw.get("set", {}) or {}
+        if not isinstance(overrides_raw, dict):
+            raise SoundvjError(f"{at}: 'set' must map config keys to values")
+        overrides = tuple(f"{k}={_expand(_yaml_scalar(v), merged, f'{at}.set.{k}')}" for k, v in overrides_raw.items())
+        stage = raw.get("stage")
+        if stage is not None:
+            from training.cli import STAGES
+
+            if stage not in STAGES:
+                raise SoundvjError(f"{at}: unknown stage {stage!r}; expected one of {sorted(STAGES)}")
+            if "creates" in raw:
+                raise SoundvjError(f"{at}: 'creates' is for commands; a stage is done when its run ends")
+        command = strings("command")
+        if stage is None and not command:
+            raise SoundvjError(f"{at}: 'command' must not be empty")
+        if stage is None and overrides:
+            raise SoundvjError(f"{at}: 'set' is for stages; put the command's options in 'command'")
+        creates = raw.get("creates")
+        if creates is not None and not isinstance(creates, str):
+            raise SoundvjError(f"{at}: 'creates' must be a path")
+        steps.append(RecipeStep(
+            name=step_name, stage=stage, command=command, args=strings("args"), overrides=overrides,
+            creates=_expand(creates, merged, f"{at}.creates") if creates else None, keep=strings("keep"),
+        ))
+    return Recipe(name=name, path=path, variables=merged, state_dir=(path.parent / state),
+                  piece_hours=float(piece_hours), steps=tuple(steps))
+
+
+def _yaml_scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        import json
+
+        return json.dumps(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# State carried between machines
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+
+
+def _strip_for_later_steps(src: Path, dst: Path) -> None:
+    """A finished stage's checkpoint without optimiser, scheduler and RNG state: what later steps read."""
+    from training.loop import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(src)
+    for key in ("optimizers", "schedulers", "rng", "pending_losses"):
+        payload.pop(key, None)
+    payload["finished"] = True
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dst, payload)
+
+
+def save_state(recipe: Recipe, step: RecipeStep) -> None:
+    """Copy what later pieces need of `step` into the recipe's state folder."""
+    run_dir, state = recipe.run_dir(step), recipe.state_dir / step.name
+    done = (run_dir / DONE_NAME).exists()
+    if step.stage and (run_dir / CHECKPOINT_NAME).exists():
+        if done:
+            _strip_for_later_steps(run_dir / CHECKPOINT_NAME, state / CHECKPOINT_NAME)
+        else:
+            _copy_atomic(run_dir / CHECKPOINT_NAME, state / CHECKPOINT_NAME)
+    for name in step.keep:
+        if (run_dir / name).exists():
+            _copy_atomic(run_dir / name, state / name)
+    if done:
+        state.mkdir(parents=True, exist_ok=True)
+        (state / DONE_NAME).write_text((run_dir / DONE_NAME).read_text())
+
+
+def restore_state(recipe: Recipe, step: RecipeStep) -> bool:
+    """Fill a missing run folder from the state folder. True if anything was restored."""
+    run_dir, state = recipe.run_dir(step), recipe.state_dir / step.name
+    if not state.is_dir() or (run_dir / CHECKPOINT_NAME).exists() or (run_dir / DONE_NAME).exists():
+        return False
+    restored = False
+    for src in sorted(state.iterdir()):
+        if src.is_file() and not src.name.startswith("."):
+            _copy_atomic(src, run_dir / src.name)
+            restored = True
+    return restored
+
+
+def is_done(recipe: Recipe, step: RecipeStep) -> bool:
+    if step.stage is None and step.creates is not None:
+        return Path(step.creates).exists()
+    return (recipe.run_dir(step) / DONE_NAME).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def step_argv(recipe: Recipe, step: RecipeStep) -> list[str]:
+    """The soundvj arguments that run `step` (resuming a stage when its run folder has a checkpoint)."""
+    if step.stage is None:
+        return list(step.command)
+    run_dir = recipe.run_dir(step)
+    argv = ["train", step.stage, "--out", str(run_dir), *step.args]
+    for item in step.overrides:
+        argv += ["--set", item]
+    if (run_dir / CHECKPOINT_NAME).exists():
+        argv += ["--resume"]
+    return argv
+
+
+@dataclass(frozen=True)
+class PieceResult:
+    finished: bool  # every step is done
+    ran: tuple[str, ...]
+    paused_at: str | None  # the step stopped by the piece's deadline
+
+
+def _run_until(argv: list[str], deadline: float, log: Callable[[str], None]) -> int | None:
+    """Run `soundvj ARGV`; at the deadline send SIGTERM and wait for its checkpoint. None if paused."""
+    cmd = [sys.executable, "-m", "core.cli", *argv]
+    proc = subprocess.Popen(cmd)
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    break
+        log("piece time is up: asking the stage to write its checkpoint (SIGTERM)")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the previous checkpoint stays valid
+            proc.wait()
+        return None
+    except BaseException:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+
+
+def run_recipe(
+    recipe: Recipe,
+    hours: float | None = None,
+    only: str | None = None,
+    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
+) -> PieceResult:
+    """Run the recipe's unfinished steps in order for at most `hours` (default: its `piece_hours`)."""
+    budget = (hours if hours is not None else recipe.piece_hours) * 3600.0
+    deadline = time.monotonic() + budget
+    ran: list[str] = []
+    steps = [s for s in recipe.steps if only is None or s.name == only]
+    if only is not None and not steps:
+        raise SoundvjError(f"recipe {recipe.name}: no step named {only!r}; steps: {[s.name for s in recipe.steps]}")
+    for step in steps:
+        if restore_state(recipe, step):
+            log(f"[{step.name}] restored from {recipe.state_dir / step.name}")
+        if is_done(recipe, step):
+            log(f"[{step.name}] done")
+            continue
+        if time.monotonic() >= deadline:
+            return PieceResult(False, tuple(ran), step.name)
+        argv = step_argv(recipe, step)
+        log(f"[{step.name}] soundvj {' '.join(argv)}")
+        started = time.monotonic()
+        code = _run_until(argv, deadline, log)
+        ran.append(step.name)
+        if code == 0 and step.creates is None:
+            recipe.run_dir(step).mkdir(parents=True, exist_ok=True)
+            (recipe.run_dir(step) / DONE_NAME).write_text(f"finished after {time.monotonic() - started:.0f} s in this piece\n")
+        if code in (0, None):
+            save_state(recipe, step)
+        if code is None:
+            log(f"[{step.name}] paused; run the same command again to continue from its checkpoint")
+            return PieceResult(False, tuple(ran), step.name)
+        if code != 0:
+            raise SoundvjError(f"recipe {recipe.name}: step {step.name} failed (exit {code}); its output is above")
+        if step.stage is None and step.creates is not None and not Path(step.creates).exists():
+            raise SoundvjError(f"recipe {recipe.name}: step {step.name} ended but did not create {step.creates}")
+        log(f"[{step.name}] finished in {time.monotonic() - started:.0f} s")
+    return PieceResult(all(is_done(recipe, s) for s in recipe.steps), tuple(ran), None)
