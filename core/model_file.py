@@ -14,7 +14,7 @@ import os
 import struct
 import warnings
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from core.stylegan3.networks import Generator
 
 FORMAT = "soundvj-model"
 VERSION = 1
+RESERVED_METADATA = ("soundvj.format", "soundvj.version", "generator.config", "sound.config", "source")
 DEFAULT_MODEL_NAME = "default"  # the embedded default generator, built from a seed (no file)
 
 
@@ -39,6 +40,7 @@ class ModelFileContents:
     sound_config: dict | None
     sound_state: dict[str, torch.Tensor] | None
     source: str
+    metadata: dict[str, str] = field(default_factory=dict)  # the free-form keys save_model(metadata=) wrote
 
 
 def atomic_write_path(final: Path) -> Path:
@@ -84,27 +86,33 @@ def save_model(
     sound_state: dict[str, torch.Tensor] | None = None,
     sound_config: dict | None = None,
     source: str = "",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write a model file atomically (temp file, then rename)."""
+    """Write a model file atomically (temp file, then rename). `metadata`: extra free-form string
+    fields (e.g. a trained generator's class names), kept apart from the reserved ones."""
     from safetensors.torch import save_file
 
     path = Path(path)
     check_writable_folder(path)
     tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    metadata = {
+    metadata_out = {
         "soundvj.format": FORMAT,
         "soundvj.version": str(VERSION),
         "generator.config": json.dumps(generator.init_kwargs, sort_keys=True),
         "source": source,
     }
+    for key, value in (metadata or {}).items():
+        if key in RESERVED_METADATA or not isinstance(value, str):
+            raise ValueError(f"save_model: metadata {key!r} is reserved or not a string")
+        metadata_out[key] = value
     if sound_state is not None:
         if sound_config is None:
             raise ValueError("save_model: sound_state needs its sound_config")
         tensors.update({f"sound.{k}": v.detach().cpu().contiguous() for k, v in sound_state.items()})
-        metadata["sound.config"] = json.dumps(sound_config, sort_keys=True)
+        metadata_out["sound.config"] = json.dumps(sound_config, sort_keys=True)
     tmp = atomic_write_path(path)
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=metadata_out)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -138,7 +146,8 @@ def read_model_file(path: str | os.PathLike) -> ModelFileContents:
     sound_state = {k[len("sound."):]: v for k, v in tensors.items() if k.startswith("sound.")}
     if not gen_state:
         raise SoundvjError(f"{path}: holds no generator tensors")
-    return ModelFileContents(gen_config, gen_state, sound_config, sound_state or None, meta.get("source", ""))
+    extra = {k: v for k, v in meta.items() if k not in RESERVED_METADATA}
+    return ModelFileContents(gen_config, gen_state, sound_config, sound_state or None, meta.get("source", ""), extra)
 
 
 def _json_field(path: Path, meta: dict, key: str) -> dict:

@@ -31,8 +31,25 @@ def frozen(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+GENERATOR_STAGE = "generator"
+GENERATOR_FILE = "generator.safetensors"  # G_ema, written by `train generator` at every checkpoint
+
+
 def frozen_generator(spec: str, device: torch.device) -> Generator:
-    """The generator the sound models are trained for: a model file, an NVIDIA pickle, or "default"."""
+    """The generator the sound models are trained for: a model file, an NVIDIA pickle, "default", or
+    the run folder (or its checkpoint.pt) of `train generator` (its exported G_ema)."""
+    from training.loop import CHECKPOINT_NAME
+
+    path = Path(spec) if spec and spec != "default" else None
+    if path is not None and (path.is_dir() or path.name == CHECKPOINT_NAME):
+        folder = path if path.is_dir() else path.parent
+        exported = folder / GENERATOR_FILE
+        if not exported.is_file():
+            raise SoundvjError(
+                f"generator {spec!r}: no {GENERATOR_FILE} in {folder} (expected the run folder of "
+                f"`train {GENERATOR_STAGE}`, a model file, an NVIDIA pickle or 'default')"
+            )
+        spec = str(exported)
     G = load_generator(spec or "default", device=device)
     return frozen(G)  # type: ignore[return-value]
 
