@@ -7,6 +7,11 @@
 The generator, CLIP and E_A (from a `train audio-encoder` run, decision: frozen) only pass gradients
 through. Decisions: AdamW at the official stage-3 E_I learning rate 5e-4 with a linear warm-up; CLIP
 sees the whole generated image once (the authors' code takes 32 random 224-px cut-outs of it).
+
+Beyond the paper (off by default): with a class-conditional generator whose class names are the
+dataset's, `lambda_class_w` adds `||w_hat - w_class(label)||^2`, `w_class` the mean mapped latent of the
+sound's class. It gives E_I a direct target in W where CLIP's gradient through the generator is weak
+(a small CLIP trained on little data), so the picture lands in the sound's class from the first steps.
 """
 
 from __future__ import annotations
@@ -45,6 +50,51 @@ class Config:
     weight_decay: float = setting(0.0, min=0.0, help="AdamW weight decay")
     warmup_steps: int = setting(50, min=0, help="linear learning-rate warm-up")
     samples_per_class: int = setting(4, min=1, max=64, help="held-out sounds per class in the sample grid")
+    lambda_class_w: float = setting(0.0, min=0.0, help="weight of ||w_hat - w_class(label)||^2 (class-conditional "
+                                    "generators whose class names match the data's; 0: off, as in the paper)")
+    class_latent_samples: int = setting(1024, min=1, max=100000, help="mapped latents averaged per class for w_class")
+
+
+def generator_classes(spec: str) -> list[str] | None:
+    """The class names a trained conditional generator carries in its model file (None: not known)."""
+    import json
+
+    from core.model_file import model_kind, read_model_file
+    from training.pretrained import GENERATOR_FILE
+    from training.loop import CHECKPOINT_NAME
+
+    path = Path(spec) if spec and spec != "default" else None
+    if path is None:
+        return None
+    if path.is_dir() or path.name == CHECKPOINT_NAME:
+        path = (path if path.is_dir() else path.parent) / GENERATOR_FILE
+    if not path.is_file() or model_kind(path) != "safetensors":
+        return None
+    text = read_model_file(path).metadata.get("training.classes")
+    return list(json.loads(text)) if text else None
+
+
+@torch.no_grad()
+def class_latents(G: Generator, spec: str, classes: tuple[str, ...] | list[str], samples: int, seed: int = 0) -> torch.Tensor:
+    """[classes, num_ws, w_dim]: the mean mapped latent of each data class, in the data's class order.
+
+    The generator must be class-conditional with the same class names (in any order); one-line errors."""
+    known = generator_classes(spec)
+    if G.c_dim == 0 or known is None:
+        raise SoundvjError(f"stage.lambda_class_w: the generator {spec!r} is not a class-conditional generator "
+                           "with class names (train one with `soundvj train generator` on a folder per class)")
+    missing = [c for c in classes if c not in known]
+    if missing:
+        raise SoundvjError(f"stage.lambda_class_w: the data's classes {missing} are not among the generator's {known}")
+    rng = torch.Generator().manual_seed(seed)
+    device = G.mapping.w_avg.device
+    out = []
+    for name in classes:
+        z = torch.randn([samples, G.z_dim], generator=rng).to(device)
+        c = torch.zeros([samples, G.c_dim], device=device)
+        c[:, known.index(name)] = 1
+        out.append(G.mapping(z, c).mean(dim=0))
+    return torch.stack(out)
 
 
 def model_config(config: Config, G: Generator) -> InversionEncoderConfig:
@@ -78,6 +128,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     classes = check_classes(dataset)
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
+    w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
 
     encoder = SoundInversionEncoder(model_config(config, G)).to(device)
     encoder.set_w_avg(G.mapping.w_avg)
@@ -94,6 +145,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             images = G.synthesis(w_hat, noise_mode="const")
             image_embed = clip.encode_images(images).float()
         parts = encoder_loss(image_embed, audio_embed, class_text[labels].float(), w_hat, G.mapping.w_avg, config.lambda_b)
+        if w_class is not None:
+            parts["class_latent"] = (w_hat - w_class[labels]).square().mean()
+            parts["loss"] = parts["loss"] + config.lambda_class_w * parts["class_latent"]
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimizer.step()
