@@ -225,8 +225,14 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_demo(args: argparse.Namespace) -> int:
+    from training.demo_data.build import run_cli
+
+    return run_cli(args)
+
+
 def register_data(sub: argparse._SubParsersAction) -> None:
-    """`soundvj data scan DIR` and `soundvj data synth DIR`."""
+    """`soundvj data scan DIR`, `soundvj data synth DIR` and `soundvj data demo DIR`."""
     p = sub.add_parser("data", help="inspect a training dataset, or write the procedural one")
     cmds = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=type(p))
     cmds.required = True
@@ -246,6 +252,21 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     y.add_argument("--seed", type=int, default=0)
     y.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     y.set_defaults(func=_cmd_data_synth)
+
+    d = cmds.add_parser("demo", help="build the labelled six-class demo set from Debian packages (sounds, photographs)")
+    d.add_argument("dir", help="output folder (built in DIR.partial, then renamed)")
+    d.add_argument("--size", type=int, default=64, help="image and frame size in pixels (default 64)")
+    d.add_argument("--images-per-class", type=int, default=600, help="generator training images per class (default 600)")
+    d.add_argument("--clips-per-class", type=int, default=48, help="training clips per class (default 48)")
+    d.add_argument("--clip-seconds", type=float, default=4.0, help="length of each clip (default 4)")
+    d.add_argument("--fps", type=float, default=24.0)
+    d.add_argument("--walk-seconds", type=float, default=7.0, help="seconds per class in demo_walk.wav (default 7)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--source-root", default="/", help="where the packages' files are (default /)")
+    d.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete set")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_data_demo)
+
 
 
 # ---------------------------------------------------------------------------------------------
