@@ -55,7 +55,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
     sound = _sound_summary(args.model)
     if sound:
         print(f"sound models: {sound}")
+    from core.model_credits import credit_lines, summary_lines
+
+    metadata = _model_metadata(args.model)
+    for line in summary_lines(metadata):
+        print(line)
+    if args.credits:
+        lines = credit_lines(metadata)
+        print("credits:" if lines else "credits:      none recorded in this model file")
+        for line in lines:
+            print(f"  {line}")
     return 0
+
+
+def _model_metadata(model: str | None) -> dict[str, str]:
+    """The free-form metadata of a soundvj model file ({} for the embedded default and pickles)."""
+    if model is None or model == "default":
+        return {}
+    from core.model_file import model_kind, read_model_file
+
+    path = Path(model)
+    return dict(read_model_file(path).metadata) if model_kind(path) == "safetensors" else {}
 
 
 def _sound_summary(model: str | None) -> str | None:
@@ -112,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="NVIDIA .pkl or soundvj .safetensors (default: the embedded model)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--backend", action="store_true", help="also show the measured op backend times and choice")
+    p.add_argument("--credits", action="store_true", help="also list every training file with its licence and credit")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("convert", help="convert an NVIDIA network pickle to a soundvj .safetensors model")

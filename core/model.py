@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ class SoundvjModel:
     mel_config: MelConfig
     source: str
     sound_is_seeded: bool  # True: the sound models are untrained stand-ins
+    metadata: dict[str, str] = field(default_factory=dict)  # free-form model-file fields (training data, credits)
 
     @property
     def device(self) -> torch.device:
@@ -199,17 +200,19 @@ def load_model(
     path = Path(path)
     if model_kind(path) == "pickle":
         G, sound_config, sound_state, source = generator_from_pickle(path), None, None, f"NVIDIA pickle {path.name}"
+        metadata = {}
     else:
         contents = read_model_file(path)
         G = build_generator(contents.generator_config, contents.generator_state, path)
         sound_config, sound_state, source = contents.sound_config, contents.sound_state, contents.source
+        metadata = dict(contents.metadata)
     if sound_state is None:
         warn(f"{path} has no sound models; using seeded untrained ones (motion follows the sound's "
              "loudness and spectrum, not its meaning)")
-        model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), source or str(path), True)
+        model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), source or str(path), True, metadata)
     else:
         sound, mel = _sound_from_file(path, sound_config or {}, sound_state, G)
-        model = SoundvjModel(G, sound, mel, source or str(path), False)
+        model = SoundvjModel(G, sound, mel, source or str(path), False, metadata)
     return _choose_ops_backend(model.to(dev))
 
 
@@ -229,4 +232,5 @@ def save_full_model(path: str | os.PathLike, model: SoundvjModel, source: str = 
         sound_state=model.sound.state_dict(),
         sound_config=_sound_config_json(model.sound, model.mel_config),
         source=source or model.source,
+        metadata=model.metadata,
     )

@@ -97,3 +97,30 @@ def test_eval_command_exits_2_on_bad_input(chain, exported, capsys):
     code = main(["eval", str(exported), str(chain / "data"), "--clip", str(chain / "nope"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "clip.checkpoint" in err and "Traceback" not in err
+
+
+def test_export_keeps_the_credits_and_info_shows_them(chain, tmp_path, capsys):
+    import json
+
+    from core.cli import main
+    from core.model_file import read_model_file
+    from training.export import export_model
+
+    credits = [{"file": "/usr/share/x/rain.ogg", "package": "megaglest-data", "licence": "CC-BY-SA-3.0",
+                "credit": "The Glest Team", "class": "rain", "use": "train"},
+               {"file": "/usr/share/x/wind.ogg", "package": "megaglest-data", "licence": "CC-BY-SA-3.0",
+                "credit": "The MegaGlest Team", "class": "wind", "use": "heldout"}]
+    (tmp_path / "credits.json").write_text(json.dumps(credits))
+    out = export_model(tmp_path / "m.safetensors", [chain / "stepper"], credits=tmp_path / "credits.json")
+    assert json.loads(read_model_file(out).metadata["training.credits"]) == credits
+    assert main(["info", str(out), "--credits"]) == 0
+    text = capsys.readouterr().out
+    assert "trained on:   2 files (1 heldout, 1 train)" in text and "2 from megaglest-data (CC-BY-SA-3.0)" in text
+    assert "wind/heldout" in text and "The MegaGlest Team" in text
+
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["train", "export", str(chain / "stepper"), "-o", str(tmp_path / "n.safetensors"),
+                 "--credits", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--credits" in err and "not JSON" in err and err.count("\n") == 1
+    assert not (tmp_path / "n.safetensors").exists()

@@ -158,6 +158,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--output", required=True, help="output .safetensors model file")
     e.add_argument("--generator", default=None, metavar="MODEL",
                    help="generator (.pkl or .safetensors; default: the one the runs were trained with)")
+    e.add_argument("--credits", default=None, metavar="JSON",
+                   help="the training data's credits (e.g. DATA/credits.json from `soundvj data demo`), kept in the model file")
     e.set_defaults(func=_cmd_export)
 
     r = stages.add_parser("recipe", help="run a recipe (a chain of steps, e.g. data -> generator -> ... -> export) "
@@ -266,7 +268,6 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete set")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_data_demo)
-
 
 
 # ---------------------------------------------------------------------------------------------

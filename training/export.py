@@ -24,6 +24,7 @@ from training.pretrained import (
     INVERTER_STAGE,
     STEPPER_STAGE,
     frozen_generator,
+    generator_metadata,
     module_state,
     read_stage_checkpoint,
     stage_config_from,
@@ -44,7 +45,8 @@ def assemble_sound_models(
     cpu = torch.device("cpu")
     payload = read_stage_checkpoint(stepper_run, STEPPER_STAGE, "stepper run")
     config: stepper_stage.Config = stage_config_from(payload, stepper_stage.Config, stepper_run)
-    G = frozen_generator(generator if generator is not None else config.generator, cpu)
+    generator_spec = generator if generator is not None else config.generator
+    G = frozen_generator(generator_spec, cpu)
     audio_path = audio_encoder_run if audio_encoder_run is not None else config.audio_encoder
     inverter_path = inverter_run if inverter_run is not None else config.inverter
     audio_encoder = trained_audio_encoder(audio_path, "--audio-encoder", cpu)
@@ -72,15 +74,44 @@ def assemble_sound_models(
                 "export with the generator the chain was trained with"
             )
     source = f"soundvj train export of {stepper_run}"
-    return SoundvjModel(G, sound.eval().requires_grad_(False), MelConfig(), source, False)
+    # The generator file's own metadata (its class names, its training data) travels into the model.
+    return SoundvjModel(G, sound.eval().requires_grad_(False), MelConfig(), source, False,
+                        generator_metadata(generator_spec))
 
 
-def export_model(out: str | Path, runs: list[str | Path], generator: str | None = None) -> Path:
+MAX_CREDITS_BYTES = 256 * 1024  # the credits ride in the safetensors header; a data set's list is a few kB
+
+
+def read_credits(path: str | Path) -> str:
+    """The training data's credits file (JSON: a list of per-file entries, or an object), as compact JSON."""
+    import json
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SoundvjError(f"--credits {str(path)!r}: cannot read it ({e.strerror or e})") from None
+    if len(raw) > MAX_CREDITS_BYTES:
+        raise SoundvjError(f"--credits {str(path)!r}: {len(raw)} bytes; expected at most {MAX_CREDITS_BYTES}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SoundvjError(f"--credits {str(path)!r}: not JSON ({e})") from None
+    if not isinstance(data, (list, dict)):
+        raise SoundvjError(f"--credits {str(path)!r}: expected a JSON list or object")
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def export_model(out: str | Path, runs: list[str | Path], generator: str | None = None,
+                 credits: str | Path | None = None) -> Path:
     """Write the model file `out` from the run folders (or checkpoints) of a finished chain.
 
     `runs` must include a `train stepper` run; `train audio-encoder` / `train inverter` runs among them
     replace the ones the stepper's config names; `train clip` runs are not part of the model and ignored.
+    `credits`: the training data's credits JSON (e.g. `soundvj data demo`'s credits.json), stored in the
+    file's metadata as `training.credits` so `soundvj info` names the data and its licences.
     """
+    credits_text = read_credits(credits) if credits is not None else None
     by_stage: dict[str, str | Path] = {}
     for run_path in runs:
         stage = read_checkpoint_stage(run_path)
@@ -95,6 +126,8 @@ def export_model(out: str | Path, runs: list[str | Path], generator: str | None 
     model = assemble_sound_models(
         by_stage[STEPPER_STAGE], by_stage.get(AUDIO_ENCODER_STAGE), by_stage.get(INVERTER_STAGE), generator
     )
+    if credits_text is not None:
+        model.metadata["training.credits"] = credits_text
     return save_full_model(out, model)
 
 
@@ -107,7 +140,7 @@ def read_checkpoint_stage(path: str | Path) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`soundvj train export RUN_DIR... -o OUT [--generator MODEL]` (arguments defined in training.cli)."""
-    path = export_model(args.output, list(args.runs), args.generator)
+    path = export_model(args.output, list(args.runs), args.generator, getattr(args, "credits", None))
     print(f"soundvj: wrote {path} (generator + trained sound models); try `soundvj info {path}`", file=sys.stderr)
     return 0
 

@@ -35,9 +35,9 @@ GENERATOR_STAGE = "generator"
 GENERATOR_FILE = "generator.safetensors"  # G_ema, written by `train generator` at every checkpoint
 
 
-def frozen_generator(spec: str, device: torch.device) -> Generator:
-    """The generator the sound models are trained for: a model file, an NVIDIA pickle, "default", or
-    the run folder (or its checkpoint.pt) of `train generator` (its exported G_ema)."""
+def generator_path(spec: str) -> str:
+    """The file a generator spec names: a `train generator` run folder (or its checkpoint.pt) becomes
+    its exported G_ema; anything else ("default", a model file, a pickle) is returned as given."""
     from training.loop import CHECKPOINT_NAME
 
     path = Path(spec) if spec and spec != "default" else None
@@ -49,8 +49,24 @@ def frozen_generator(spec: str, device: torch.device) -> Generator:
                 f"generator {spec!r}: no {GENERATOR_FILE} in {folder} (expected the run folder of "
                 f"`train {GENERATOR_STAGE}`, a model file, an NVIDIA pickle or 'default')"
             )
-        spec = str(exported)
-    G = load_generator(spec or "default", device=device)
+        return str(exported)
+    return spec or "default"
+
+
+def generator_metadata(spec: str) -> dict[str, str]:
+    """The free-form metadata of the generator's model file (e.g. `training.classes`); {} for others."""
+    from core.model_file import model_kind, read_model_file
+
+    path = Path(generator_path(spec))
+    if str(path) == "default" or not path.is_file() or model_kind(path) != "safetensors":
+        return {}
+    return dict(read_model_file(path).metadata)
+
+
+def frozen_generator(spec: str, device: torch.device) -> Generator:
+    """The generator the sound models are trained for: a model file, an NVIDIA pickle, "default", or
+    the run folder (or its checkpoint.pt) of `train generator` (its exported G_ema)."""
+    G = load_generator(generator_path(spec), device=device)
     return frozen(G)  # type: ignore[return-value]
 
 

@@ -29,7 +29,7 @@ from training.clip_model import ClipConfig, build_clip
 from training.config import RunConfig, setting
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss
-from training.pretrained import frozen_generator, trained_audio_encoder
+from training.pretrained import frozen_generator, generator_metadata, trained_audio_encoder
 from training.samples import items_per_class, write_grid
 from training.schedules import warmup_schedule
 from training.stage_data import check_classes, open_stage_datasets
@@ -59,18 +59,7 @@ def generator_classes(spec: str) -> list[str] | None:
     """The class names a trained conditional generator carries in its model file (None: not known)."""
     import json
 
-    from core.model_file import model_kind, read_model_file
-    from training.pretrained import GENERATOR_FILE
-    from training.loop import CHECKPOINT_NAME
-
-    path = Path(spec) if spec and spec != "default" else None
-    if path is None:
-        return None
-    if path.is_dir() or path.name == CHECKPOINT_NAME:
-        path = (path if path.is_dir() else path.parent) / GENERATOR_FILE
-    if not path.is_file() or model_kind(path) != "safetensors":
-        return None
-    text = read_model_file(path).metadata.get("training.classes")
+    text = generator_metadata(spec).get("training.classes")
     return list(json.loads(text)) if text else None
 
 
