@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from core.audio.mel import MelConfig
 from core.errors import SoundvjError
-from training.data.clips import Problem, list_clips
+from training.data.clips import ClipEntry, Problem, list_clips
 from training.data.config import DataConfig
 from training.data.decoded import DecodedCache, DecodedClip, DecodeSettings, default_cache_dir, open_array
 
@@ -133,6 +133,39 @@ def _stable_order(clip: DecodedClip) -> str:
     return hashlib.sha256(f"{clip.entry.label}/{clip.entry.path.name}".encode()).hexdigest()
 
 
+HOLDOUT_LIST = "HOLDOUT.txt"
+
+
+def read_holdout_list(path: str | Path, entries: list[ClipEntry]) -> set[tuple[str, str]] | None:
+    """The (class, file name) pairs `HOLDOUT.txt` names, or None when the dataset has no such file.
+
+    It sits in the dataset folder (next to the CSV for a CSV dataset), one `<class>/<file>` per line
+    ('#' comments and blank lines allowed). A line naming a clip the dataset does not list is a
+    one-line `SoundvjError`.
+    """
+    root = Path(path)
+    list_path = (root if root.is_dir() else root.parent) / HOLDOUT_LIST
+    if not list_path.is_file():
+        return None
+    try:
+        lines = list_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SoundvjError(f"{list_path}: cannot be read ({e})") from None
+    known = {(e.label, e.path.name) for e in entries}
+    held: set[tuple[str, str]] = set()
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        label, sep, name = text.partition("/")
+        if not sep or not label or not name or "/" in name:
+            raise SoundvjError(f"{list_path} line {number}: expected <class>/<file>, got {text!r}")
+        if (label, name) not in known:
+            raise SoundvjError(f"{list_path} line {number}: {text!r} is not a clip of the dataset")
+        held.add((label, name))
+    return held
+
+
 def open_datasets(
     config: DataConfig,
     mel_config: MelConfig,
@@ -141,12 +174,15 @@ def open_datasets(
 ) -> tuple[ClipDataset, ClipDataset, DatasetReport]:
     """(training split, held-out split, report) of `config.path`, decoding through the cache.
 
-    Video datasets need `resolution` (the generator's). Fewer than two classes with usable clips,
+    The held-out clips are the ones a `HOLDOUT.txt` in the dataset names (see `read_holdout_list`), else
+    `data.holdout_fraction` of each class by a stable hash of the names; `holdout_fraction` 0 holds out
+    nothing either way. Video datasets need `resolution` (the generator's). Fewer than two classes with usable clips,
     or no training items, is a one-line `SoundvjError`. With `verbose`, prints the report's summary.
     """
     if config.kind == "video" and not resolution:
         raise SoundvjError("data.kind video: the stage must give the generator's resolution")
     entries = list_clips(config.path, config.kind)
+    listed = read_holdout_list(config.path, entries) if config.holdout_fraction > 0 else None  # checked before decoding
     settings = DecodeSettings(
         mel=mel_config, fps=config.fps, window_seconds=config.window_seconds,
         resolution=int(resolution) if config.kind == "video" else 0, max_seconds=config.max_seconds,
@@ -166,11 +202,15 @@ def open_datasets(
             f"({len(problems)} of {len(entries)} clips skipped)"
         )
     train, holdout = [], []
-    for label in classes:
-        ordered = sorted((c for c in usable if c.entry.label == label), key=_stable_order)
-        k = _holdout_count(len(ordered), config.holdout_fraction)
-        holdout += ordered[:k]
-        train += ordered[k:]
+    if listed is not None:
+        for c in usable:
+            (holdout if (c.entry.label, c.entry.path.name) in listed else train).append(c)
+    else:
+        for label in classes:
+            ordered = sorted((c for c in usable if c.entry.label == label), key=_stable_order)
+            k = _holdout_count(len(ordered), config.holdout_fraction)
+            holdout += ordered[:k]
+            train += ordered[k:]
     key = lambda c: (c.entry.label, str(c.entry.path))  # noqa: E731
     train.sort(key=key)
     holdout.sort(key=key)

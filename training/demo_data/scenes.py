@@ -55,7 +55,7 @@ def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _downsample2(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[0] // 2, img.shape[1] // 2
-    return img[: 2 * h, : 2 * w].reshape(h, 2, w, 2, 3).mean(axis=(1, 3))
+    return img[: 2 * h, : 2 * w].reshape(h, 2, w, 2, 3).mean(axis=(1, 3)).astype(np.float32)
 
 
 def _smoothstep(a: float, b: float, x: np.ndarray) -> np.ndarray:
