@@ -85,7 +85,7 @@ def _fire_colour(heat: np.ndarray) -> np.ndarray:
 
 
 def flames(rng: np.random.Generator, size: int) -> Scene:
-    """Fire: flame tongues of rising noise over a dark background, sometimes logs and sparks."""
+    """Fire: flame tongues of rising noise over a dark background and an ember bed, often logs and sparks."""
     n = 2 * size
     x, y = _grid(n)
     up = 1.0 - y  # height above the bottom
@@ -101,7 +101,15 @@ def flames(rng: np.random.Generator, size: int) -> Scene:
     speed = rng.uniform(0.6, 1.4)
     scale = rng.uniform(2.5, 5.0)
     background = _vertical_gradient(y, rng.uniform(0, 0.05, 3) * [1, 0.3, 0.3], np.array([0.12, 0.03, 0.01]) * rng.uniform(0.5, 1.2))
-    logs = rng.random() < 0.5
+    logs = np.zeros_like(x, dtype=bool)  # 0-3 dark logs across the bottom, in front of the flames
+    for _ in range(int(rng.integers(0, 4))):
+        x1, x2 = sorted(rng.uniform(0.05, 0.95, 2))
+        y1, y2 = rng.uniform(0.02, base + 0.08, 2)
+        thick = rng.uniform(0.025, 0.05)
+        dx, dy = x2 - x1, y2 - y1
+        along = np.clip(((x - x1) * dx + (up - y1) * dy) / max(dx * dx + dy * dy, 1e-6), 0, 1)
+        logs |= np.hypot(x - x1 - along * dx, up - y1 - along * dy) < thick
+    log_colour = np.array([0.07, 0.035, 0.015], np.float32) * rng.uniform(0.6, 1.4)
     sparks = rng.uniform(0, 1, (int(rng.integers(0, 25)), 2)).astype(np.float32)
     spark_speed = rng.uniform(0.1, 0.3)
 
@@ -109,13 +117,11 @@ def flames(rng: np.random.Generator, size: int) -> Scene:
         turbulence = noise.fbm(x * scale, (up - speed * t) * scale * 1.5)
         height = np.maximum(envelope * (0.85 + 0.3 * noise.fbm(x * 3 + 40, np.full_like(x, t * 0.7))), 1e-3)
         heat = 1.15 * (1 - np.clip((up - base) / height, 0, None)) - 0.9 * (turbulence - 0.35) * (0.4 + up)
-        heat = np.where(up < base, 0.9 + 0.1 * turbulence, heat)
+        heat = np.where(up < base, 0.5 + 0.35 * turbulence, heat)  # the ember bed
         img = _fire_colour(heat)
         glow = np.clip(heat, 0, 1)[..., None]
         img = np.maximum(img, background * (1 - glow))
-        if logs:
-            bar = (np.abs(up - base * 0.6 - 0.03) < 0.03) & (np.abs(x - 0.5) < 0.4)
-            img[bar] = img[bar] * 0.3 + np.array([0.18, 0.08, 0.03]) * 0.7
+        img[logs] = img[logs] * 0.15 + log_colour
         for sx, sy in sparks:
             py = (sy + spark_speed * t) % 1.0
             px = sx + 0.03 * np.sin(7 * t + 10 * sx)
@@ -251,12 +257,23 @@ def city_road(rng: np.random.Generator, size: int) -> Scene:
     mark = np.array([0.95, 0.85, 0.2]) if rng.random() < 0.4 else np.array([0.95, 0.95, 0.95])
     centre = road & (np.abs(x - vx) < half * 0.025)
     speed = rng.uniform(1.5, 4.0)
+    road_half = float(half.max() / max(float(depth.max()), 1e-3))  # half-width per unit of depth
+    cars = [(rng.uniform(0.15, 0.95), rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.45), rng.uniform(-0.08, 0.08),
+             rng.uniform(0.1, 0.9, 3) * rng.choice([0.4, 1.0])) for _ in range(int(rng.integers(0, 4)))]
 
     def draw(t: float) -> Frame:
         img = img0.copy()
         z = 1.0 / np.maximum(depth, 1e-3)  # distance along the road
         dashes = centre & (((z + speed * t) % 2.0) < 1.0)
         img[dashes] = mark
+        for d0, lane, drift, colour in sorted(cars, key=lambda c: c[0]):  # far cars first
+            d = 0.1 + (d0 + drift * t - 0.1) % 0.9  # depth on screen, 0.1 .. 1
+            w = road_half * d * 0.6
+            cx, bottom = vx + lane * road_half * d, horizon + d * (1 - horizon)
+            body = (np.abs(x - cx) < w / 2) & (y < bottom) & (y > bottom - w * 0.55)
+            img[body] = colour
+            lights = body & (y > bottom - w * 0.25) & (y < bottom - w * 0.12) & (np.abs(np.abs(x - cx) - w * 0.35) < w * 0.1)
+            img[lights] = [1.0, 0.15, 0.1]
         return np.clip(_downsample2(img), 0, 1)
 
     return draw
@@ -268,22 +285,24 @@ def city_road(rng: np.random.Generator, size: int) -> Scene:
 def rain_overlay(rng: np.random.Generator, size: int) -> Callable[[np.ndarray, float], np.ndarray]:
     """Falling rain streaks (and a grey veil) drawn over a picture [size, size, 3] at time t."""
     x, y = _grid(size)
-    drops = rng.uniform(0, 1, (int(rng.integers(60, 200)), 2)).astype(np.float32)
-    length = rng.uniform(0.06, 0.15)
+    drops = rng.uniform(0, 1, (int(rng.integers(40, 160)), 2)).astype(np.float32)
+    drop_level = rng.uniform(0.3, 1.0, len(drops)).astype(np.float32)  # near and far drops
+    length = rng.uniform(0.05, 0.14)
     slant = rng.uniform(-0.25, 0.25)
     speed = rng.uniform(1.2, 2.5)
-    strength = rng.uniform(0.25, 0.55)
-    veil = rng.uniform(0.1, 0.3)
+    strength = rng.uniform(0.2, 0.45)
+    veil = rng.uniform(0.1, 0.35)
     grey = np.array([0.6, 0.65, 0.7], np.float32)
 
     def draw(picture: np.ndarray, t: float) -> np.ndarray:
         img = _mix(picture * 0.85, grey, np.full(picture.shape[:2], veil, np.float32))
         streaks = np.zeros(picture.shape[:2], np.float32)
-        for dx, dy in drops:
+        for (dx, dy), level in zip(drops, drop_level):
             cy = (dy + speed * t) % 1.0
             along = cy - y
             cx = dx + slant * along
-            streaks = np.maximum(streaks, (np.abs(x - cx) < 0.6 / size) * (along >= 0) * (along < length) * (1 - along / length))
+            streak = (np.abs(x - cx) < 0.6 / size) * (along >= 0) * (along < length) * (1 - along / length)
+            streaks = np.maximum(streaks, level * streak)
         return np.clip(img + strength * streaks[..., None] * np.array([0.8, 0.85, 0.9], np.float32), 0, 1)
 
     return draw
