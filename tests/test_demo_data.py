@@ -25,6 +25,7 @@ from training.demo_data.sounds import (
     loop_to,
     normalise,
     procedural_crackle,
+    procedural_wind,
     read_opensfx_catalogue,
 )
 
@@ -147,6 +148,13 @@ def test_loop_normalise_and_crackle():
     assert len(crackle) == 2 * SAMPLE_RATE
     d = np.diff(crackle)
     assert ((d - d.mean()) ** 4).mean() / d.var() ** 2 > 20  # impulsive, unlike noise (3)
+    wind = procedural_wind(np.random.default_rng(0), 4.0)
+    power = np.abs(np.fft.rfft(wind)) ** 2
+    freqs = np.fft.rfftfreq(len(wind), 1 / SAMPLE_RATE)
+    assert power[(freqs > 200) & (freqs < 1500)].sum() > 0.7 * power.sum()  # the real winds' band
+    assert power[freqs > 3000].sum() < 0.01 * power.sum()
+    level = np.sqrt(np.convolve(wind**2, np.ones(4410) / 4410, "valid"))[::2205]
+    assert level.std() / level.mean() > 0.1  # gusts
 
 
 def test_procedural_scenes_have_their_class_colours_and_move():

@@ -40,8 +40,8 @@ from training.demo_data.sounds import (
     Recording,
     cut_training_clip,
     demo_walk,
+    PROCEDURAL_SOUNDS,
     load_recording,
-    procedural_crackle,
     split_heldout,
     write_wav,
 )
@@ -202,8 +202,8 @@ def build(out_dir: str | Path, settings: DemoSettings, force: bool = False,
         folder.mkdir(parents=True)
         for i in range(settings.clips_per_class):
             rng = item_rng(settings.seed, "clip", label, i)
-            if label == "fire" and rng.random() < S.PROCEDURAL_FIRE_SHARE:
-                audio, sound, start, speed = procedural_crackle(rng, settings.clip_seconds), "procedural crackle", 0.0, 1.0
+            if rng.random() < S.PROCEDURAL_SOUND_SHARE.get(label, 0.0):
+                audio, sound, start, speed = PROCEDURAL_SOUNDS[label](rng, settings.clip_seconds), f"procedural {label}", 0.0, 1.0
             else:
                 audio, rec, start, speed = cut_training_clip(recordings["train"][label], rng, settings.clip_seconds)
                 sound = rec.source.name
@@ -299,9 +299,11 @@ def credits_list(recordings: dict, photos: dict[str, list[Photo]], look_origins:
             items.append({"kind": "image", "file": "procedural", "span": "", "package": "soundvj",
                           "licence": "same as soundvj", "credit": f"soundvj procedural scene: {S.LOOKS[label]}",
                           "class": label, "use": "train", "images": procedural})
-    items.append({"kind": "sound", "file": "procedural", "span": "", "package": "soundvj", "licence": "same as soundvj",
-                  "credit": "soundvj procedural fire crackle (training/demo_data/sounds.py)", "class": "fire",
-                  "use": "train", "seconds": None})
+    for label, what in (("fire", "fire crackle"), ("wind", "wind")):
+        if S.PROCEDURAL_SOUND_SHARE.get(label, 0.0) > 0:
+            items.append({"kind": "sound", "file": "procedural", "span": "", "package": "soundvj",
+                          "licence": "same as soundvj", "credit": f"soundvj procedural {what} (training/demo_data/sounds.py)",
+                          "class": label, "use": "train", "seconds": None})
     return {
         "dataset": "soundvj demo set (soundvj data demo)",
         "format": FORMAT_VERSION,
@@ -310,7 +312,8 @@ def credits_list(recordings: dict, photos: dict[str, list[Photo]], look_origins:
         "counts": {"images": counts["images"], "train_clips": counts["train"], "heldout_clips": counts["heldout"]},
         "packages": S.PACKAGE_LICENCE_NOTES,
         "not_used": {"/usr/share/games/megaglest/tilesets/winter/sounds/wind.ogg":
-                     "the same recording as the held-out winter_forest/sounds/wind.ogg"},
+                     "the same recording as the held-out winter_forest/sounds/wind.ogg",
+                     f"/{S.OPENSFX_CAT}#57": "the same samples as #52 (used)"},
         "sources": items,
     }
 

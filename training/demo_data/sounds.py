@@ -207,6 +207,29 @@ def procedural_crackle(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return normalise(out)
 
 
+def procedural_wind(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """Wind: two or three band-passed noise layers (centres 250-1000 Hz) whose levels swell and fade
+    independently over seconds (gusts), over a little low rumble (normalised)."""
+    n = int(round(seconds * SAMPLE_RATE))
+    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    tt = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+    out = np.zeros(n, dtype=np.float64)
+    for _ in range(int(rng.integers(2, 4))):
+        centre, q = rng.uniform(250, 1000), rng.uniform(1.5, 5.0)
+        band = 1 / (1 + (q * (freqs / centre - centre / np.maximum(freqs, 1.0))) ** 2)
+        layer = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band, n=n)
+        layer /= np.abs(layer).max() + 1e-12
+        gust = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * tt + rng.uniform(0, 2 * np.pi))
+                   for _ in range(3))
+        out += layer * np.clip(0.5 + 0.3 * gust, 0.05, None)
+    rumble = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / (1 + (freqs / 120.0) ** 4), n=n)
+    out += rng.uniform(0.05, 0.2) * rumble / (np.abs(rumble).max() + 1e-12)
+    return normalise(out.astype(np.float32))
+
+
+PROCEDURAL_SOUNDS = {"fire": procedural_crackle, "wind": procedural_wind}
+
+
 def split_heldout(rec: Recording, seconds: float, min_seconds: float = 1.2) -> list[tuple[float, np.ndarray]]:
     """(start second, samples) pieces of a held-out recording, each `seconds` long; a shorter tail joins
     the last piece (or stands alone when it is the whole recording)."""

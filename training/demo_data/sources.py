@@ -14,6 +14,9 @@ Choices, and why (measured on the installed packages, see the module's report in
 * Fire: the one real crackle in the packages is megaglest's `wicker_fire.wav` (3.3 s of dense broadband
   clicks); its last 1.5 s are held out, its first 1.8 s train, with the fire-arrow impacts (whoosh and
   crackle tails) and a procedural crackle (`sounds.procedural_crackle`) to have enough fire to train on.
+* Wind: OpenSFX 52 and 57 ("Wind", "Heavy wind") are the same samples (correlation 1.0), so only 52
+  is used, and half of the wind training clips are a procedural wind (`sounds.procedural_wind`): noise
+  in the band the real winds have (300-1200 Hz, nothing above ~2.4 kHz) with slow gusts.
 * Engine: road vehicles, a diesel locomotive, a propeller plane and a helicopter; jets are left out
   (their roar is close to wind). Held out: the two bus starts, whose source recordings nothing else uses
   (the Toyland variants that reuse them are not used).
@@ -126,8 +129,7 @@ SOUNDS: tuple[SoundSource, ...] = (
     _mg("insects-autumn", "insects", "autumn/sounds/nightime.ogg", "heldout",
         f"MegaGlest tileset Autumn by {_TITI}; Elimnator (www.soundbible.com) for the autumn night sound"),
     # wind (megaglest's winter/sounds/wind.ogg is the held-out recording again: not used)
-    _sfx("wind-opensfx-52", "wind", 52, "train"),
-    _sfx("wind-opensfx-57", "wind", 57, "train"),
+    _sfx("wind-opensfx-52", "wind", 52, "train"),  # 57 ("Heavy wind") is the same samples: not used
     _mg("wind-winter-forest", "wind", "winter_forest/sounds/wind.ogg", "heldout", "MegaGlest tileset Winter Forest, The MegaGlest Team"),
     # engine
     _sfx("engine-opensfx-25", "engine", 25, "train"),
@@ -147,8 +149,9 @@ SOUNDS: tuple[SoundSource, ...] = (
         f"MegaGlest faction Magic (wicker behemoth), {_GLEST}", 1.8, None, base=FACTIONS),
 )
 
-# A share of the fire training clips is a procedural crackle (the packages hold only ~6 s of real fire).
-PROCEDURAL_FIRE_SHARE = 0.35
+# Shares of training clips that are procedural sounds (`sounds.PROCEDURAL_SOUNDS`): the packages hold
+# only ~6 s of real fire besides the held-out span, and 2.7 s of wind besides the held-out recording.
+PROCEDURAL_SOUND_SHARE: dict[str, float] = {"fire": 0.35, "wind": 0.5}
 
 
 @dataclass(frozen=True)
