@@ -344,3 +344,36 @@ def test_build_from_the_installed_packages(tmp_path):
     assert "Wind" in sfx[f"/{S.OPENSFX_CAT}#52"] and "Anton" in sfx[f"/{S.OPENSFX_CAT}#52"]
     assert "bus" in sfx[f"/{S.OPENSFX_CAT}#27"].lower()
     assert result.heldout_clips >= 6 and os.path.getsize(result.out_dir / "demo_walk.wav") > 1e6
+
+
+def test_missing_packages_are_installed_with_apt_get_as_root(monkeypatch, tmp_path):
+    import subprocess
+
+    import training.demo_data.build as build_module
+
+    marker = tmp_path / "installed-by-apt"
+    monkeypatch.setattr(S, "PACKAGE_MARKERS", {**S.PACKAGE_MARKERS, "fake-pkg": str(marker).lstrip("/")})
+    calls = []
+
+    def fake_run(command, **kw):
+        calls.append((command, kw.get("env", {}).get("DEBIAN_FRONTEND")))
+        if command[:2] == ["apt-get", "install"]:
+            marker.write_text("")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(build_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(build_module.os, "geteuid", lambda: 0)
+    build_module.ensure_packages(Path("/"), log=lambda m: None)
+    assert calls == [(["apt-get", "install", "-y", "--no-install-recommends", "fake-pkg"], "noninteractive")]
+
+    marker.unlink()
+    calls.clear()
+    monkeypatch.setattr(build_module.subprocess, "run",
+                        lambda command, **kw: calls.append(command) or subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package fake-pkg"))
+    with pytest.raises(SoundvjError, match=r"apt-get could not install fake-pkg \(E: Unable to locate package fake-pkg\); install them with"):
+        build_module.ensure_packages(Path("/"), log=lambda m: None)
+    assert [c[:2] for c in calls] == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
+
+    monkeypatch.setattr(build_module.os, "geteuid", lambda: 1000)
+    with pytest.raises(SoundvjError, match=r"packages missing: fake-pkg; install them with: apt-get install fake-pkg"):
+        build_module.ensure_packages(Path("/"), log=lambda m: None)
