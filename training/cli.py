@@ -39,6 +39,8 @@ STAGES: dict[str, StageEntry] = {
                            "stage 2: the sound inversion encoder E_I (L_enc)"),
     "stepper": StageEntry("training.stages.stepper", "stepper.yaml",
                           "stage 3: the latent stepper, with image and video discriminators"),
+    "classifier": StageEntry("training.stages.classifier", "classifier.yaml",
+                             "an image classifier trained only on real images: the second judge of `eval --classifier`"),
     "generator": StageEntry("training.stages.generator", "generator.yaml",
                             "a StyleGAN3 generator (T or R) from an image folder (a folder per class: conditional)"),
 }
@@ -291,6 +293,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="labelled dataset folder or CSV (its held-out clips are used)")
     p.add_argument("--clip", required=True, metavar="CHECKPOINT", help="CLIP checkpoint (e.g. from `soundvj train clip`)")
     p.add_argument("--csv", metavar="PATH", help="per-clip results (default: next to the model, <model>.eval.csv)")
+    p.add_argument("--classifier", metavar="RUN", default=None,
+                   help="also judge the frames with a `train classifier` run (trained only on real images)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")
     p.add_argument("--device", default="auto")

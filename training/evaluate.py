@@ -7,7 +7,10 @@ per-frame pipeline, windows, stepper, noise and psi) and measured with a CLIP:
   E_A being the evaluated model's trained audio encoder (also for the baseline row, so both rows are
   measured against the same CLIP-space target);
 * zero_shot_accuracy: how often the frame's CLIP embedding is nearest to its own class caption;
-* frame_change: mean absolute change between consecutive frames (pixels in [0, 1]), the temporal side.
+* frame_change: mean absolute change between consecutive frames (pixels in [0, 1]), the temporal side;
+* classifier_accuracy (with `--classifier RUN`): how often an image classifier trained only on real
+  pictures (`soundvj train classifier`, it never saw a generated frame) puts the frame in its sound's
+  class; empty without a classifier.
 
 The baseline row runs the same generator with the seeded, untrained sound models every model file
 without sound models gets (`core.model.seeded_sound_models`); chance is 1 / number of classes.
@@ -49,6 +52,7 @@ class EvalRow:
     zero_shot_accuracy: float
     frame_change: float
     chance: float
+    classifier_accuracy: float = float("nan")
 
 
 def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
@@ -80,7 +84,7 @@ def _clips(data: Any):
 
 @torch.no_grad()
 def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
-             seed: int, name: str) -> list[EvalRow]:
+             seed: int, name: str, judge: Any = None) -> list[EvalRow]:
     """Per-clip rows and the summary row (last) for one model."""
     from core.params import Params
     from core.pipeline import FramePipeline
@@ -88,7 +92,7 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
     device = model.device
     params = Params(seed=seed, fps=data.fps, window_seconds=data.window_seconds)
     chance = 1.0 / len(clips.classes)
-    rows, cosines, hits, changes = [], [], [], []
+    rows, cosines, hits, changes, judged = [], [], [], [], []
     for index in range(len(clips.clips)):
         whole = clips.whole_clip(index)
         windows = whole["mel"].to(device)
@@ -103,12 +107,26 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
         cosines.append(cos)
         hits.append(hit)
         changes.append(change)
+        judge_hit = _judge(judge, frames, clips.classes[label]) if judge is not None else None
+        if judge_hit is not None:
+            judged.append(judge_hit)
         rows.append(EvalRow(name, str(whole["path"]), clips.classes[label], int(cos.numel()), cos.mean().item(),
-                            hit.mean().item(), change.mean().item() if change.numel() else 0.0, chance))
+                            hit.mean().item(), change.mean().item() if change.numel() else 0.0, chance,
+                            judge_hit.mean().item() if judge_hit is not None else float("nan")))
     cos, hit, change = torch.cat(cosines), torch.cat(hits), torch.cat(changes)
     rows.append(EvalRow(name, ALL_CLIPS, "", int(cos.numel()), cos.mean().item(), hit.mean().item(),
-                        change.mean().item() if change.numel() else 0.0, chance))
+                        change.mean().item() if change.numel() else 0.0, chance,
+                        torch.cat(judged).mean().item() if judged else float("nan")))
     return rows
+
+
+def _judge(classifier: Any, frames: torch.Tensor, label: str) -> torch.Tensor:
+    """1 where the real-image classifier puts the frame in class `label`, else 0 ([T] float)."""
+    size = classifier.resolution
+    x = frames.clamp(-1, 1).to(next(classifier.parameters()).device)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
+    return (classifier(x).argmax(dim=1) == classifier.classes.index(label)).float().cpu()
 
 
 def evaluate(
@@ -118,6 +136,7 @@ def evaluate(
     overrides: list[str] = (),
     seed: int = 0,
     device: str | None = None,
+    classifier: str | Path | None = None,
 ) -> list[EvalRow]:
     """Per-clip and summary rows of the model's sound models and of the untrained baseline.
 
@@ -136,14 +155,22 @@ def evaluate(
             f"--clip: the CLIP embeds in {clip.embed_dim} dimensions, the model's audio encoder in {encoder.embed_dim}"
         )
     clips = _clips(data)
+    judge = None
+    if classifier is not None:
+        from training.stages.classifier import trained_classifier
+
+        judge = trained_classifier(classifier, model.device)
+        missing = [c for c in clips.classes if c not in judge.classes]
+        if missing:
+            raise SoundvjError(f"--classifier {str(classifier)!r}: knows classes {judge.classes}, not the data's {missing}")
     class_text = clip.encode_labels(list(clips.classes)).float()
     rows: list[EvalRow] = []
     if not model.sound_is_seeded:
-        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED)
+        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge)
         seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
         model.generator.to(model.device)
         model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
-    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE)
+    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge)
     per_clip = [r for r in rows if r.clip != ALL_CLIPS]
     return per_clip + [r for r in rows if r.clip == ALL_CLIPS]
 
@@ -155,11 +182,15 @@ def summary_rows(rows: list[EvalRow]) -> list[EvalRow]:
 def format_table(rows: list[EvalRow]) -> str:
     """The summary rows as a table, with chance."""
     summary = summary_rows(rows)
-    lines = [f"{'models':<20} {'frames':>6} {'clip_cosine':>11} {'zero_shot_acc':>13} {'frame_change':>12}"]
+    judged = any(r.classifier_accuracy == r.classifier_accuracy for r in summary)  # not NaN
+    extra = f" {'classifier_acc':>14}" if judged else ""
+    lines = [f"{'models':<20} {'frames':>6} {'clip_cosine':>11} {'zero_shot_acc':>13} {'frame_change':>12}{extra}"]
     for r in summary:
+        extra = f" {r.classifier_accuracy:>14.3f}" if judged else ""
         lines.append(f"{r.models:<20} {r.frames:>6} {r.clip_cosine:>11.4f} {r.zero_shot_accuracy:>13.3f} "
-                     f"{r.frame_change:>12.4f}")
-    lines.append(f"{'chance':<20} {'':>6} {'':>11} {summary[0].chance:>13.3f}")
+                     f"{r.frame_change:>12.4f}{extra}")
+    extra = f" {summary[0].chance:>14.3f}" if judged else ""
+    lines.append(f"{'chance':<20} {'':>6} {'':>11} {summary[0].chance:>13.3f} {'':>12}{extra}")
     return "\n".join(lines)
 
 
@@ -171,7 +202,8 @@ def write_csv(path: Path, rows: list[EvalRow]) -> Path:
     writer = csv.writer(text)
     writer.writerow([f.name for f in fields(EvalRow)])
     for row in rows:
-        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in asdict(row).values()])
+        writer.writerow(["" if isinstance(v, float) and v != v else f"{v:.6g}" if isinstance(v, float) else v
+                         for v in asdict(row).values()])
     atomic_write_bytes(Path(path), text.getvalue().encode("utf-8"))
     return Path(path)
 
@@ -186,7 +218,8 @@ def default_csv_path(model: str | Path) -> Path:
 def run_cli(args: argparse.Namespace) -> int:
     """`soundvj eval MODEL DATASET --clip CKPT [--csv PATH] [--set data.K=V] [--device D] [--seed N]`
     (arguments defined in training.cli)."""
-    rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device)
+    rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device,
+                    classifier=getattr(args, "classifier", None))
     out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
     write_csv(out, rows)
