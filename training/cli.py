@@ -128,6 +128,8 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
             print(f"{step.name:<14} {state:<6} soundvj {' '.join(step_argv(recipe, step))}")
         return 0
     result = run_recipe(recipe, hours=args.hours, only=args.step)
+    if result.stopped_by is not None:
+        return EXIT_BY_SIGNAL.get(result.stopped_by, 1)
     if result.finished:
         print(f"recipe {recipe.name}: all {len(recipe.steps)} steps done")
     elif result.paused_at:

@@ -255,7 +255,14 @@ def step_argv(recipe: Recipe, step: RecipeStep) -> list[str]:
 class PieceResult:
     finished: bool  # every step is done
     ran: tuple[str, ...]
-    paused_at: str | None  # the step stopped by the piece's deadline
+    paused_at: str | None  # the step stopped by the piece's deadline (or by a signal)
+    stopped_by: int | None = None  # signal.SIGTERM / signal.SIGINT when a signal ended the piece
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _run_until(argv: list[str], deadline: float, log: Callable[[str], None]) -> int | None:
@@ -300,6 +307,19 @@ def run_recipe(
     steps = [s for s in recipe.steps if only is None or s.name == only]
     if only is not None and not steps:
         raise SoundvjError(f"recipe {recipe.name}: no step named {only!r}; steps: {[s.name for s in recipe.steps]}")
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run_steps(recipe, steps, deadline, ran, log)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_steps(recipe: Recipe, steps: list[RecipeStep], deadline: float, ran: list[str],
+               log: Callable[[str], None]) -> PieceResult:
     for step in steps:
         if restore_state(recipe, step):
             log(f"[{step.name}] restored from {recipe.state_dir / step.name}")
@@ -311,7 +331,12 @@ def run_recipe(
         argv = step_argv(recipe, step)
         log(f"[{step.name}] soundvj {' '.join(argv)}")
         started = time.monotonic()
-        code = _run_until(argv, deadline, log)
+        try:
+            code = _run_until(argv, deadline, log)
+        except _Stopped as e:  # the child got SIGTERM and wrote its checkpoint (see _run_until)
+            save_state(recipe, step)
+            log(f"[{step.name}] stopped by signal {e.signum}; run the same command again to continue")
+            return PieceResult(False, tuple(ran + [step.name]), step.name, e.signum)
         ran.append(step.name)
         if code == 0 and step.creates is None:
             recipe.run_dir(step).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,133 @@
+"""Recipes: checked YAML, steps run in order, paused by a signal or the piece's deadline, resumed,
+and carried to a fresh machine through the state folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.errors import SoundvjError
+from training.recipe import load_recipe, run_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _images(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("dark", "light")):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            base = np.full((16, 16, 3), 40 + 150 * k, np.float64) + rng.normal(0, 20, (16, 16, 3))
+            Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _recipe(tmp: Path, steps: int, piece_hours: float = 1.0) -> Path:
+    text = f"""
+name: toy
+vars: {{data: {tmp}/images, runs: {tmp}/runs}}
+state: toy-state
+piece_hours: {piece_hours}
+steps:
+  - name: presets
+    command: [presets]
+  - name: judge
+    stage: classifier
+    args: [--data, "{{data}}"]
+    set: {{loop.steps: {steps}, loop.batch_size: 4, loop.checkpoint_every: 2, loop.progress: false,
+           stage.resolution: 16, stage.width: 4, stage.holdout_every: 4}}
+"""
+    path = tmp / "toy.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    ("name: x\nsteps: []\n", "'steps' must be a non-empty list"),
+    ("name: x\nbogus: 1\nsteps: [{name: a, command: [presets]}]\n", "unknown key 'bogus'"),
+    ("name: x\nsteps: [{name: a}]\n", "give exactly one of 'stage' or 'command'"),
+    ("name: x\nsteps: [{name: a, stage: nope}]\n", "unknown stage 'nope'"),
+    ("name: x\nsteps: [{name: a, command: [presets]}, {name: a, command: [presets]}]\n", "used twice"),
+    ("name: x\npiece_hours: 0\nsteps: [{name: a, command: [presets]}]\n", "'piece_hours' must be"),
+    ("name: x\nsteps: [{name: a, command: ['{nowhere}']}]\n", "cannot expand '{nowhere}'"),
+    ("name: x\nsteps: [{name: a, command: [presets], set: {loop.steps: 3}}]\n", "'set' is for stages"),
+])
+def test_bad_recipes_are_one_line_errors(tmp_path, body, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(body)
+    with pytest.raises(SoundvjError, match=message) as info:
+        load_recipe(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_list_shows_the_commands(tmp_path, capsys):
+    _images(tmp_path / "images")
+    assert main(["train", "recipe", str(_recipe(tmp_path, steps=6)), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "presets        to do  soundvj presets" in out
+    assert f"soundvj train classifier --out {tmp_path}/runs/judge --data {tmp_path}/images" in out
+
+
+def test_a_signal_pauses_the_piece_and_the_next_call_resumes_it(tmp_path):
+    _images(tmp_path / "images")
+    recipe = _recipe(tmp_path, steps=100000)
+    run = tmp_path / "runs" / "judge"
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "train", "recipe", str(recipe)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (run / "checkpoint.pt").exists(), "the stage never wrote a checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out
+    assert "stopped by signal" in out and "Traceback" not in out
+    state = tmp_path / "toy-state" / "judge" / "checkpoint.pt"
+    assert state.exists() and not (tmp_path / "toy-state" / "judge" / "DONE").exists()
+    assert (tmp_path / "runs" / "presets" / "DONE").exists()  # the command step ran first
+
+    import torch
+
+    paused_step = torch.load(state, weights_only=True)["step"]
+    assert paused_step >= 2 and "optimizers" in torch.load(state, weights_only=True)
+
+    # The next piece resumes the stage (loop.steps may change on resume) and finishes it.
+    result = run_recipe(load_recipe(_recipe(tmp_path, steps=paused_step + 4)), log=lambda _: None)
+    assert result.finished and result.ran == ("judge",)
+    payload = torch.load(state, weights_only=True)
+    assert payload["step"] == paused_step + 4 and payload.get("finished") and "optimizers" not in payload
+
+    # A fresh machine: the run folders are gone; the state folder restores what later steps read.
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    lines: list[str] = []
+    result = run_recipe(load_recipe(_recipe(tmp_path, steps=paused_step + 4)), log=lines.append)
+    assert result.finished and result.ran == ()  # both steps' DONE markers came back with the state
+    assert any("[judge] restored" in line for line in lines) and any("[presets] restored" in line for line in lines)
+    from training.stages.classifier import trained_classifier
+
+    assert trained_classifier(tmp_path / "runs" / "judge").classes == ["dark", "light"]
+
+
+def test_the_pieces_deadline_pauses_a_long_stage(tmp_path):
+    _images(tmp_path / "images")
+    recipe = load_recipe(_recipe(tmp_path, steps=100000))
+    started = time.monotonic()
+    result = run_recipe(recipe, hours=8 / 3600, log=lambda _: None)
+    assert not result.finished and result.paused_at == "judge" and result.stopped_by is None
+    assert time.monotonic() - started < 8 + 60
