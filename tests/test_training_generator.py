@@ -289,12 +289,24 @@ def test_exported_generator_loads_renders_and_names_its_classes(tmp_path, capsys
 
 def test_variant_r_and_an_unconditional_folder(tmp_path):
     data = write_toy_folder(tmp_path / "flat", classes=False)
-    train(run_config(data, "loop.steps=1", "stage.variant=R", "stage.sample_rows=2"), stage.build, tmp_path / "run")
+    train(run_config(data, "loop.steps=1", "stage.variant=R", "stage.sample_rows=2", "stage.blur_sigma=2"),
+          stage.build, tmp_path / "run")
     G = load_generator(tmp_path / "run" / stage.GENERATOR_FILE)
     assert G.c_dim == 0 and G.init_kwargs["conv_kernel"] == 1 and G.init_kwargs["use_radial_filters"] is True
     assert json.loads(read_model_file(tmp_path / "run" / stage.GENERATOR_FILE).metadata["training.classes"]) == []
     grid = Image.open(tmp_path / "run" / "samples" / "generator-0000001.png")
     assert grid.size == (2 + 8 * 18, 2 + 2 * 18)  # 8 columns x 2 rows of 16 px with 2 px gaps
+
+
+def test_blur_of_d_inputs_fades_and_keeps_the_size():
+    config = run_config(Path("unused"), "stage.blur_sigma=10", "stage.blur_fade_kimg=2").stage
+    assert [stage.blur_sigma_at(config, n) for n in (0, 1000, 2000, 5000)] == [10.0, 5.0, 0.0, 0.0]
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, :, 8, 8] = 1
+    y = stage.blur(x, 1.0)
+    assert y.shape == x.shape and float(y.sum()) == pytest.approx(3.0, abs=1e-5)  # mass kept away from the border
+    assert float(y[0, 0, 8, 8]) < 0.5 and float(y[0, 0, 8, 9]) > 0
+    assert torch.equal(stage.blur(x, 0.0), x)
 
 
 def test_batch_not_a_multiple_of_the_stddev_group_is_refused(tmp_path):

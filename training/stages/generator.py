@@ -17,7 +17,9 @@ NVIDIA's StyleGAN3 recipe (`train.py`, `loss.py`, `training_loop.py`), per step 
 * Adam betas (0, 0.99), eps 1e-8; the mapping's lr multiplier 0.01 (equalised lr inside its layers);
 * G_ema: beta = 0.5 ** (batch / (ema_kimg * 1000)), with the ramp-up ema_nimg <= nimg * ema_rampup;
   buffers (w_avg, magnitude EMAs) copied from G.
-* magnitude_ema_beta = 0.5 ** (batch / 20000) (total batch over all processes), as NVIDIA sets it.
+* magnitude_ema_beta = 0.5 ** (batch / 20000) (total batch over all processes), as NVIDIA sets it;
+* optional Gaussian blur of everything D sees, sigma `blur_sigma` fading to 0 over `blur_fade_kimg`
+  (NVIDIA uses 10 px over batch x 200/32 kimg for R, none for T).
 
 Decisions of this project: DiffAugment (`training.diff_augment`) on real and fake before D (NVIDIA's
 StyleGAN3 uses ADA; DiffAugment has no adaptive state and is cheap on a CPU); optional random x-flips
@@ -78,6 +80,9 @@ class Config:
     ema_kimg: float = setting(2.5, min=0.0, help="G_ema half-life in thousands of images (StyleGAN3: batch x 10/32)")
     ema_rampup: float = setting(0.05, min=0.0, max=10.0, help="ema half-life <= images seen x this (0: no ramp)")
     augment: str = setting("color,translation,cutout", help="DiffAugment policy before D (or none)")
+    blur_sigma: float = setting(0.0, min=0.0, max=64.0, help="Gaussian blur of D's inputs at the start, in px "
+                                "(NVIDIA: 10 for R, 0 for T), fading to 0 over blur_fade_kimg")
+    blur_fade_kimg: float = setting(50.0, min=0.0, help="thousands of images over which the blur fades (NVIDIA: batch x 200/32)")
     xflip: bool = setting(True, help="random horizontal flips of the real images")
     sample_seed: int = setting(0, min=0, help="seed of the sample grid's fixed latents")
     sample_columns: int = setting(8, min=1, max=64, resumable=True, help="images per row of the sample grid")
@@ -123,6 +128,25 @@ class TrainingStats(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("last_r1", torch.zeros([]))
+
+
+def blur_sigma_at(config: Config, images_seen: int) -> float:
+    """NVIDIA's fading blur of D's inputs: blur_sigma at the start, 0 after blur_fade_kimg."""
+    if config.blur_fade_kimg <= 0:
+        return 0.0
+    return max(1 - images_seen / (config.blur_fade_kimg * 1e3), 0.0) * config.blur_sigma
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (taps to 3 sigma, zero padding that keeps the size), differentiable."""
+    radius = int(sigma * 3)
+    if radius < 1:
+        return images
+    taps = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype).div(sigma).square().neg().exp2()
+    taps = taps / taps.sum()
+    channels = images.shape[1]
+    x = F.conv2d(images, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1), padding=(0, radius), groups=channels)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1), padding=(radius, 0), groups=channels)
 
 
 def ema_beta(config: Config, images_seen: int, total_batch: int) -> float:
@@ -197,7 +221,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         picks = torch.randint(len(labels_cpu), [batch])  # global RNG: checkpointed
         return dataset.one_hot(labels_cpu[picks]).to(device)
 
-    def augment(images: torch.Tensor) -> torch.Tensor:
+    def augment(images: torch.Tensor, images_seen: int) -> torch.Tensor:
+        """What D sees: NVIDIA's fading blur (R), then DiffAugment."""
+        images = blur(images, blur_sigma_at(config, images_seen))
         return diff_augment(images, policy) if policy else images
 
     def train_step(batch: dict, step: StepContext) -> dict[str, float | torch.Tensor]:
@@ -208,6 +234,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             flip = (torch.rand(n) < 0.5).to(device)  # global RNG: checkpointed
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
         G_plain, D_plain = step.plain["G"], step.plain["D"]
+        images_before = step.step * n * step.world_size
 
         # G: D only passes gradients through.
         D_plain.requires_grad_(False)
@@ -215,7 +242,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         c_gen = random_c(n)
         with step.autocast():
             fake = step.modules["G"](z, c_gen)
-            gen_logits = D_plain(augment(fake), c_gen).float()
+            gen_logits = D_plain(augment(fake, images_before), c_gen).float()
         loss_g = F.softplus(-gen_logits).mean()
         optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
@@ -228,7 +255,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         with torch.no_grad(), step.autocast():
             fake = G_plain(z, c_gen, update_emas=True)
         with step.autocast():
-            logits = step.modules["D"](augment(torch.cat([real, fake.float()])), torch.cat([c_real, c_gen])).float()
+            both = augment(torch.cat([real, fake.float()]), images_before)
+            logits = step.modules["D"](both, torch.cat([c_real, c_gen])).float()
         real_logits, fake_logits = logits[:n], logits[n:]
         loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
         optimizers["D"].zero_grad(set_to_none=True)
@@ -239,7 +267,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         if step.step % config.r1_interval == 0 and config.r1_gamma > 0:
             real_in = real.detach().requires_grad_(True)
             with step.autocast():
-                r1_logits = step.modules["D"](augment(real_in), c_real).float()
+                r1_logits = step.modules["D"](augment(real_in, images_before), c_real).float()
             (grad,) = torch.autograd.grad(r1_logits.sum(), real_in, create_graph=True)
             penalty = grad.square().sum(dim=[1, 2, 3])
             loss_r1 = (penalty * (config.r1_gamma / 2)).mean() * config.r1_interval + r1_logits.mean() * 0
@@ -248,7 +276,6 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             optimizers["D"].step()
             stats.last_r1.copy_(penalty.detach().mean())
 
-        images_before = step.step * n * step.world_size
         update_ema(G_ema, G_plain, ema_beta(config, images_before, n * step.world_size))
         images_after = images_before + n * step.world_size
         kimg = images_after / 1000
