@@ -330,7 +330,6 @@ def test_holdout_list_naming_a_missing_or_malformed_entry_is_a_one_line_error(au
 # --- the installed packages ------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(missing_packages(Path("/")) != [],
                     reason="needs the Debian packages megaglest-data, openttd-opensfx and plasma-workspace-wallpapers")
 def test_build_from_the_installed_packages(tmp_path):
