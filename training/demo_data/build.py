@@ -313,7 +313,7 @@ def credits_list(recordings: dict, photos: dict[str, list[Photo]], look_origins:
         "packages": S.PACKAGE_LICENCE_NOTES,
         "not_used": {"/usr/share/games/megaglest/tilesets/winter/sounds/wind.ogg":
                      "the same recording as the held-out winter_forest/sounds/wind.ogg",
-                     f"/{S.OPENSFX_CAT}#57": "the same samples as #52 (used)"},
+                     f"/{S.OPENSFX_CAT}#57": "the same samples as #52, which is used"},
         "sources": items,
     }
 

@@ -17,7 +17,7 @@ Choices, and why (measured on the installed packages, see the module's report in
 * Wind: OpenSFX 52 and 57 ("Wind", "Heavy wind") are the same samples (correlation 1.0), so only 52
   is used, and half of the wind training clips are a procedural wind (`sounds.procedural_wind`): noise
   in the band the real winds have (300-1200 Hz, nothing above ~2.4 kHz) with slow gusts.
-* Engine: road vehicles, a diesel locomotive, a propeller plane and a helicopter; jets are left out
+* Engine: road vehicles, a diesel locomotive, two propeller planes and a helicopter; jets are left out
   (their roar is close to wind). Held out: the two bus starts, whose source recordings nothing else uses
   (the Toyland variants that reuse them are not used).
 """
@@ -137,6 +137,7 @@ SOUNDS: tuple[SoundSource, ...] = (
     _sfx("engine-opensfx-10", "engine", 10, "train"),
     _sfx("engine-opensfx-8", "engine", 8, "train"),
     _sfx("engine-opensfx-24", "engine", 24, "train"),
+    _sfx("engine-opensfx-69", "engine", 69, "train"),  # "Toyland" only in name: a real propeller recording
     _sfx("engine-opensfx-27", "engine", 27, "heldout"),
     _sfx("engine-opensfx-28", "engine", 28, "heldout"),
     # fire
