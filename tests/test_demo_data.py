@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from training.data import DataConfig, open_datasets
 from training.demo_data import scenes
@@ -28,8 +29,6 @@ from training.demo_data.sounds import (
     procedural_wind,
     read_opensfx_catalogue,
 )
-
-from core.audio.mel import MelConfig
 
 SR = 22050
 

@@ -37,7 +37,6 @@ from training.demo_data import sources as S
 from training.demo_data.images import Photo, class_look, load_photos
 from training.demo_data.sounds import (
     SAMPLE_RATE,
-    Recording,
     cut_training_clip,
     demo_walk,
     PROCEDURAL_SOUNDS,
