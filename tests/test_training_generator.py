@@ -32,15 +32,18 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "stage.resolution=16", "stage.channel_base=256", "stage.channel_max=16", "stage.discriminator_channel_base=128",
     "stage.discriminator_channel_max=16", "stage.z_dim=32", "stage.w_dim=32", "loop.batch_size=4",
-    "loop.progress=false", "loop.device=cpu", "loop.log_every=1",
+    "loop.progress=false", "loop.device=cpu", "loop.log_every=1", "stage.threads=1",
 ]
 
 
 @pytest.fixture(autouse=True)
-def _restore_ops_backend():
-    """The stage forces the pure-PyTorch ops for training; other tests in this process must not inherit it."""
+def _restore_process_settings():
+    """The stage forces the pure-PyTorch ops and (stage.threads) torch's thread count; other tests in
+    this process must not inherit them."""
+    threads = torch.get_num_threads()
     yield
     backend.set_backend("auto")
+    torch.set_num_threads(threads)
 
 
 def write_toy_folder(root: Path, per_class: int = 6, size: int = 20, classes: bool = True) -> Path:
