@@ -33,13 +33,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from core.model_file import describe_generator, load_generator
     from core.stylegan3.ops.backend import describe_backend
 
+    from core.model_file import builtin_model_file, is_builtin_model
+
     G = load_generator(args.model or "default", device=args.device)
     if args.backend:
         print(describe_backend(G))  # the measured (or cached) times for this model, and the choice
         if args.model is None:
             return 0
     facts = describe_generator(G)
-    print(f"model:        {args.model or 'default (embedded, random weights)'}")
+    name = args.model or "default"
+    if is_builtin_model(name):
+        shipped = builtin_model_file(name)
+        name = f"{name} (embedded, {'trained: ' + str(shipped) if shipped else 'random weights'})"
+    print(f"model:        {name}")
     print(f"generator:    {facts['variant']}, {facts['resolution']}x{facts['resolution']} px, "
           f"{facts['channels']} channels")
     print(f"latent:       num_ws {facts['num_ws']}, w_dim {facts['w_dim']}, z_dim {facts['z_dim']}, "
@@ -68,20 +74,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_file(model: str | None) -> Path | None:
+    """The file a model argument names (the shipped default's file for "default"), None for the random one."""
+    from core.model_file import builtin_model_file, is_builtin_model
+
+    return builtin_model_file(model) if is_builtin_model(model) else Path(model)  # type: ignore[arg-type]
+
+
 def _model_metadata(model: str | None) -> dict[str, str]:
-    """The free-form metadata of a soundvj model file ({} for the embedded default and pickles)."""
-    if model is None or model == "default":
+    """The free-form metadata of a soundvj model file ({} for the random default and pickles)."""
+    path = _model_file(model)
+    if path is None:
         return {}
     from core.model_file import model_kind, read_model_file
 
-    path = Path(model)
     return dict(read_model_file(path).metadata) if model_kind(path) == "safetensors" else {}
 
 
 def _sound_summary(model: str | None) -> str | None:
-    if model is None or model == "default":
+    path = _model_file(model)
+    if path is None:
         return "embedded (seeded, untrained)"
-    path = Path(model)
     from core.model_file import model_kind
 
     if model_kind(path) == "pickle":

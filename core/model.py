@@ -20,7 +20,8 @@ from core.device import pick_device
 from core.errors import SoundvjError
 from core.params import short_repr
 from core.model_file import (
-    DEFAULT_MODEL_NAME,
+    builtin_model_file,
+    is_builtin_model,
     build_generator,
     generator_from_pickle,
     model_kind,
@@ -191,12 +192,15 @@ def load_model(
 ) -> SoundvjModel:
     """Generator + sound models, ready to run on `device`; `path` None or "default" is the embedded model."""
     dev = pick_device(device)
-    if path is None or str(path) == DEFAULT_MODEL_NAME:
-        from core.default_model import default_generator
+    if is_builtin_model(path):
+        shipped = builtin_model_file(path)
+        if shipped is None:
+            from core.default_model import default_generator
 
-        G = default_generator()
-        model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), "embedded default (random weights)", True)
-        return _choose_ops_backend(model.to(dev))
+            G = default_generator()
+            model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), "embedded default (random weights)", True)
+            return _choose_ops_backend(model.to(dev))
+        path = shipped
     path = Path(path)
     if model_kind(path) == "pickle":
         G, sound_config, sound_state, source = generator_from_pickle(path), None, None, f"NVIDIA pickle {path.name}"

@@ -28,7 +28,9 @@ from core.stylegan3.networks import Generator
 FORMAT = "soundvj-model"
 VERSION = 1
 RESERVED_METADATA = ("soundvj.format", "soundvj.version", "generator.config", "sound.config", "source")
-DEFAULT_MODEL_NAME = "default"  # the embedded default generator, built from a seed (no file)
+DEFAULT_MODEL_NAME = "default"  # the shipped trained model when one ships (SHIPPED_DEFAULT), else RANDOM_MODEL_NAME
+RANDOM_MODEL_NAME = "random"  # the random-weights generator built from a seed (no file): tests, benchmarks
+SHIPPED_DEFAULT = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 
 
 @dataclass(frozen=True)
@@ -308,14 +310,31 @@ def generator_from_pickle(path: str | os.PathLike, key: str = "G_ema") -> Genera
     return build_generator(net.init_kwargs, net.state_dict, path)
 
 
+def builtin_model_file(name: str | os.PathLike | None) -> Path | None:
+    """The file behind a built-in model name, or None for the random-weights generator.
+
+    None and "default" name the shipped model (`SHIPPED_DEFAULT`) when it is there; "random" always
+    names the random-weights one. Any other name is not built in (see `is_builtin_model`)."""
+    if name is None or str(name) == DEFAULT_MODEL_NAME:
+        return SHIPPED_DEFAULT if SHIPPED_DEFAULT.is_file() else None
+    return None
+
+
+def is_builtin_model(name: str | os.PathLike | None) -> bool:
+    return name is None or str(name) in (DEFAULT_MODEL_NAME, RANDOM_MODEL_NAME)
+
+
 def load_generator(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Generator:
     """A ready-to-run generator (eval mode, no grads) from an NVIDIA `.pkl`, a soundvj `.safetensors`,
-    or None / "default" for the embedded default."""
+    None / "default" for the embedded default, or "random" for the random-weights one."""
     dev = pick_device(device)
-    if path is None or str(path) == DEFAULT_MODEL_NAME:
-        from core.default_model import default_generator
+    if is_builtin_model(path):
+        shipped = builtin_model_file(path)
+        if shipped is None:
+            from core.default_model import default_generator
 
-        return default_generator().to(dev)
+            return default_generator().to(dev)
+        path = shipped
     path = Path(path)
     kind = model_kind(path)
     if kind == "pickle":

@@ -413,7 +413,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         f"wrote {result.path} ({result.frames} frames, {result.frames / params.fps:.2f} s at {params.fps:g} fps) "
         f"in {result.seconds:.1f} s, {result.fps:.1f} frames/s; ms/frame: audio {result.audio_ms:.1f}, {times}"
     )
-    if model.sound_is_seeded and args.model in (None, "default"):
+    if model.sound_is_seeded and args.model in (None, "default", "random"):
         print("note: the embedded default model has random weights: abstract patterns, not semantic pictures; "
               "use --model PATH with a trained StyleGAN3 for real images")
     return 0

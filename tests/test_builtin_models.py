@@ -1,0 +1,55 @@
+"""Built-in model names: "random" is the random-weights generator; "default" is the shipped trained model
+when core/assets/default.safetensors exists, else the random one."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import core.model_file as model_file
+from core.cli import main
+from core.model import load_model, save_full_model
+from core.stylegan3.networks import Generator
+
+TINY = dict(z_dim=8, c_dim=2, w_dim=8, img_resolution=16, img_channels=3, channel_base=64, channel_max=8,
+            mapping_kwargs={"num_layers": 2})
+
+
+def test_random_is_the_seeded_generator():
+    a, b = model_file.load_generator("random"), model_file.load_generator("random")
+    assert a.img_resolution == 128 and a.c_dim == 0
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_default_is_the_shipped_model_when_there_is_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(model_file, "SHIPPED_DEFAULT", tmp_path / "missing.safetensors")
+    assert model_file.builtin_model_file("default") is None
+    assert model_file.load_generator("default").img_resolution == 128  # falls back to random weights
+
+    torch.manual_seed(0)
+    random_model = load_model("random")
+    shipped = tmp_path / "default.safetensors"
+    G = Generator(**TINY).eval()
+    random_model.generator = G
+    random_model.metadata = {"training.classes": json.dumps(["rain", "fire"]), "training.credits": json.dumps(
+        [{"file": "/usr/share/x/rain.ogg", "package": "megaglest-data", "licence": "CC-BY-SA-3.0",
+          "credit": "The Glest Team", "class": "rain", "use": "train"}])}
+    # Sound models sized for the tiny generator: the seeded ones.
+    from core.model import seeded_sound_models
+
+    random_model.sound = seeded_sound_models(G)
+    save_full_model(shipped, random_model)
+    monkeypatch.setattr(model_file, "SHIPPED_DEFAULT", shipped)
+
+    assert model_file.builtin_model_file(None) == shipped and model_file.builtin_model_file("random") is None
+    assert load_model("default").generator.img_resolution == 16
+    assert load_model(None).metadata["training.classes"] == '["rain", "fire"]'
+    assert load_model("random").generator.img_resolution == 128
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"default (embedded, trained: {shipped})" in out and "16x16 px" in out
+    assert "classes:      rain, fire" in out and "1 from megaglest-data (CC-BY-SA-3.0)" in out
+    assert main(["info", "random"]) == 0
+    assert "random (embedded, random weights)" in capsys.readouterr().out
