@@ -312,6 +312,14 @@ def test_blur_of_d_inputs_fades_and_keeps_the_size():
     assert torch.equal(stage.blur(x, 0.0), x)
 
 
+def test_non_finite_gradients_are_replaced_and_finite_ones_kept():
+    layer = torch.nn.Linear(3, 1)
+    layer.weight.grad = torch.tensor([[float("nan"), float("inf"), 0.25]])
+    layer.bias.grad = torch.tensor([-float("inf")])
+    stage.sanitize_grads(layer)
+    assert layer.weight.grad.tolist() == [[0.0, 1e5, 0.25]] and layer.bias.grad.tolist() == [-1e5]
+
+
 def test_batch_not_a_multiple_of_the_stddev_group_is_refused(tmp_path):
     data = write_toy_folder(tmp_path / "data")
     with pytest.raises(SoundvjError, match="loop.batch_size: 6 is not a multiple of stage.mbstd_group=4"):

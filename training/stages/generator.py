@@ -160,6 +160,15 @@ def ema_beta(config: Config, images_seen: int, total_batch: int) -> float:
 
 
 @torch.no_grad()
+def sanitize_grads(module: torch.nn.Module) -> None:
+    """NaN -> 0 and +-inf -> +-1e5 in the gradients, as NVIDIA's loop does before every optimiser step
+    (finite gradients are left bit for bit as they are)."""
+    for p in module.parameters():
+        if p.grad is not None:
+            p.grad.nan_to_num_(nan=0.0, posinf=1e5, neginf=-1e5)
+
+
+@torch.no_grad()
 def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
         p_ema.copy_(p.detach().lerp(p_ema, beta))
@@ -252,6 +261,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         loss_g = F.softplus(-gen_logits).mean()
         optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
+        sanitize_grads(G_plain)
         optimizers["G"].step()
         D_plain.requires_grad_(True)
 
@@ -267,6 +277,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
         optimizers["D"].zero_grad(set_to_none=True)
         loss_d.backward()
+        sanitize_grads(D_plain)
         optimizers["D"].step()
 
         # Lazy R1: a first-order gradient penalty on real images; its backward differentiates D twice.
@@ -279,6 +290,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             loss_r1 = (penalty * (config.r1_gamma / 2)).mean() * config.r1_interval + r1_logits.mean() * 0
             optimizers["D"].zero_grad(set_to_none=True)
             loss_r1.backward()
+            sanitize_grads(D_plain)
             optimizers["D"].step()
             stats.last_r1.copy_(penalty.detach().mean())
 
