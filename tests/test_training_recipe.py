@@ -131,3 +131,38 @@ def test_the_pieces_deadline_pauses_a_long_stage(tmp_path):
     result = run_recipe(recipe, hours=8 / 3600, log=lambda _: None)
     assert not result.finished and result.paused_at == "judge" and result.stopped_by is None
     assert time.monotonic() - started < 8 + 60
+
+
+def test_state_carries_small_unfinished_checkpoints_and_half_precision_finished_ones(tmp_path):
+    import torch
+
+    from training.loop import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+    from training.recipe import save_state
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"""
+name: r
+vars: {{runs: {tmp_path}/runs}}
+max_state_mb: 0.1
+steps:
+  - {{name: big, stage: classifier}}
+  - {{name: small, stage: classifier}}
+  - {{name: judge, stage: classifier, state_precision: half}}
+""")
+    recipe = load_recipe(path)
+    for name, n in (("big", 100_000), ("small", 1000), ("judge", 1000)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        save_checkpoint(tmp_path / "runs" / name / "checkpoint.pt", {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage_name": "classifier", "step": 3,
+            "modules": {"classifier": {"w": torch.randn(n)}}, "optimizers": {"adamw": {"state": {}}}})
+    (tmp_path / "runs" / "judge" / "DONE").write_text("")
+    lines: list[str] = []
+    for step in recipe.steps:
+        save_state(recipe, step, lines.append)
+    state = tmp_path / "r-state"
+    assert not (state / "big" / "checkpoint.pt").exists() and any("[big] not carried" in x for x in lines)
+    small = torch.load(state / "small" / "checkpoint.pt", weights_only=True)
+    assert "optimizers" in small and small["modules"]["classifier"]["w"].dtype == torch.float32
+    judge = torch.load(state / "judge" / "checkpoint.pt", weights_only=True)
+    assert "optimizers" not in judge and judge["modules"]["classifier"]["w"].dtype == torch.float16
+    assert (state / "judge" / "DONE").exists()

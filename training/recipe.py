@@ -43,8 +43,8 @@ DONE_NAME = "DONE"
 CHECKPOINT_NAME = "checkpoint.pt"
 # After SIGTERM a stage finishes its step and writes a checkpoint; a generator step can take a while.
 STOP_GRACE_SECONDS = 300.0
-_STEP_KEYS = {"name", "command", "stage", "args", "set", "creates", "keep"}
-_TOP_KEYS = {"name", "vars", "state", "piece_hours", "steps"}
+_STEP_KEYS = {"name", "command", "stage", "args", "set", "creates", "keep", "state_precision"}
+_TOP_KEYS = {"name", "vars", "state", "piece_hours", "max_state_mb", "steps"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class RecipeStep:
     overrides: tuple[str, ...] = ()
     creates: str | None = None
     keep: tuple[str, ...] = ()  # files of the run folder that later steps read (carried in the state)
+    # "half": a finished stage's weights are carried as float16 (half the committed size) - for frozen
+    # inputs of later steps whose exact bits do not matter (e.g. a CLIP with a 49k-token embedding).
+    state_precision: str = "full"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class Recipe:
     state_dir: Path
     piece_hours: float
     steps: tuple[RecipeStep, ...] = field(default_factory=tuple)
+    # An unfinished stage's whole checkpoint (with optimiser state) is carried only up to this size;
+    # a larger one restarts on a fresh machine instead of bloating the committed state.
+    max_state_mb: float = 20.0
 
     @property
     def runs_dir(self) -> Path:
@@ -106,6 +112,9 @@ def load_recipe(path: str | Path, variables: dict[str, str] | None = None) -> Re
     piece_hours = data.get("piece_hours", 2.0)
     if isinstance(piece_hours, bool) or not isinstance(piece_hours, (int, float)) or not 0 < piece_hours <= 24:
         raise SoundvjError(f"{where}: 'piece_hours' must be a number of hours in (0, 24], got {piece_hours!r}")
+    max_state_mb = data.get("max_state_mb", 20.0)
+    if isinstance(max_state_mb, bool) or not isinstance(max_state_mb, (int, float)) or max_state_mb < 0:
+        raise SoundvjError(f"{where}: 'max_state_mb' must be a number of megabytes >= 0, got {max_state_mb!r}")
     state = data.get("state", f"{name}-state")
     if not isinstance(state, str) or not state:
         raise SoundvjError(f"{where}: 'state' must be a folder name")
@@ -155,12 +164,16 @@ def load_recipe(path: str | Path, variables: dict[str, str] | None = None) -> Re
         creates = raw.get("creates")
         if creates is not None and not isinstance(creates, str):
             raise SoundvjError(f"{at}: 'creates' must be a path")
+        precision = raw.get("state_precision", "full")
+        if precision not in ("full", "half"):
+            raise SoundvjError(f"{at}: 'state_precision' must be full or half, got {precision!r}")
         steps.append(RecipeStep(
             name=step_name, stage=stage, command=command, args=strings("args"), overrides=overrides,
             creates=_expand(creates, merged, f"{at}.creates") if creates else None, keep=strings("keep"),
+            state_precision=precision,
         ))
     return Recipe(name=name, path=path, variables=merged, state_dir=(path.parent / state),
-                  piece_hours=float(piece_hours), steps=tuple(steps))
+                  piece_hours=float(piece_hours), steps=tuple(steps), max_state_mb=float(max_state_mb))
 
 
 def _yaml_scalar(value: object) -> str:
@@ -186,27 +199,38 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _strip_for_later_steps(src: Path, dst: Path) -> None:
-    """A finished stage's checkpoint without optimiser, scheduler and RNG state: what later steps read."""
+def _strip_for_later_steps(src: Path, dst: Path, half: bool = False) -> None:
+    """A finished stage's checkpoint without optimiser, scheduler and RNG state: what later steps read
+    (with `half`, its float32 weights as float16; loading casts them back)."""
+    import torch
+
     from training.loop import load_checkpoint, save_checkpoint
 
     payload = load_checkpoint(src)
     for key in ("optimizers", "schedulers", "rng", "pending_losses"):
         payload.pop(key, None)
+    if half:
+        payload["modules"] = {name: {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+                              for name, state in payload.get("modules", {}).items()}
     payload["finished"] = True
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dst, payload)
 
 
-def save_state(recipe: Recipe, step: RecipeStep) -> None:
+def save_state(recipe: Recipe, step: RecipeStep, log: Callable[[str], None] = lambda text: None) -> None:
     """Copy what later pieces need of `step` into the recipe's state folder."""
     run_dir, state = recipe.run_dir(step), recipe.state_dir / step.name
     done = (run_dir / DONE_NAME).exists()
-    if step.stage and (run_dir / CHECKPOINT_NAME).exists():
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if step.stage and checkpoint.exists():
         if done:
-            _strip_for_later_steps(run_dir / CHECKPOINT_NAME, state / CHECKPOINT_NAME)
+            _strip_for_later_steps(checkpoint, state / CHECKPOINT_NAME, step.state_precision == "half")
+        elif checkpoint.stat().st_size <= recipe.max_state_mb * 1e6:
+            _copy_atomic(checkpoint, state / CHECKPOINT_NAME)
         else:
-            _copy_atomic(run_dir / CHECKPOINT_NAME, state / CHECKPOINT_NAME)
+            (state / CHECKPOINT_NAME).unlink(missing_ok=True)  # an older carried one would not match
+            log(f"[{step.name}] not carried: its checkpoint is {checkpoint.stat().st_size / 1e6:.0f} MB "
+                f"(max_state_mb {recipe.max_state_mb:g}); on a fresh machine this stage starts again")
     for name in step.keep:
         if (run_dir / name).exists():
             _copy_atomic(run_dir / name, state / name)
@@ -334,7 +358,7 @@ def _run_steps(recipe: Recipe, steps: list[RecipeStep], deadline: float, ran: li
         try:
             code = _run_until(argv, deadline, log)
         except _Stopped as e:  # the child got SIGTERM and wrote its checkpoint (see _run_until)
-            save_state(recipe, step)
+            save_state(recipe, step, log)
             log(f"[{step.name}] stopped by signal {e.signum}; run the same command again to continue")
             return PieceResult(False, tuple(ran + [step.name]), step.name, e.signum)
         ran.append(step.name)
@@ -342,7 +366,7 @@ def _run_steps(recipe: Recipe, steps: list[RecipeStep], deadline: float, ran: li
             recipe.run_dir(step).mkdir(parents=True, exist_ok=True)
             (recipe.run_dir(step) / DONE_NAME).write_text(f"finished after {time.monotonic() - started:.0f} s in this piece\n")
         if code in (0, None):
-            save_state(recipe, step)
+            save_state(recipe, step, log)
         if code is None:
             log(f"[{step.name}] paused; run the same command again to continue from its checkpoint")
             return PieceResult(False, tuple(ran), step.name)
