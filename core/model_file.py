@@ -310,14 +310,30 @@ def generator_from_pickle(path: str | os.PathLike, key: str = "G_ema") -> Genera
     return build_generator(net.init_kwargs, net.state_dict, path)
 
 
+DEFAULT_MODEL_ENV = "SOUNDVJ_DEFAULT_MODEL"  # a model file (or "random") that "default" names instead
+
+
 def builtin_model_file(name: str | os.PathLike | None) -> Path | None:
     """The file behind a built-in model name, or None for the random-weights generator.
 
-    None and "default" name the shipped model (`SHIPPED_DEFAULT`) when it is there; "random" always
-    names the random-weights one. Any other name is not built in (see `is_builtin_model`)."""
+    None and "default" name `$SOUNDVJ_DEFAULT_MODEL` when set (a model file, or "random"), else the
+    shipped model (`SHIPPED_DEFAULT`) when it is there; "random" always names the random-weights one.
+    Any other name is not built in (see `is_builtin_model`)."""
     if name is None or str(name) == DEFAULT_MODEL_NAME:
+        chosen = os.environ.get(DEFAULT_MODEL_ENV, "").strip()
+        if chosen == RANDOM_MODEL_NAME:
+            return None
+        if chosen:
+            path = Path(chosen).expanduser()
+            if not path.is_file():
+                raise SoundvjError(f"{DEFAULT_MODEL_ENV}={short_env(chosen)}: no such model file (or 'random')")
+            return path
         return SHIPPED_DEFAULT if SHIPPED_DEFAULT.is_file() else None
     return None
+
+
+def short_env(value: str, limit: int = 120) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def is_builtin_model(name: str | os.PathLike | None) -> bool:

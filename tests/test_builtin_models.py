@@ -23,6 +23,7 @@ def test_random_is_the_seeded_generator():
 
 
 def test_default_is_the_shipped_model_when_there_is_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SOUNDVJ_DEFAULT_MODEL")  # conftest pins the suite to the random weights
     monkeypatch.setattr(model_file, "SHIPPED_DEFAULT", tmp_path / "missing.safetensors")
     assert model_file.builtin_model_file("default") is None
     assert model_file.load_generator("default").img_resolution == 128  # falls back to random weights
@@ -53,3 +54,15 @@ def test_default_is_the_shipped_model_when_there_is_one(tmp_path, monkeypatch, c
     assert "classes:      rain, fire" in out and "1 from megaglest-data (CC-BY-SA-3.0)" in out
     assert main(["info", "random"]) == 0
     assert "random (embedded, random weights)" in capsys.readouterr().out
+
+
+def test_the_environment_chooses_what_default_means(tmp_path, monkeypatch, capsys):
+    G = Generator(**TINY).eval()
+    path = model_file.save_model(tmp_path / "mine.safetensors", G)
+    monkeypatch.setenv("SOUNDVJ_DEFAULT_MODEL", str(path))
+    assert model_file.load_generator("default").img_resolution == 16
+    assert model_file.load_generator("random").img_resolution == 128
+    monkeypatch.setenv("SOUNDVJ_DEFAULT_MODEL", str(tmp_path / "nope.safetensors"))
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert "SOUNDVJ_DEFAULT_MODEL=" in err and "no such model file" in err and err.count("\n") == 1
