@@ -34,6 +34,7 @@ from visualizer.mailbox import LatestSlot
 
 DEFAULT_FADE_SECONDS = 2.0
 STATUS_WINDOW = 48  # frames over which fps and latency are summarised
+SOUND_MODEL_THREADS = 1  # CPU threads for E_A, E_I and the stepper on one window (more threads only wait)
 
 
 class SampleSource(Protocol):
@@ -133,6 +134,7 @@ class RenderWorker(threading.Thread):
         self._on_error = on_error
         self._keep_latencies = keep_latencies
         self._stats = _Stats()
+        self._synthesis_threads = torch.get_num_threads()  # synthesis uses what the process was given
         self._install_model(model, params)
         self._fade = ParamFade(params, params, time.monotonic(), 0.0)
         self._look = ""
@@ -284,14 +286,21 @@ class RenderWorker(threading.Thread):
         self._params_now = params
 
     def _step(self, mel: torch.Tensor, now: float) -> np.ndarray:
-        if self._latent_fade is None:
-            frame = self.pipeline.step(mel)
-        else:
-            old, t0, seconds = self._latent_fade
-            t = min(1.0, max(0.0, (now - t0) / seconds))
-            w_old = old.step_latents(mel.unsqueeze(0))
-            w_new = self.pipeline.step_latents(mel.unsqueeze(0))
-            frame = self.pipeline.synthesize(torch.lerp(w_old, w_new, t))[0]
+        # On CPU the sound models (small convolutions and a GRU on one window) run fastest on one
+        # thread and synthesis on all of them (measured: benchmarks/live.py, README "Live").
+        on_cpu = self._model.device.type == "cpu"
+        if on_cpu:
+            torch.set_num_threads(SOUND_MODEL_THREADS)
+        try:
+            w = self.pipeline.step_latents(mel.unsqueeze(0))
+            if self._latent_fade is not None:
+                old, t0, seconds = self._latent_fade
+                t = min(1.0, max(0.0, (now - t0) / seconds))
+                w = torch.lerp(old.step_latents(mel.unsqueeze(0)), w, t)
+        finally:
+            if on_cpu:
+                torch.set_num_threads(self._synthesis_threads)
+        frame = self.pipeline.synthesize(w)[0]
         return to_uint8_rgb(frame).cpu().numpy()
 
     def _record_stats(self, frame: PublishedFrame) -> None:
