@@ -6,6 +6,8 @@ import argparse
 import csv
 import math
 
+import numpy as np
+
 import pytest
 
 pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
@@ -124,3 +126,22 @@ def test_export_keeps_the_credits_and_info_shows_them(chain, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--credits" in err and "not JSON" in err and err.count("\n") == 1
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_eval_writes_a_contact_sheet_one_row_per_class(chain, exported, tmp_path, capsys):
+    from PIL import Image
+
+    from core.cli import main
+
+    sheet = tmp_path / "sheet.png"
+    code = main(["eval", str(exported), str(chain / "data"), "--clip", str(chain / "clip"), "--device", "cpu",
+                 "--csv", str(tmp_path / "e.csv"), "--sheet", str(sheet), "--sheet-columns", "3",
+                 *[x for item in EVAL_DATA for x in ("--set", item)]])
+    assert code == 0, capsys.readouterr().err
+    image = Image.open(sheet)
+    # 5 classes of 32 px frames enlarged to 128 px, 2 px padding: 5 rows of 130 px + 2.
+    assert image.height == 5 * 130 + 2 and image.width > 3 * 130
+    pixels = np.asarray(image.convert("RGB")).astype(float)
+    assert pixels[:, -3 * 130 :].std() > 5  # frames, not an empty grey grid
+    assert main(["eval", str(exported), str(chain / "data"), "--clip", str(chain / "clip"),
+                 "--sheet", str(sheet), "--sheet-columns", "0"]) == 2

@@ -297,6 +297,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", metavar="PATH", help="per-clip results (default: next to the model, <model>.eval.csv)")
     p.add_argument("--classifier", metavar="RUN", default=None,
                    help="also judge the frames with a `train classifier` run (trained only on real images)")
+    p.add_argument("--sheet", metavar="PNG", default=None,
+                   help="also write a contact sheet: one row per class, frames generated from its held-out recordings")
+    p.add_argument("--sheet-columns", type=int, default=8, metavar="N", help="frames per row of the sheet (default 8)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")
     p.add_argument("--device", default="auto")

@@ -84,7 +84,7 @@ def _clips(data: Any):
 
 @torch.no_grad()
 def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
-             seed: int, name: str, judge: Any = None) -> list[EvalRow]:
+             seed: int, name: str, judge: Any = None, keep: dict[str, list[torch.Tensor]] | None = None) -> list[EvalRow]:
     """Per-clip rows and the summary row (last) for one model."""
     from core.params import Params
     from core.pipeline import FramePipeline
@@ -101,6 +101,8 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
         frames = torch.cat([pipeline.step_batch(windows[i : i + FRAMES_PER_BATCH])
                             for i in range(0, windows.shape[0], FRAMES_PER_BATCH)])
         image_embed = clip.encode_images(frames.clamp(-1, 1)).float()
+        if keep is not None:
+            keep.setdefault(clips.classes[label], []).append(frames.cpu())
         cos = torch.nn.functional.cosine_similarity(image_embed, reference_encoder(windows).float(), dim=1)
         hit = ((image_embed @ class_text.T).argmax(dim=1) == label).float()
         change = ((frames[1:] - frames[:-1]).abs() / 2).mean(dim=(1, 2, 3))  # [0, 1] pixel units
@@ -137,6 +139,7 @@ def evaluate(
     seed: int = 0,
     device: str | None = None,
     classifier: str | Path | None = None,
+    keep_frames: dict[str, list[torch.Tensor]] | None = None,
 ) -> list[EvalRow]:
     """Per-clip and summary rows of the model's sound models and of the untrained baseline.
 
@@ -166,13 +169,50 @@ def evaluate(
     class_text = clip.encode_labels(list(clips.classes)).float()
     rows: list[EvalRow] = []
     if not model.sound_is_seeded:
-        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge)
+        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames)
+        keep_frames = None  # the sheet shows the model's own sound models, not the baseline's
         seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
         model.generator.to(model.device)
         model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
-    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge)
+    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge, keep_frames)
     per_clip = [r for r in rows if r.clip != ALL_CLIPS]
     return per_clip + [r for r in rows if r.clip == ALL_CLIPS]
+
+
+def write_contact_sheet(path: str | Path, frames: dict[str, list[torch.Tensor]], fps: float, columns: int = 8,
+                        skip_seconds: float = 1.0) -> Path:
+    """One row per class (sorted by name, the name on the left): `columns` frames spread evenly over
+    that class's held-out clips, after the first `skip_seconds` of each clip (the window filling and
+    the first latent settling). Frames under 128 px are enlarged (nearest) so a person can see them."""
+    from PIL import Image, ImageDraw
+
+    from training.loop import atomic_write_bytes
+    from training.samples import grid_image
+
+    if not frames:
+        raise SoundvjError("--sheet: no frames were generated (no held-out clips)")
+    rows, names = [], sorted(frames)
+    for name in names:
+        skip = int(round(skip_seconds * fps))
+        usable = [f[skip:] if f.shape[0] > skip else f for f in frames[name]]
+        pool = torch.cat(usable)
+        picks = [(k * pool.shape[0] + pool.shape[0] // 2) // columns for k in range(min(columns, pool.shape[0]))]
+        row = pool[picks]
+        if row.shape[-1] < 128:
+            row = torch.nn.functional.interpolate(row, scale_factor=128 // row.shape[-1] or 1, mode="nearest")
+        rows.append(row)
+    grid = Image.fromarray(grid_image(rows))
+    label_width = 8 + 7 * max(len(n) for n in names)
+    sheet = Image.new("RGB", (grid.width + label_width, grid.height), (40, 40, 40))
+    sheet.paste(grid, (label_width, 0))
+    draw = ImageDraw.Draw(sheet)
+    row_height = (grid.height - 2) / len(names)
+    for i, name in enumerate(names):
+        draw.text((4, int(2 + (i + 0.5) * row_height) - 6), name, fill=(230, 230, 230))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def summary_rows(rows: list[EvalRow]) -> list[EvalRow]:
@@ -218,10 +258,18 @@ def default_csv_path(model: str | Path) -> Path:
 def run_cli(args: argparse.Namespace) -> int:
     """`soundvj eval MODEL DATASET --clip CKPT [--csv PATH] [--set data.K=V] [--device D] [--seed N]`
     (arguments defined in training.cli)."""
+    sheet = getattr(args, "sheet", None)
+    if sheet and not 1 <= args.sheet_columns <= 64:
+        raise SoundvjError(f"--sheet-columns {args.sheet_columns}: expected 1 .. 64")
+    keep: dict[str, list[torch.Tensor]] | None = {} if sheet else None
     rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device,
-                    classifier=getattr(args, "classifier", None))
+                    classifier=getattr(args, "classifier", None), keep_frames=keep)
     out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
     write_csv(out, rows)
     print(f"soundvj: wrote {out}", file=sys.stderr)
+    if sheet:
+        data = data_config(args.dataset, list(args.overrides))
+        write_contact_sheet(sheet, keep or {}, data.fps, columns=args.sheet_columns)
+        print(f"soundvj: wrote {sheet} (one row per class, frames from its held-out recordings)", file=sys.stderr)
     return 0
