@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader, StreamingResampler, to_mono
 from core.audio.demo import demo_soundscape
+from core.audio.demo_walk import demo_walk, demo_walk_available
 from core.audio.windows import StreamingWindower, num_video_frames
 from core.errors import SoundvjError
 from core.model import SoundvjModel, load_model
@@ -142,15 +143,21 @@ def load_render_audio(
 
 
 def _demo_audio(sample_rate: int, start: float, seconds: float | None) -> RenderAudio:
-    total = DEMO_SECONDS if seconds is None else seconds
+    walk = demo_walk(sample_rate) if demo_walk_available() else None
+    total = (DEMO_SECONDS if walk is None else walk.shape[0] / sample_rate) if seconds is None else seconds
     if start + total > DEMO_MAX_SECONDS:
         raise SoundvjError(
             f"start {start:g} s + {total:g} s: the demo soundscape is at most {DEMO_MAX_SECONDS:g} s long"
         )
-    # The soundscape's sections scale with its length; short requests cut a 1 s minimum.
-    full = demo_soundscape(seconds=max(1.0, start + total), sample_rate=sample_rate)
     first = int(round(start * sample_rate))
-    clip = full[first : first + int(round(total * sample_rate))].clone()
+    count = int(round(total * sample_rate))
+    if walk is not None:  # the recorded six-class walk, looped when more is asked for
+        full = walk.repeat(-(-(first + count) // walk.shape[0]))
+        label = "demo walk (core/assets/demo_walk.opus: birds, wind, rain, engine, fire, insects)"
+    else:  # the synthesised soundscape's sections scale with its length; short requests cut a 1 s minimum
+        full = demo_soundscape(seconds=max(1.0, start + total), sample_rate=sample_rate)
+        label = "demo soundscape"
+    clip = full[first : first + count].clone()
     del full
     mux_rate = sample_rate if sample_rate in AAC_SAMPLE_RATES else FALLBACK_SAMPLE_RATE
     step = max(1, int(CHUNK_SECONDS * sample_rate))
@@ -162,7 +169,7 @@ def _demo_audio(sample_rate: int, start: float, seconds: float | None) -> Render
             yield piece, to_mux.push(piece[None]).numpy()
         yield clip[:0], to_mux.flush().reshape(1, -1).numpy()
 
-    return RenderAudio("demo soundscape", sample_rate, mux_rate, 1, clip.shape[0] / sample_rate, open_pieces)
+    return RenderAudio(label, sample_rate, mux_rate, 1, clip.shape[0] / sample_rate, open_pieces)
 
 
 def fit_frames(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -424,7 +431,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("audio", nargs="?", help="wav, flac, ogg, mp3, m4a, or a video file's audio track; "
                    "'-' reads standard input (a FIFO works too)")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (written atomically)")
-    p.add_argument("--demo", action="store_true", help="use the built-in synthesised soundscape (no input file)")
+    p.add_argument("--demo", action="store_true", help="use the built-in demo sound (no input file): the recorded six-class walk "
+                   "(core/assets/demo_walk.opus; looped past its 43 s), or a synthesised soundscape without it")
     p.add_argument("--model", default=None, help="NVIDIA .pkl or soundvj .safetensors (default: embedded model)")
     p.add_argument("--preset", default=None, help="preset name (calm, flowing, storm, pulse) or YAML path")
     p.add_argument("--size", default=None, help="output WIDTHxHEIGHT (default: the generator's resolution)")
