@@ -52,7 +52,7 @@ class EvalRow:
     zero_shot_accuracy: float
     frame_change: float
     chance: float
-    classifier_accuracy: float = float("nan")
+    classifier_accuracy: float | None = None  # None without --classifier (NaN would break row equality)
 
 
 def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
@@ -114,11 +114,11 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
             judged.append(judge_hit)
         rows.append(EvalRow(name, str(whole["path"]), clips.classes[label], int(cos.numel()), cos.mean().item(),
                             hit.mean().item(), change.mean().item() if change.numel() else 0.0, chance,
-                            judge_hit.mean().item() if judge_hit is not None else float("nan")))
+                            judge_hit.mean().item() if judge_hit is not None else None))
     cos, hit, change = torch.cat(cosines), torch.cat(hits), torch.cat(changes)
     rows.append(EvalRow(name, ALL_CLIPS, "", int(cos.numel()), cos.mean().item(), hit.mean().item(),
                         change.mean().item() if change.numel() else 0.0, chance,
-                        torch.cat(judged).mean().item() if judged else float("nan")))
+                        torch.cat(judged).mean().item() if judged else None))
     return rows
 
 
@@ -222,7 +222,7 @@ def summary_rows(rows: list[EvalRow]) -> list[EvalRow]:
 def format_table(rows: list[EvalRow]) -> str:
     """The summary rows as a table, with chance."""
     summary = summary_rows(rows)
-    judged = any(r.classifier_accuracy == r.classifier_accuracy for r in summary)  # not NaN
+    judged = any(r.classifier_accuracy is not None for r in summary)
     extra = f" {'classifier_acc':>14}" if judged else ""
     lines = [f"{'models':<20} {'frames':>6} {'clip_cosine':>11} {'zero_shot_acc':>13} {'frame_change':>12}{extra}"]
     for r in summary:
@@ -242,8 +242,7 @@ def write_csv(path: Path, rows: list[EvalRow]) -> Path:
     writer = csv.writer(text)
     writer.writerow([f.name for f in fields(EvalRow)])
     for row in rows:
-        writer.writerow(["" if isinstance(v, float) and v != v else f"{v:.6g}" if isinstance(v, float) else v
-                         for v in asdict(row).values()])
+        writer.writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in asdict(row).values()])
     atomic_write_bytes(Path(path), text.getvalue().encode("utf-8"))
     return Path(path)
 
