@@ -586,10 +586,18 @@ def train(
     run_dir = Path(run_dir)
     loop: LoopConfig = config.loop
     env = init_distributed(loop.device)
+    finished = False
     try:
-        return _train(config, build, run_dir, resume, env)
+        result = _train(config, build, run_dir, resume, env)
+        finished = True
+        return result
     finally:
         if env.active:
+            # Every rank reaches this point before any tears gloo down: a rank that destroyed its group
+            # while the other still wrote its checkpoint aborted in gloo's C++ ("terminate called without
+            # an active exception", about 1 run in 15 here). After an error the peers may never arrive.
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
