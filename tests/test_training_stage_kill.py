@@ -1,0 +1,91 @@
+"""kill -9 in the middle of a sound stage, then `--resume`: the run ends where an uninterrupted one ends.
+
+Each stage runs as `soundvj train STAGE` in a child process on the tiny chain (procedural clips, 32-px
+generator, tiny CLIP), checkpointing every step; SIGKILL lands after the first checkpoint, mid-run.
+The resumed run's modules and optimiser states equal, bit for bit, those of a run never interrupted.
+(The generator's own kill -9 test is in test_training_generator.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
+
+from training.loop import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
+from tests.training_chain import build_chain, stage_overrides  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 8
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    return build_chain(tmp_path_factory.getbasetemp() / "training_chain")
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"  # the same thread count in every run, so results compare bit for bit
+    return env
+
+
+def train_args(stage: str, chain: Path, run: Path, *extra: str) -> list[str]:
+    overrides = [*stage_overrides(stage, chain), f"loop.steps={STEPS}", "loop.checkpoint_every=1", *extra]
+    return [sys.executable, "-m", "core.cli", "train", stage, "--out", str(run),
+            *[a for kv in overrides for a in ("--set", kv)]]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stage", ["audio-encoder", "inverter", "stepper"])
+def test_sound_stage_resumes_after_sigkill(stage, chain, tmp_path):
+    run, whole = tmp_path / "killed", tmp_path / "whole"
+    child = subprocess.Popen(train_args(stage, chain, run), cwd=REPO, env=child_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (run / CHECKPOINT_NAME).exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    if child.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended before the kill (exit {child.returncode}): {child.stderr.read().decode()[-2000:]}")
+    killed_at = load_checkpoint(run)["step"]
+    assert 1 <= killed_at < STEPS
+
+    resumed = subprocess.run([*train_args(stage, chain, run), "--resume"], cwd=REPO, env=child_env(),
+                             capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    straight = subprocess.run(train_args(stage, chain, whole), cwd=REPO, env=child_env(), capture_output=True,
+                              timeout=300)
+    assert straight.returncode == 0, straight.stderr.decode()[-2000:]
+
+    a, b = load_checkpoint(run), load_checkpoint(whole)
+    assert a["step"] == b["step"] == STEPS
+    for section in ("modules", "optimizers"):
+        assert set(a[section]) == set(b[section])
+        for name in a[section]:
+            _assert_equal(a[section][name], b[section][name], f"{section}.{name}")
+
+
+def _assert_equal(x, y, where: str) -> None:
+    if isinstance(x, torch.Tensor):
+        assert isinstance(y, torch.Tensor) and torch.equal(x, y), where
+    elif isinstance(x, dict):
+        assert set(x) == set(y), where
+        for k in x:
+            _assert_equal(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, (list, tuple)):
+        assert len(x) == len(y), where
+        for i, (p, q) in enumerate(zip(x, y)):
+            _assert_equal(p, q, f"{where}[{i}]")
+    else:
+        assert x == y, where
