@@ -66,3 +66,30 @@ def test_the_environment_chooses_what_default_means(tmp_path, monkeypatch, capsy
     assert main(["info"]) == 2
     err = capsys.readouterr().err
     assert "SOUNDVJ_DEFAULT_MODEL=" in err and "no such model file" in err and err.count("\n") == 1
+
+
+def test_the_shipped_default_is_small_trained_and_credited(tmp_path, monkeypatch, capsys):
+    """core/assets/default.safetensors: the demo recipe's model, what `render`, `live` and the demo use."""
+    from core.model_credits import class_names, credit_entries
+    from core.video_writer import probe_media
+
+    shipped = model_file.SHIPPED_DEFAULT
+    assert shipped.is_file(), "core/assets/default.safetensors ships with the repository"
+    assert shipped.stat().st_size <= 25 * 2**20
+    monkeypatch.delenv("SOUNDVJ_DEFAULT_MODEL")  # conftest pins the suite to the random weights
+    model = load_model(None)
+    assert not model.sound_is_seeded
+    assert sorted(class_names(model.metadata)) == ["birds", "engine", "fire", "insects", "rain", "wind"]
+    entries = credit_entries(model.metadata)
+    assert {e["package"] for e in entries} >= {"megaglest-data", "openttd-opensfx", "plasma-workspace-wallpapers"}
+    assert all(e.get("licence") and e.get("credit") for e in entries)
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"default (embedded, trained: {shipped})" in out and "classes:" in out and "megaglest-data" in out
+
+    video = tmp_path / "demo.mp4"
+    assert main(["render", "--demo", "--seconds", "1", "--size", "128x128", "-o", str(video), "--quiet"]) == 0
+    info = probe_media(video)
+    assert info.frame_count == 24 and (info.width, info.height) == (128, 128) and info.has_audio
+    assert "random weights" not in capsys.readouterr().out

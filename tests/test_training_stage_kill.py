@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
 
 from training.loop import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
-from tests.training_chain import build_chain, stage_overrides  # noqa: E402
+from tests.training_chain import assert_same_state, build_chain, stage_overrides  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -73,19 +72,4 @@ def test_sound_stage_resumes_after_sigkill(stage, chain, tmp_path):
     for section in ("modules", "optimizers"):
         assert set(a[section]) == set(b[section])
         for name in a[section]:
-            _assert_equal(a[section][name], b[section][name], f"{section}.{name}")
-
-
-def _assert_equal(x, y, where: str) -> None:
-    if isinstance(x, torch.Tensor):
-        assert isinstance(y, torch.Tensor) and torch.equal(x, y), where
-    elif isinstance(x, dict):
-        assert set(x) == set(y), where
-        for k in x:
-            _assert_equal(x[k], y[k], f"{where}.{k}")
-    elif isinstance(x, (list, tuple)):
-        assert len(x) == len(y), where
-        for i, (p, q) in enumerate(zip(x, y)):
-            _assert_equal(p, q, f"{where}[{i}]")
-    else:
-        assert x == y, where
+            assert_same_state(a[section][name], b[section][name], f"{section}.{name}")

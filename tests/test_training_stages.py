@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
 
 from core.errors import SoundvjError  # noqa: E402
-from tests.training_chain import CHAIN_STEPS, STAGE_ORDER, build_chain, run_stage  # noqa: E402
+from tests.training_chain import CHAIN_STEPS, STAGE_ORDER, assert_same_state, build_chain, run_stage  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,21 +25,6 @@ def _load(path):
     from training.loop import load_checkpoint
 
     return load_checkpoint(path)
-
-
-def _assert_same_state(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            _assert_same_state(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 @pytest.mark.parametrize("stage", STAGE_ORDER)
@@ -55,9 +40,9 @@ def test_stage_trains_and_resumes_bitwise(stage, chain, tmp_path):
     second = run_stage(stage, chain, tmp_path / "run", resume=True)
     assert second.step == CHAIN_STEPS
     resumed = _load(tmp_path / "run")
-    _assert_same_state(full["modules"], resumed["modules"], "modules")
-    _assert_same_state(full["optimizers"], resumed["optimizers"], "optimizers")
-    _assert_same_state(full["schedulers"], resumed["schedulers"], "schedulers")
+    assert_same_state(full["modules"], resumed["modules"], "modules")
+    assert_same_state(full["optimizers"], resumed["optimizers"], "optimizers")
+    assert_same_state(full["schedulers"], resumed["schedulers"], "schedulers")
 
 
 def test_stages_write_sample_grids_and_videos(chain):

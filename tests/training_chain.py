@@ -96,3 +96,19 @@ def build_chain(root: Path) -> Path:
         if not (root / stage / "checkpoint.pt").exists():
             run_stage(stage, root, root / stage)
     return root
+
+
+def assert_same_state(a, b, where: str = "") -> None:
+    """Nested dicts/lists of tensors and values are equal, tensors bit for bit (dtype too)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
