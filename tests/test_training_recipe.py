@@ -166,3 +166,26 @@ steps:
     judge = torch.load(state / "judge" / "checkpoint.pt", weights_only=True)
     assert "optimizers" not in judge and judge["modules"]["classifier"]["w"].dtype == torch.float16
     assert (state / "judge" / "DONE").exists()
+
+
+def test_state_option_keeps_a_second_run_of_the_recipe_apart(tmp_path):
+    import shutil
+
+    import torch
+
+    from training.loop import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+    from training.recipe import restore_state, save_state
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: r\nvars: {{runs: {tmp_path}/runs}}\nsteps: [{{name: a, stage: classifier}}]\n")
+    assert load_recipe(path).state_dir == tmp_path / "r-state"
+    other = load_recipe(path, {"runs": str(tmp_path / "runs2")}, state_dir=tmp_path / "elsewhere")
+    assert other.state_dir == tmp_path / "elsewhere" and other.run_dir(other.steps[0]) == tmp_path / "runs2" / "a"
+    (tmp_path / "runs2" / "a").mkdir(parents=True)
+    save_checkpoint(tmp_path / "runs2" / "a" / "checkpoint.pt", {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage_name": "classifier", "step": 2,
+        "modules": {"classifier": {"w": torch.ones(3)}}, "optimizers": {}})
+    save_state(other, other.steps[0])
+    assert (tmp_path / "elsewhere" / "a" / "checkpoint.pt").exists() and not (tmp_path / "r-state").exists()
+    shutil.rmtree(tmp_path / "runs2")  # a fresh machine: the run folder is gone, the state folder is not
+    assert restore_state(other, other.steps[0]) and (tmp_path / "runs2" / "a" / "checkpoint.pt").exists()

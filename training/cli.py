@@ -121,7 +121,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
         variables[name] = value
     if args.hours is not None and not 0 < args.hours <= 24:
         raise SoundvjError(f"--hours {args.hours}: expected a number of hours in (0, 24]")
-    recipe = load_recipe(args.recipe, variables)
+    recipe = load_recipe(args.recipe, variables, state_dir=args.state)
     if args.list:
         for step in recipe.steps:
             state = "done" if is_done(recipe, step) else "to do"
@@ -174,6 +174,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--step", default=None, metavar="NAME", help="run only this step")
     r.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE",
                    help="override one of the recipe's vars, e.g. --var runs=/data/runs (repeatable)")
+    r.add_argument("--state", default=None, metavar="DIR",
+                   help="keep the pieces' small checkpoints here instead of the recipe's state folder "
+                        "(a second run of the same recipe; with --var runs=... for its run folders)")
     r.add_argument("--list", action="store_true", help="print the steps, their commands and whether they are done, and exit")
     r.set_defaults(func=_cmd_recipe)
 

@@ -90,8 +90,9 @@ def _expand(text: str, variables: dict[str, str], where: str) -> str:
         raise SoundvjError(f"{where}: cannot expand {text!r} ({e}); known names: {sorted(variables)}") from None
 
 
-def load_recipe(path: str | Path, variables: dict[str, str] | None = None) -> Recipe:
-    """Read and check a recipe file; `variables` override its `vars`. One-line errors name the field."""
+def load_recipe(path: str | Path, variables: dict[str, str] | None = None, state_dir: str | Path | None = None) -> Recipe:
+    """Read and check a recipe file; `variables` override its `vars`, `state_dir` its state folder (e.g. a
+    second, independent run of the same recipe). One-line errors name the field."""
     from training.config import read_yaml
 
     path = Path(path)
@@ -172,7 +173,8 @@ def load_recipe(path: str | Path, variables: dict[str, str] | None = None) -> Re
             creates=_expand(creates, merged, f"{at}.creates") if creates else None, keep=strings("keep"),
             state_precision=precision,
         ))
-    return Recipe(name=name, path=path, variables=merged, state_dir=(path.parent / state),
+    return Recipe(name=name, path=path, variables=merged,
+                  state_dir=Path(state_dir) if state_dir is not None else (path.parent / state),
                   piece_hours=float(piece_hours), steps=tuple(steps), max_state_mb=float(max_state_mb))
 
 
