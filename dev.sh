@@ -64,7 +64,7 @@ case "$cmd" in
     ensure_system_packages
     ensure_venv
     out=${1:-demo.mp4}
-    "$VENV/bin/soundvj" render --demo --preset calm -o "$out"
+    "$VENV/bin/soundvj" render --demo --preset calm --size 256x256 -o "$out"
     ;;
   test)
     ensure_system_packages
