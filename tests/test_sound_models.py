@@ -347,3 +347,23 @@ def test_map2style_depth_follows_map_size() -> None:
     encoder = small_models(16, 512).inversion_encoder
     conv_counts = [sum(isinstance(m, torch.nn.Conv2d) for m in head.convs) for head in encoder.styles]
     assert conv_counts == [3] * 3 + [4] * 4 + [5] * 9
+
+
+@pytest.mark.parametrize("n_mels,frames", [(128, 94), (16, 16), (128, 300)])
+def test_inversion_inference_path_fuses_the_style_heads_with_the_same_result(n_mels, frames) -> None:
+    """Without autograd E_I runs each level's heads as one grouped network; it must equal the heads one by
+    one (also for a 1x1 map that needs no convs, and for a long window), and follow weight updates."""
+    from core.sound.config import InversionEncoderConfig
+    from core.sound.inversion_encoder import SoundInversionEncoder
+
+    torch.manual_seed(0)
+    encoder = SoundInversionEncoder(InversionEncoderConfig(num_ws=16, w_dim=32, n_mels=n_mels, width=4)).eval()
+    mel = torch.rand(3, n_mels, frames)
+    with torch.no_grad():
+        fused = encoder(mel)
+    with torch.enable_grad():
+        one_by_one = encoder(mel).detach()
+    torch.testing.assert_close(fused, one_by_one, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        encoder.styles[5].linear.bias.add_(1.0)  # an optimiser step in place: the fused copy must follow
+        assert torch.allclose(encoder(mel)[:, 5], one_by_one[:, 5] + 1.0, atol=1e-5)

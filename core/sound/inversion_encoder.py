@@ -72,6 +72,35 @@ class MapToStyle(torch.nn.Module):
         return self.linear(x)
 
 
+class FusedStyleHeads:
+    """k MapToStyle heads reading one map, run as one network (inference only; same maths, fewer ops).
+
+    Live, E_I runs on one window a frame, where 16 heads of 4-5 small convs each cost more in per-op
+    overhead than in arithmetic. The heads' first convs share their input, so they are one conv with
+    k x C outputs; each later conv is a grouped conv (groups = k); the linear layers are one batched
+    matmul. Only the order of floating-point sums may differ from running the heads one by one.
+    """
+
+    def __init__(self, heads: list[MapToStyle]):
+        convs = [[m for m in h.convs if isinstance(m, torch.nn.Conv2d)] for h in heads]
+        self.k = len(heads)
+        self.weights = [torch.cat([c[i].weight for c in convs]).detach() for i in range(len(convs[0]))]
+        self.biases = [torch.cat([c[i].bias for c in convs]).detach() for i in range(len(convs[0]))]
+        self.linear_weight = torch.stack([h.linear.weight for h in heads]).detach()  # [k, w_dim, C]
+        self.linear_bias = torch.stack([h.linear.bias for h in heads]).detach()  # [k, w_dim]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W] -> the k heads' offsets [B, k, w_dim]."""
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = F.leaky_relu(F.conv2d(x, weight, bias, stride=2, padding=1, groups=1 if i == 0 else self.k),
+                             LRELU_SLOPE)
+        if not self.weights:  # a 1x1 map needs no convs: every head reads the same features
+            x = x.repeat(1, self.k, 1, 1)
+        x = x.mean(dim=(2, 3)).unflatten(1, (self.k, -1))  # [B, k, C]
+        x = x * torch.rsqrt(x.square().mean(dim=2, keepdim=True) + 1.0)
+        return torch.einsum("bkc,kwc->bkw", x, self.linear_weight) + self.linear_bias
+
+
 class SoundInversionEncoder(WSpaceModule):
     """pSp-style encoder; parameter names: input_conv, input_bn, body.stages.*, lateral_middle,
     lateral_fine, styles.{i}.convs.*, styles.{i}.linear; buffer w_avg."""
@@ -119,7 +148,21 @@ class SoundInversionEncoder(WSpaceModule):
         fine = F.interpolate(middle, size=c_fine.shape[2:], mode="bilinear", align_corners=False)
         fine = fine + self.lateral_fine(c_fine)
         maps = {"coarse": c_coarse, "middle": middle, "fine": fine}
-        return torch.stack([head(maps[level]) for head, level in zip(self.styles, self.style_level)], dim=1)
+        if self.training or torch.is_grad_enabled():
+            return torch.stack([head(maps[level]) for head, level in zip(self.styles, self.style_level)], dim=1)
+        return torch.cat([fused(maps[level]) for level, fused in self._fused_heads()], dim=1)
+
+    def _fused_heads(self) -> list[tuple[str, "FusedStyleHeads"]]:
+        """The style heads of each level as one FusedStyleHeads, rebuilt whenever a parameter changed."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.styles.parameters())
+        if getattr(self, "_fused_key", None) != key:
+            groups: dict[str, list[MapToStyle]] = {}
+            for head, level in zip(self.styles, self.style_level):
+                groups.setdefault(level, []).append(head)
+            # Levels in style order (coarse, middle, fine), so the concatenation is styles 0..num_ws-1.
+            self._fused = [(level, FusedStyleHeads(heads)) for level, heads in groups.items()]
+            self._fused_key = key
+        return self._fused
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, n_mels, W] in [0, 1] -> w_hat_a = w_avg + E_I(mel), [B, num_ws, w_dim]."""
