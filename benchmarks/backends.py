@@ -23,15 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import core.stylegan3.networks as networks  # noqa: E402
 from core.stylegan3.ops import backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
-from benchmarks.generators import build, vector_flags  # noqa: E402
+from benchmarks.generators import build, sample_ws, vector_flags  # noqa: E402
 
-CONFIGS = {"default": None, "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
+CONFIGS = {"default": None, "random": "random", "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
 
 
 
 
 def frame_ms(G: networks.Generator, names: list[str], reps: int) -> dict[str, float]:
-    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)), None)
+    ws = sample_ws(G, 1, 1)
     best = {n: float("inf") for n in names}
     with torch.no_grad():
         for rep in range(reps + 1):  # the first pass warms every backend up and is not counted

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.stylegan3.live_synthesis import LiveSynthesis, LiveSynthesisOptions  # noqa: E402
-from benchmarks.generators import build  # noqa: E402
+from benchmarks.generators import build, sample_ws  # noqa: E402
 
 CONFIGS = {"default": None, "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
 VARIANTS = {
@@ -61,7 +61,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     for name in args.configs.split(","):
         G = build(CONFIGS[name]).cuda()
-        ws = G.mapping(torch.randn(1, G.z_dim, device="cuda", generator=torch.Generator("cuda").manual_seed(1)), None)
+        ws = sample_ws(G, 1, 1, "cuda")
         reference = LiveSynthesis(G)(ws).clone()
         print(f"\n{name}: ms per frame (median of {args.reps}), difference from fp32 eager")
         for label, options in variants.items():

@@ -31,7 +31,7 @@ import core.stylegan3.networks as networks  # noqa: E402
 from core.stylegan3 import ops  # noqa: E402
 from core.stylegan3.ops import backend, backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
-from benchmarks.generators import build, vector_flags  # noqa: E402
+from benchmarks.generators import build, sample_ws, vector_flags  # noqa: E402
 
 # name -> (img_resolution, channel_base, channel_max); StyleGAN3-T, 14 layers.
 CONFIGS = {
@@ -148,7 +148,7 @@ def main() -> int:
         gflop = conv_gflop_per_sample(G)
         chosen = backend_choice.measure(G, backend_choice.candidates(torch.device("cpu"))).backend
         for batch in (1, 4):
-            ws = G.mapping(torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(batch)), None)
+            ws = sample_ws(G, batch, batch)
             ms: dict[str, float | None] = {}
             for path in PATHS:
                 if path == "reference" and args.quick and config is not None and config[0] >= 256:
@@ -170,7 +170,7 @@ def main() -> int:
 
     print()
     G = build(CONFIGS[BREAKDOWN_CONFIG])
-    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)), None)
+    ws = sample_ws(G, 1, 1)
     parts = breakdown(G, ws, reps=4 if args.quick else 8)
     print(f"per-op breakdown, {BREAKDOWN_CONFIG}, batch 1, fast path (ms, min over repeats):")
     for k, v in parts.items():
