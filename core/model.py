@@ -19,6 +19,7 @@ from core.audio.mel import MelConfig
 from core.device import pick_device
 from core.errors import SoundvjError
 from core.params import short_repr
+from core import model_file
 from core.model_file import (
     builtin_model_file,
     is_builtin_model,
@@ -192,6 +193,7 @@ def load_model(
 ) -> SoundvjModel:
     """Generator + sound models, ready to run on `device`; `path` None or "default" is the embedded model."""
     dev = pick_device(device)
+    embedded = False
     if is_builtin_model(path):
         shipped = builtin_model_file(path)
         if shipped is None:
@@ -200,7 +202,7 @@ def load_model(
             G = default_generator()
             model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), "embedded default (random weights)", True)
             return _choose_ops_backend(model.to(dev))
-        path = shipped
+        path, embedded = shipped, shipped == model_file.SHIPPED_DEFAULT  # not a SOUNDVJ_DEFAULT_MODEL file
     path = Path(path)
     if model_kind(path) == "pickle":
         G, sound_config, sound_state, source = generator_from_pickle(path), None, None, f"NVIDIA pickle {path.name}"
@@ -217,6 +219,8 @@ def load_model(
     else:
         sound, mel = _sound_from_file(path, sound_config or {}, sound_state, G)
         model = SoundvjModel(G, sound, mel, source or str(path), False, metadata)
+    if embedded:  # what the status bar and render's summary call it
+        model.source = f"embedded default (trained, {G.img_resolution} px)"
     return _choose_ops_backend(model.to(dev))
 
 
