@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from training.loop import CHECKPOINT_NAME, load_checkpoint, train
 from training.pretrained import frozen_generator
 from training.stages import generator as stage
 from training.stylegan_discriminator import Discriminator
+from tests.training_chain import kill_after_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -346,17 +345,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     data = write_toy_folder(tmp_path / "data")
     run, whole = tmp_path / "run", tmp_path / "whole"
     settings = ["loop.steps=12", "loop.checkpoint_every=1", "stage.r1_interval=5"]
-    child = subprocess.Popen(cli_args(data, run, *settings), cwd=REPO, env=python_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (run / CHECKPOINT_NAME).exists() and time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
-    if child.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended before the kill: {child.stderr.read().decode()[-2000:]}")
-    killed_at = load_checkpoint(run)["step"]
+    killed_at = kill_after_first_checkpoint(cli_args(data, run, *settings), run, REPO, python_env(), settle=0.3,
+                                            wait=120)
     assert 1 <= killed_at < 12
     resumed = subprocess.run([*cli_args(data, run), "--resume"], cwd=REPO, env=python_env(), capture_output=True,
                              timeout=300)

@@ -9,18 +9,16 @@ The resumed run's modules and optimiser states equal, bit for bit, those of a ru
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
 
-from training.loop import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
-from tests.training_chain import assert_same_state, build_chain, stage_overrides  # noqa: E402
+from training.loop import load_checkpoint  # noqa: E402
+from tests.training_chain import assert_same_state, build_chain, kill_after_first_checkpoint, stage_overrides  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -48,16 +46,7 @@ def train_args(stage: str, chain: Path, run: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("stage", ["audio-encoder", "inverter", "stepper"])
 def test_sound_stage_resumes_after_sigkill(stage, chain, tmp_path):
     run, whole = tmp_path / "killed", tmp_path / "whole"
-    child = subprocess.Popen(train_args(stage, chain, run), cwd=REPO, env=child_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not (run / CHECKPOINT_NAME).exists() and time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.01)
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
-    if child.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended before the kill (exit {child.returncode}): {child.stderr.read().decode()[-2000:]}")
-    killed_at = load_checkpoint(run)["step"]
+    killed_at = kill_after_first_checkpoint(train_args(stage, chain, run), run, REPO, child_env())
     assert 1 <= killed_at < STEPS
 
     resumed = subprocess.run([*train_args(stage, chain, run), "--resume"], cwd=REPO, env=child_env(),

@@ -112,3 +112,27 @@ def assert_same_state(a, b, where: str = "") -> None:
             assert_same_state(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def kill_after_first_checkpoint(argv: list[str], run: Path, cwd: Path, env: dict, settle: float = 0.0,
+                                wait: float = 240.0) -> int:
+    """Start a training run as a child process, SIGKILL it once `run/checkpoint.pt` exists (after `settle`
+    seconds more), and return the step of the checkpoint it left; fails the test if it ended first."""
+    import signal
+    import subprocess
+    import time
+
+    import pytest
+
+    from training.loop import CHECKPOINT_NAME, load_checkpoint
+
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + wait
+    while not (run / CHECKPOINT_NAME).exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    time.sleep(settle)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    if child.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended before the kill (exit {child.returncode}): {child.stderr.read().decode()[-2000:]}")
+    return int(load_checkpoint(run)["step"])
