@@ -209,3 +209,46 @@ def test_cli_wrong_architecture_clip_exits_2_without_a_checkpoint(chain, tmp_pat
     assert code == 2, err
     assert "not a CLIP of architecture 'small'" in err and err.strip().count("\n") == 0 and "Traceback" not in err
     assert not (run_dir / "checkpoint.pt").exists()
+
+
+def _conditional_generator(root, classes):
+    """The chain generator's sizes, class-conditional on `classes` (names in the model file's metadata)."""
+    import json
+
+    from core.model_file import save_model
+    from core.stylegan3.networks import Generator
+
+    torch.manual_seed(1)
+    G = Generator(z_dim=32, c_dim=len(classes), w_dim=32, img_resolution=32, img_channels=3,
+                  channel_base=512, channel_max=16, num_layers=4).eval()
+    return save_model(root / "conditional.safetensors", G, metadata={"training.classes": json.dumps(list(classes))})
+
+
+def test_stepper_class_latent_term_pulls_frames_to_their_class(chain, tmp_path):
+    """lambda_class_w > 0: the stepper's frames are pulled toward their sound's class latent; repeating a
+    batch lowers that distance (the term is wired into the stepper's loss)."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import stage_module
+    from training.synth_data import CLASSES
+    from tests.training_chain import stage_overrides
+
+    generator = _conditional_generator(tmp_path, tuple(reversed(list(CLASSES))))  # another order than the data's
+    module = stage_module("stepper")
+    overrides = stage_overrides("stepper", chain) + [f"stage.generator={generator}", "stage.lambda_class_w=100",
+                                                     "stage.class_latent_samples=64", "stage.noise_std=0",
+                                                     "stage.lr=0.01"]
+    config = load_run_config("stepper", module.Config, None, overrides)
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path, True))
+    batch = _spread_batch(built, 2)
+    distances = []
+    for i in range(8):
+        torch.manual_seed(0)  # the same w_0 each step: only the stepper's weights change
+        distances.append(float(built.train_step(batch, _step_context(built, i))["class_latent"]))
+    assert distances[-1] < 0.8 * distances[0], distances
+
+
+def test_stepper_class_latent_term_needs_a_conditional_generator(chain, tmp_path):
+    with pytest.raises(SoundvjError, match="stage.lambda_class_w: .* is not a class-conditional generator"):
+        run_stage("stepper", chain, tmp_path / "a", ["stage.lambda_class_w=1"])
