@@ -74,11 +74,11 @@ def test_list_shows_the_commands(tmp_path, capsys):
     _images(tmp_path / "images")
     assert main(["train", "recipe", str(_recipe(tmp_path, steps=6)), "--list"]) == 0
     out = capsys.readouterr().out
-    assert "presets        to do  soundvj presets" in out
+    assert "presets        to do   soundvj presets" in out
     assert f"soundvj train classifier --out {tmp_path}/runs/judge --data {tmp_path}/images" in out
 
 
-def test_a_signal_pauses_the_piece_and_the_next_call_resumes_it(tmp_path):
+def test_a_signal_pauses_the_piece_and_the_next_call_resumes_it(tmp_path, capsys):
     _images(tmp_path / "images")
     recipe = _recipe(tmp_path, steps=100000)
     run = tmp_path / "runs" / "judge"
@@ -104,6 +104,14 @@ def test_a_signal_pauses_the_piece_and_the_next_call_resumes_it(tmp_path):
 
     paused_step = torch.load(state, weights_only=True)["step"]
     assert paused_step >= 2 and "optimizers" in torch.load(state, weights_only=True)
+
+    # --list counts what the state folder carries: a fresh machine (no run folder) still sees the pause.
+    import shutil
+
+    shutil.move(run, tmp_path / "run-aside")
+    assert main(["train", "recipe", str(recipe), "--list"]) == 0
+    assert "judge          started soundvj train classifier" in capsys.readouterr().out
+    shutil.move(tmp_path / "run-aside", run)
 
     # The next piece resumes the stage (loop.steps may change on resume) and finishes it.
     result = run_recipe(load_recipe(_recipe(tmp_path, steps=paused_step + 4)), log=lambda _: None)

@@ -111,7 +111,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from training.recipe import is_done, load_recipe, run_recipe, step_argv
+    from training.recipe import load_recipe, run_recipe, step_argv, step_status
 
     variables = {}
     for item in args.variables:
@@ -124,8 +124,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, variables, state_dir=args.state)
     if args.list:
         for step in recipe.steps:
-            state = "done" if is_done(recipe, step) else "to do"
-            print(f"{step.name:<14} {state:<6} soundvj {' '.join(step_argv(recipe, step))}")
+            print(f"{step.name:<14} {step_status(recipe, step):<7} soundvj {' '.join(step_argv(recipe, step))}")
         return 0
     result = run_recipe(recipe, hours=args.hours, only=args.step)
     if result.stopped_by is not None:

@@ -254,6 +254,21 @@ def restore_state(recipe: Recipe, step: RecipeStep) -> bool:
     return restored
 
 
+def step_status(recipe: Recipe, step: RecipeStep) -> str:
+    """'done', 'started' (a checkpoint to resume from) or 'to do', counting what the state folder carries
+    for a fresh machine (a run restores it before the step runs)."""
+    if is_done(recipe, step):
+        return "done"
+    if step.stage is None:
+        return "to do"
+    state = recipe.state_dir / step.name
+    if (state / DONE_NAME).exists():
+        return "done"
+    if (recipe.run_dir(step) / CHECKPOINT_NAME).exists() or (state / CHECKPOINT_NAME).exists():
+        return "started"
+    return "to do"
+
+
 def is_done(recipe: Recipe, step: RecipeStep) -> bool:
     if step.stage is None and step.creates is not None:
         return Path(step.creates).exists()
