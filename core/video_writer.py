@@ -53,8 +53,9 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Fail fast (before any rendering) if `path` can't become the output video; returns it absolute.
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
+    """Fail fast (before any rendering) if `path` can't become the output file (a video unless other
+    `suffixes` are given); returns it absolute.
 
     Writability is tested by creating a scratch file in the folder: `os.access` says yes to root even
     for a read-only folder, and only an actual create sees EROFS/EACCES.
@@ -62,9 +63,9 @@ def check_output_path(path: str | os.PathLike) -> Path:
     out = Path(path).expanduser().absolute()
     if out.is_dir():
         raise SoundvjError(f"{out}: is a folder; give a file name such as {out / 'out.mp4'}")
-    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+    if out.suffix.lower() not in suffixes:
         got = f"'{out.suffix}'" if out.suffix else "no extension"
-        raise SoundvjError(f"{out}: output must end in {' or '.join(OUTPUT_SUFFIXES)} (got {got})")
+        raise SoundvjError(f"{out}: output must end in {' or '.join(suffixes)} (got {got})")
     folder = out.parent
     if not folder.exists():
         raise SoundvjError(f"{out}: output folder {folder} does not exist")

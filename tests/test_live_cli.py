@@ -128,3 +128,23 @@ def test_scripted_run_with_the_output_fullscreen(tmp_path):
     wav = write_wav(tmp_path / "noise.wav", 3.0)
     r = soundvj("live", "--file", str(wav), "--duration", "2", "--fullscreen", "0", "--no-gl", timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+@needs_display
+def test_screenshot_saves_the_window_as_the_run_ends(tmp_path):
+    from PIL import Image
+
+    wav = write_wav(tmp_path / "noise.wav", 4.0)
+    shot = tmp_path / "window.png"
+    r = soundvj("live", "--file", str(wav), "--duration", "3", "--screenshot", str(shot), timeout=120)
+    assert r.returncode == 0 and f"saved {shot}" in r.stdout, (r.returncode, r.stdout, r.stderr)
+    picture = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
+    assert picture.shape[0] >= 400 and picture.shape[1] >= 600, picture.shape  # the whole window, not a widget
+    assert picture.std() > 10  # controls, plots and the frame: not a blank grab
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.wav", "window.png"]  # no partial file left
+
+
+def test_screenshot_must_be_a_png_one_line_exit_2(tmp_path):
+    wav = write_wav(tmp_path / "noise.wav", 1.0)
+    r = soundvj("live", "--file", str(wav), "--screenshot", str(tmp_path / "window.jpg"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "window.jpg" in r.stderr and ".png" in r.stderr

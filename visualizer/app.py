@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -51,6 +52,7 @@ def run_app(args: argparse.Namespace) -> int:
     source = _check_source(args)
     if args.record is not None:
         check_output_path(args.record)
+    screenshot = check_output_path(args.screenshot, suffixes=(".png",)) if args.screenshot is not None else None
     _check_display()
     model = load_model(args.model, device=args.compute)
 
@@ -67,7 +69,18 @@ def run_app(args: argparse.Namespace) -> int:
     window.show()
     if args.fullscreen is not None:
         window.show_output(args.fullscreen)
-    outcome: dict[str, str | None] = {"error": None}
+    outcome: dict[str, str | None] = {"error": None, "screenshot": None}
+    if screenshot is not None:
+        def save_screenshot() -> None:  # as the app quits, however it quits: the window still shows
+            partial = screenshot.with_name(f".{screenshot.name}.partial.png")
+            if window.grab().save(str(partial)):
+                os.replace(partial, screenshot)
+                outcome["screenshot"] = str(screenshot)
+            else:
+                partial.unlink(missing_ok=True)
+                outcome["error"] = f"{screenshot}: could not save the window's picture"
+
+        app.aboutToQuit.connect(save_screenshot)
 
     quitter = _quitter_class()()
     quitter.quit.connect(app.quit, QtCore.Qt.ConnectionType.QueuedConnection)
@@ -103,6 +116,8 @@ def run_app(args: argparse.Namespace) -> int:
     if outcome["error"]:
         print(f"soundvj: error: {outcome['error']}", file=sys.stderr)
         return 1
+    if outcome["screenshot"]:
+        print(f"saved {outcome['screenshot']}")
     rec = session.recorder
     if rec is not None and rec.error is None and rec.state == "finished":
         print(f"recorded {rec.path} ({rec.seconds:.2f} s, {rec.frames_written} frames)")

@@ -31,6 +31,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", default=None, metavar="OUT.mp4", help="record the session (video + sound) to this file")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="end by itself after S seconds (a --record file then holds exactly S seconds)")
+    p.add_argument("--screenshot", default=None, metavar="OUT.png",
+                   help="save a picture of the window as the run ends (with --duration: after S seconds)")
     p.add_argument("--fullscreen", type=int, default=None, metavar="N", help="output window fullscreen on screen N")
     p.add_argument("--list-devices", action="store_true", help="print the audio input devices and exit")
     p.add_argument("--compute", default=None, metavar="DEVICE", help="torch device: auto (default), cpu, cuda, cuda:N")
