@@ -15,7 +15,9 @@ Decisions (the paper is silent): training alpha 0.4 (the official inference valu
 (the presets' default), lambda_enc 1.0.
 
 Beyond the paper (off by default), as in `train inverter`: with a class-conditional generator whose class
-names are the dataset's, `lambda_class_w` adds `||w_t - w_class(label)||^2` over the rolled-out frames.
+names are the dataset's, `lambda_class_w` adds `||w_tilde_t - w_class(label)||^2` on the stepper's
+proposals (w_tilde_t = w_{t-1} + (w_t - w_{t-1}) / alpha, the point each frame moves toward): on the frames
+themselves the start from w_0 dominates the distance and the term would teach the stepper to overshoot.
 Without it the only pull in W is lambda_b's toward w_avg, the average over all classes; on the demo data
 that bias drew rain toward the city-road look (held-out rain: E_I alone 0.55 rain, with the stepper 0.06).
 """
@@ -58,7 +60,7 @@ class Config:
     noise_std: float = setting(0.3, min=0.0, max=2.0, help="std of the noise vector while training")
     lambda_enc: float = setting(1.0, min=0.0, help="weight of L_enc on the generated frames")
     lambda_b: float = setting(1.0, min=0.0, help="L_enc's weight of ||w - w_avg||^2")
-    lambda_class_w: float = setting(0.0, min=0.0, help="weight of ||w_t - w_class(label)||^2 (class-conditional "
+    lambda_class_w: float = setting(0.0, min=0.0, help="weight of ||w_tilde_t - w_class(label)||^2 (class-conditional "
                                     "generators whose class names match the data's; 0: off, as in the paper)")
     class_latent_samples: int = setting(1024, min=1, max=100000, help="mapped latents averaged per class for w_class")
     lr: float = setting(1e-4, min=0.0, help="AdamW learning rate of the stepper")
@@ -103,6 +105,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
+    if w_class is not None and config.alpha <= 0:
+        raise SoundvjError("stage.lambda_class_w: needs stage.alpha > 0 (the term is on the proposals the frames move toward)")
 
     stepper = LatentStepper(model_config(config, G, audio_encoder.embed_dim)).to(device)
     stepper.set_w_avg(G.mapping.w_avg)
@@ -128,9 +132,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     discriminators = (image_d, video_d)
 
     def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
-                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D]) for mel windows [B, T, n_mels, W], from
-        w_0 = mapping(z)."""
+                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim]) for mel windows
+        [B, T, n_mels, W], from w_0 = mapping(z)."""
         batch, frames = mel.shape[:2]
         flat = mel.flatten(0, 1)
         with torch.no_grad():
@@ -138,7 +142,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             z = torch.randn([batch, G.z_dim], generator=rng).to(device)
             w0 = G.mapping(z, torch.zeros([batch, G.c_dim], device=device))
         w_hats = inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
-        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng), embeds
+        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng), embeds, w0
 
     def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
         mel, labels = batch["mel"], batch["label"]
@@ -146,7 +150,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         b, t = real.shape[:2]
         inversion = step.modules["inversion_encoder"] if config.finetune_inverter else inverter
         with step.autocast():
-            ws, embeds = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
+            ws, embeds, w0 = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
             fake = G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
             fake_clip = fake.view(b, t, *fake.shape[1:]).transpose(1, 2)  # [B, 3, T, H, W]
             # Stepper side: the discriminators only pass gradients through.
@@ -160,7 +164,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             enc = encoder_loss(image_embed, embeds.flatten(0, 1), text_embed, ws.flatten(0, 1), G.mapping.w_avg, config.lambda_b)
             stepper_loss = adversarial + config.lambda_enc * enc["loss"]
             if w_class is not None:
-                class_latent = (ws - w_class[labels].unsqueeze(1)).square().mean()
+                previous = torch.cat([w0.unsqueeze(1), ws[:, :-1]], dim=1)
+                proposals = previous + (ws - previous) / config.alpha
+                class_latent = (proposals - w_class[labels].unsqueeze(1)).square().mean()
                 stepper_loss = stepper_loss + config.lambda_class_w * class_latent
         optimizers["stepper"].zero_grad(set_to_none=True)
         stepper_loss.backward()
@@ -206,7 +212,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
                 frames.append(torch.zeros(0, 3, G.img_resolution, G.img_resolution))
                 continue
             rng = torch.Generator().manual_seed(config.sample_seed)
-            ws, _ = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)
+            ws = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)[0]
             frames.append(G.synthesis(ws[0], noise_mode="const").cpu())
         write_grid(out_dir / f"stepper-{step:07d}.png", frames)
         video_frames = round(config.sample_video_seconds * run.data.fps)
