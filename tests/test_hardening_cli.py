@@ -223,6 +223,16 @@ def test_fifo_is_read_as_it_comes(tmp_path, tiny_model_file):
     assert probe_media(out).frame_count == 8
 
 
+def _in_open_syscall(pid: int) -> bool | None:
+    """Whether the process's main thread is in openat(2) now (None: /proc does not say, or another CPU)."""
+    numbers = {"x86_64": "257", "aarch64": "56"}.get(os.uname().machine)
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return None
+    return None if numbers is None or not fields else fields[0] == numbers
+
+
 def test_fifo_without_writer_waits_and_ctrl_c_ends_it(tmp_path, tiny_model_file):
     import signal
     import sys
@@ -234,7 +244,14 @@ def test_fifo_without_writer_waits_and_ctrl_c_ends_it(tmp_path, tiny_model_file)
     proc = subprocess.Popen([sys.executable, "-m", "core.cli", "render", str(fifo), "-o", str(out), "--model",
                              str(tiny_model_file), "--quiet"], stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
-    time.sleep(8)  # imports and the model load, then the wait for a writer
+    # Imports and the model load, then the wait for a writer: the interrupt is meant for that wait (on a
+    # fresh clone the imports alone can take longer than a fixed sleep), so wait until the main thread has
+    # sat in openat(2) for a second, where /proc shows it (else after 8 s).
+    time.sleep(8)
+    blocked, deadline = 0, time.monotonic() + 60
+    while blocked < 2 and time.monotonic() < deadline and proc.poll() is None and _in_open_syscall(proc.pid) is not None:
+        blocked = blocked + 1 if _in_open_syscall(proc.pid) else 0
+        time.sleep(0.5)
     assert proc.poll() is None, proc.stderr.read()
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
