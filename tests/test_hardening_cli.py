@@ -243,7 +243,10 @@ def test_fifo_without_writer_waits_and_ctrl_c_ends_it(tmp_path, tiny_model_file)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "core.cli", "render", str(fifo), "-o", str(out), "--model",
                              str(tiny_model_file), "--quiet"], stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=Path(__file__).resolve().parent.parent,
+                            # Ctrl-C as a terminal delivers it: a runner started in the background ('&' in
+                            # a script) ignores SIGINT, and an ignored signal stays ignored across exec.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Imports and the model load, then the wait for a writer: the interrupt is meant for that wait (on a
     # fresh clone the imports alone can take longer than a fixed sleep), so wait until the main thread has
     # sat in openat(2) for a second, where /proc shows it (else after 8 s).
