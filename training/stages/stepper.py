@@ -20,6 +20,8 @@ proposals (w_tilde_t = w_{t-1} + (w_t - w_{t-1}) / alpha, the point each frame m
 themselves the start from w_0 dominates the distance and the term would teach the stepper to overshoot.
 Without it the only pull in W is lambda_b's toward w_avg, the average over all classes; on the demo data
 that bias drew rain toward the city-road look (held-out rain: E_I alone 0.55 rain, with the stepper 0.06).
+The term alone did not cure that on the demo data (with lambda_b 0.1 and weight 100: still 0.06); the
+numbers are in training/recipes/demo.yaml, whose stepper leaves it off.
 """
 
 from __future__ import annotations
