@@ -260,6 +260,27 @@ def test_video_discriminator_with_temporal_kernel_3_sees_frame_order():
     assert not torch.allclose(d3(clips[:, :, order]), out[:, :, order], atol=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_conditional_discriminators_score_against_the_given_class(kind):
+    torch.manual_seed(0)
+    if kind == "image":
+        d, x, plain = ImageDiscriminator(width=8, num_classes=3), torch.randn(2, 3, 32, 32), ImageDiscriminator(width=8)
+    else:
+        d, x, plain = (VideoDiscriminator(width=4, num_classes=3), torch.randn(2, 3, 4, 32, 32),
+                       VideoDiscriminator(width=4))
+    same, other = d(x, torch.tensor([0, 1])), d(x, torch.tensor([2, 1]))
+    assert same.shape == plain(x).shape
+    assert not torch.allclose(same[0], other[0]) and torch.equal(same[1], other[1])  # item 0's class only moves item 0
+    same.mean().backward()
+    assert d.class_embed.weight.grad[0].abs().sum() > 0 and d.class_embed.weight.grad[2].abs().sum() == 0
+    with pytest.raises(ValueError, match="one class label per item"):
+        d(x)
+    with pytest.raises(ValueError, match="one class label per item"):
+        d(x, torch.tensor([0]))
+    with pytest.raises(ValueError, match="unconditional"):
+        plain(x, torch.tensor([0, 1]))
+
+
 def test_discriminator_config_rejects_even_temporal_kernel():
     with pytest.raises(SoundvjError, match="discriminators.temporal_kernel"):
         DiscriminatorConfig(temporal_kernel=2)

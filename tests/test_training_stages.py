@@ -193,6 +193,32 @@ def test_stepper_step_trains_stepper_and_discriminators(chain, tmp_path):
         assert all(p.requires_grad for p in m.parameters()), f"{name} left frozen after the step"
 
 
+def test_stepper_conditional_discriminators_learn_per_class(chain, tmp_path):
+    """stage.conditional_discriminators: D_I and D_V get a class embedding each, and a step trains it for the
+    classes in the batch (they see the clip's labels on both the real and the generated side)."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import stage_module
+    from tests.training_chain import stage_overrides
+
+    module = stage_module("stepper")
+    overrides = stage_overrides("stepper", chain) + ["stage.conditional_discriminators=true"]
+    config = load_run_config("stepper", module.Config, None, overrides)
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path, True))
+    batch = _spread_batch(built, 2)
+    in_batch = sorted(set(int(x) for x in batch["label"]))
+    before = {name: built.modules[name].class_embed.weight.detach().clone()
+              for name in ("image_discriminator", "video_discriminator")}
+    losses = built.train_step(batch, _step_context(built, 0))
+    assert torch.isfinite(losses["adversarial"]) and torch.isfinite(losses["discriminator"])
+    for name, old in before.items():
+        change = (built.modules[name].class_embed.weight.detach() - old).abs().amax(dim=1)
+        # Adam moves a row with gradient by ~lr; AdamW's weight decay alone moves the others ~1000x less.
+        moved = [c for c in range(old.shape[0]) if change[c] > 0.1 * config.stage.lr]
+        assert moved == in_batch, (name, change, in_batch)
+
+
 def test_cli_wrong_architecture_clip_exits_2_without_a_checkpoint(chain, tmp_path, capsys):
     """A CLIP state dict whose tensors do not fit the configured architecture: one line, exit 2."""
     from core.cli import main

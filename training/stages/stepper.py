@@ -22,6 +22,11 @@ Without it the only pull in W is lambda_b's toward w_avg, the average over all c
 that bias drew rain toward the city-road look (held-out rain: E_I alone 0.55 rain, with the stepper 0.06).
 The term alone did not cure that on the demo data (with lambda_b 0.1 and weight 100: still 0.06); the
 numbers are in training/recipes/demo.yaml, whose stepper leaves it off.
+
+Also beyond the paper (off by default): `conditional_discriminators` makes D_I and D_V class-conditional
+(projection). The paper's discriminators compare a frame with real frames of any class, so once they win
+(on the demo data D's loss fell to 0.08) their gradient pulls every class toward whatever look is least
+fake; conditioned on the clip's class they compare rain frames with real rain frames.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class Config:
     image_discriminator_width: int = setting(64, min=1, max=512, help="D_I first-block channels")
     video_discriminator_width: int = setting(32, min=1, max=512, help="D_V first-block channels")
     temporal_kernel: int = setting(3, min=1, max=9, help="D_V temporal kernel (official code: 1, blind to motion)")
+    conditional_discriminators: bool = setting(False, help="D_I and D_V judge each clip against real clips of its own "
+                                               "class (projection); off: any class, as in the paper")
     sample_seed: int = setting(0, min=0, help="seed of the sample grid's first latent and noise")
     sample_video_seconds: float = setting(2.0, min=0.0, max=60.0, resumable=True,
                                           help="length of the per-class sample videos with sound (0: none)")
@@ -112,8 +119,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
 
     stepper = LatentStepper(model_config(config, G, audio_encoder.embed_dim)).to(device)
     stepper.set_w_avg(G.mapping.w_avg)
-    image_d = ImageDiscriminator(config.image_discriminator_width).to(device)
-    video_d = VideoDiscriminator(config.video_discriminator_width, config.temporal_kernel).to(device)
+    num_classes = len(classes) if config.conditional_discriminators else 0
+    image_d = ImageDiscriminator(config.image_discriminator_width, num_classes=num_classes).to(device)
+    video_d = VideoDiscriminator(config.video_discriminator_width, config.temporal_kernel, num_classes=num_classes).to(device)
     modules: dict[str, torch.nn.Module] = {
         "latent_stepper": stepper,
         "image_discriminator": image_d,
@@ -158,8 +166,10 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             # Stepper side: the discriminators only pass gradients through.
             for d in discriminators:
                 d.requires_grad_(False)
-            adversarial = lsgan_generator_loss(step.plain["image_discriminator"](fake)) + lsgan_generator_loss(
-                step.plain["video_discriminator"](fake_clip)
+            frame_labels = labels.repeat_interleave(t) if num_classes else None
+            clip_labels = labels if num_classes else None
+            adversarial = lsgan_generator_loss(step.plain["image_discriminator"](fake, frame_labels)) + lsgan_generator_loss(
+                step.plain["video_discriminator"](fake_clip, clip_labels)
             )
             image_embed = clip.encode_images(fake).float()
             text_embed = class_text[labels].float().repeat_interleave(t, dim=0)
@@ -178,8 +188,12 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
 
         # Discriminator side: real and fake in one call each (a DDP module runs once per backward).
         with step.autocast():
-            image_scores = step.modules["image_discriminator"](torch.cat([real.flatten(0, 1), fake.detach()]))
-            video_scores = step.modules["video_discriminator"](torch.cat([real.transpose(1, 2), fake_clip.detach()]))
+            image_scores = step.modules["image_discriminator"](
+                torch.cat([real.flatten(0, 1), fake.detach()]), None if frame_labels is None else frame_labels.repeat(2)
+            )
+            video_scores = step.modules["video_discriminator"](
+                torch.cat([real.transpose(1, 2), fake_clip.detach()]), None if clip_labels is None else clip_labels.repeat(2)
+            )
             n_img = b * t
             d_loss = lsgan_discriminator_loss(image_scores[:n_img].float(), image_scores[n_img:].float()) + (
                 lsgan_discriminator_loss(video_scores[:b].float(), video_scores[b:].float())
