@@ -64,6 +64,16 @@ def test_window_opens_and_shows_a_picture(app_window, qtbot):
                     timeout=10000)
 
 
+def test_loop_box_mirrors_the_player(app_window, qtbot):
+    window, session, _ = app_window
+    qtbot.waitUntil(lambda: session.player is not None, timeout=5000)
+    qtbot.waitUntil(lambda: window.loop_box.isChecked(), timeout=2000)  # the session was opened with loop=True
+    window.loop_box.setChecked(False)  # the user's toggle reaches the player and stays
+    assert session.player.loop is False
+    qtbot.wait(300)
+    assert not window.loop_box.isChecked()
+
+
 def test_panel_change_reaches_the_render_thread_within_two_frames(app_window, qtbot):
     window, session, _ = app_window
     _frames_drawn(window, 3, qtbot)

@@ -464,6 +464,9 @@ class MainWindow(QtWidgets.QMainWindow):
             if error:
                 self._show_message(error)
         player = self.session.player
+        if player is not None and player.loop != self.loop_box.isChecked():
+            with QtCore.QSignalBlocker(self.loop_box):  # mirror the player (e.g. `--loop`), not a user's toggle
+                self.loop_box.setChecked(player.loop)
         if player is not None and player.duration > 0:
             self.play_button.setText("Pause" if player.state == "playing" else "Play")
             if not self.seek_slider.isSliderDown():
@@ -485,8 +488,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.record_label.setText(f"saved {rec.path.name} ({rec.seconds:.1f} s)")
 
     def _show_message(self, text: str) -> None:
+        # Only the wrapped line under the scopes: a long text in the status bar ran under fps and latency.
         self.message_line.setText(text)
-        self.statusBar().showMessage(text, 8000)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self._timer.stop()
