@@ -32,7 +32,7 @@ def _images(root: Path) -> Path:
     return root
 
 
-def _recipe(tmp: Path, steps: int, piece_hours: float = 1.0) -> Path:
+def _recipe(tmp: Path, steps: int, piece_hours: float = 1.0, width: int = 4, extra: str = "") -> Path:
     text = f"""
 name: toy
 vars: {{data: {tmp}/images, runs: {tmp}/runs}}
@@ -45,8 +45,8 @@ steps:
     stage: classifier
     args: [--data, "{{data}}"]
     set: {{loop.steps: {steps}, loop.batch_size: 4, loop.checkpoint_every: 2, loop.progress: false,
-           stage.resolution: 16, stage.width: 4, stage.holdout_every: 4}}
-"""
+           stage.resolution: 16, stage.width: {width}, stage.holdout_every: 4}}
+{extra}"""
     path = tmp / "toy.yaml"
     path.write_text(text)
     return path
@@ -197,3 +197,82 @@ def test_state_option_keeps_a_second_run_of_the_recipe_apart(tmp_path):
     assert (tmp_path / "elsewhere" / "a" / "checkpoint.pt").exists() and not (tmp_path / "r-state").exists()
     shutil.rmtree(tmp_path / "runs2")  # a fresh machine: the run folder is gone, the state folder is not
     assert restore_state(other, other.steps[0]) and (tmp_path / "runs2" / "a" / "checkpoint.pt").exists()
+
+
+def _status(recipe_path: Path, capsys) -> dict[str, str]:
+    capsys.readouterr()
+    assert main(["train", "recipe", str(recipe_path), "--list"]) == 0
+    return {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+
+
+def test_a_changed_setting_trains_the_stage_again_and_keeps_the_old_run(tmp_path, capsys):
+    import torch
+
+    _images(tmp_path / "images")
+    assert run_recipe(load_recipe(_recipe(tmp_path, steps=4)), log=lambda _: None).finished
+    assert _status(_recipe(tmp_path, steps=4), capsys)["judge"] == "done"
+    changed = _recipe(tmp_path, steps=4, width=8)
+    assert _status(changed, capsys)["judge"] == "stale"
+    lines: list[str] = []
+    result = run_recipe(load_recipe(changed), log=lines.append)
+    assert result.finished and result.ran == ("judge",), lines
+    assert any("stage.width: 4 in the checkpoint, 8 now" in x for x in lines), lines
+    kept = list((tmp_path / "runs").glob("judge.replaced-*"))
+    assert len(kept) == 1 and torch.load(kept[0] / "checkpoint.pt", weights_only=True)["config"]["stage"]["width"] == 4
+    for where in (tmp_path / "runs" / "judge", tmp_path / "toy-state" / "judge"):
+        payload = torch.load(where / "checkpoint.pt", weights_only=True)
+        assert payload["config"]["stage"]["width"] == 8 and payload["step"] == 4
+    assert _status(changed, capsys)["judge"] == "done"
+
+
+def test_more_steps_resume_a_finished_stage(tmp_path, capsys):
+    import torch
+
+    _images(tmp_path / "images")
+    assert run_recipe(load_recipe(_recipe(tmp_path, steps=4)), log=lambda _: None).finished
+    longer = _recipe(tmp_path, steps=6)
+    assert _status(longer, capsys)["judge"] == "more"
+    lines: list[str] = []
+    assert run_recipe(load_recipe(longer), log=lines.append).finished
+    assert any("resuming it for the extra steps" in x for x in lines) and "--resume" in " ".join(lines), lines
+    assert torch.load(tmp_path / "runs" / "judge" / "checkpoint.pt", weights_only=True)["step"] == 6
+    assert not list((tmp_path / "runs").glob("judge.replaced-*"))
+
+
+def test_a_step_older_than_what_it_reads_runs_again(tmp_path):
+    from training.recipe import newer_inputs, refresh_stale, step_status
+
+    extra = """  - name: listing
+    command: [presets, "{runs}/judge"]
+    creates: "{runs}/listing.txt"
+  - name: unrelated
+    command: [presets]
+    creates: "{runs}/other.txt"
+"""
+    _images(tmp_path / "images")
+    recipe = load_recipe(_recipe(tmp_path, steps=4, extra=extra))
+    assert run_recipe(recipe, only="judge", log=lambda _: None).ran == ("judge",)
+    listing, other = tmp_path / "runs" / "listing.txt", tmp_path / "runs" / "other.txt"
+    for path in (listing, other):
+        path.write_text("made before the judge\n")
+        done = (tmp_path / "runs" / "judge" / "DONE").stat().st_mtime
+        os.utime(path, (done - 60, done - 60))
+    by_name = {s.name: s for s in recipe.steps}
+    assert newer_inputs(recipe, by_name["listing"]) == ["judge"] and step_status(recipe, by_name["listing"]) == "stale"
+    assert newer_inputs(recipe, by_name["unrelated"]) == [] and step_status(recipe, by_name["unrelated"]) == "done"
+    lines: list[str] = []
+    refresh_stale(recipe, by_name["listing"], lines.append)
+    assert not listing.exists() and list((tmp_path / "runs").glob("listing.txt.replaced-*")), lines
+    assert step_status(recipe, by_name["listing"]) == "to do"
+
+
+def test_settings_added_to_the_code_later_do_not_make_old_checkpoints_differ():
+    from training.config import identity_differences
+
+    defaults = {"stage": {"lr": 0.1, "new_flag": False}}
+    saved = {"stage": {"lr": 0.1}}  # written before new_flag existed
+    assert identity_differences(saved, {"stage": {"lr": 0.1, "new_flag": False}}, defaults=defaults) == []
+    assert identity_differences(saved, {"stage": {"lr": 0.1, "new_flag": True}}, defaults=defaults) == [
+        "stage.new_flag: False in the checkpoint, True now"]
+    assert identity_differences(saved, {"stage": {"lr": 0.1, "new_flag": False}}) == [
+        "stage.new_flag: '<absent>' in the checkpoint, False now"]

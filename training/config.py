@@ -313,14 +313,18 @@ def fingerprint(identity_dict: dict) -> str:
     return hashlib.sha256(json.dumps(identity_dict, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def identity_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """`["stage.lr: 0.0001 in the checkpoint, 0.0002 now", ...]` for two identity dicts."""
+def identity_differences(saved: dict, current: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """`["stage.lr: 0.0001 in the checkpoint, 0.0002 now", ...]` for two identity dicts. With `defaults`
+    (the identity of the default config), a setting absent from the checkpoint counts as its default: a
+    setting added to the code later does not make older checkpoints differ while it keeps its default."""
     out = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
-        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        default = (defaults or {}).get(key, "<absent>")
+        a, b = saved.get(key, default if defaults is not None else "<absent>"), current.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(identity_differences(a, b, name + "."))
+            sub_defaults = default if isinstance(default, dict) else ({} if defaults is not None else None)
+            out.extend(identity_differences(a, b, name + ".", sub_defaults))
         elif a != b:
             out.append(f"{name}: {a!r} in the checkpoint, {b!r} now")
     return out

@@ -66,6 +66,7 @@ from training.config import (
     RunConfig,
     identity,
     identity_differences,
+    load_run_config,
     setting,
     write_config_yaml,
 )
@@ -490,7 +491,8 @@ def check_resume_matches(path: Path, payload: dict, config: RunConfig) -> None:
             f"checkpoint {str(path)!r}: written by `train {payload.get('stage_name')}`, "
             f"not `train {config.stage_name}`; resume it with the stage that wrote it"
         )
-    differences = identity_differences(payload.get("identity", {}), identity(config))
+    defaults = identity(load_run_config(config.stage_name, type(config.stage), None, []))
+    differences = identity_differences(payload.get("identity", {}), identity(config), defaults=defaults)
     if differences:
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
         raise SoundvjError(

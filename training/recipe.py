@@ -23,6 +23,12 @@ Why a state folder: the run folders are large and stay on the machine that ran t
 may run on a fresh machine. After every piece each stage's checkpoint is copied into the state folder
 (the recipe's small, committed memory): a finished stage keeps only its weights and config (no optimiser
 state), the stage in progress its whole checkpoint. A missing run folder is restored from there.
+
+A changed recipe retrains what it changed, and what reads it. A stage whose run was made with other
+settings than the recipe's now (compared as a resume compares them) starts again; one that only needs
+more steps (a larger loop.steps) resumes when its full checkpoint is there. A step that reads another
+step's output (its run folder or `creates` path appears in its arguments) and is older than that output
+runs again. A run folder that is replaced is renamed `<name>.replaced-<UTC time>`, never deleted.
 """
 
 from __future__ import annotations
@@ -255,9 +261,16 @@ def restore_state(recipe: Recipe, step: RecipeStep) -> bool:
 
 
 def step_status(recipe: Recipe, step: RecipeStep) -> str:
-    """'done', 'started' (a checkpoint to resume from) or 'to do', counting what the state folder carries
-    for a fresh machine (a run restores it before the step runs)."""
+    """'done', 'started' (a checkpoint to resume from), 'to do', 'stale' (made with other settings, or older
+    than an input: it runs again) or 'more' (done, but the recipe asks for more steps), counting what the
+    state folder carries for a fresh machine (a run restores it before the step runs)."""
     if is_done(recipe, step):
+        differences, more_only = settings_differences(recipe, step)
+        newer = newer_inputs(recipe, step)
+        if newer:
+            return "stale"  # older than an input
+        if differences:
+            return "more" if more_only else "stale"
         return "done"
     if step.stage is None:
         return "to do"
@@ -273,6 +286,154 @@ def is_done(recipe: Recipe, step: RecipeStep) -> bool:
     if step.stage is None and step.creates is not None:
         return Path(step.creates).exists()
     return (recipe.run_dir(step) / DONE_NAME).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Staleness: what a changed recipe, or a retrained earlier step, makes out of date
+
+
+def _outputs(recipe: Recipe, step: RecipeStep) -> list[Path]:
+    """The paths through which later steps read `step` (its run folder, or what it creates and the folder
+    that holds it unless that is the whole runs folder)."""
+    if step.stage is None and step.creates is not None:
+        created = Path(step.creates)
+        return [created] if created.parent.resolve() == recipe.runs_dir.resolve() else [created, created.parent]
+    return [recipe.run_dir(step)]
+
+
+def _output_time(recipe: Recipe, step: RecipeStep) -> float | None:
+    """When `step`'s present output was made: its `creates`, DONE or (in progress) checkpoint."""
+    if step.stage is None and step.creates is not None:
+        candidates = [Path(step.creates)]
+    else:
+        candidates = [recipe.run_dir(step) / DONE_NAME, recipe.run_dir(step) / CHECKPOINT_NAME]
+    for path in candidates:
+        if path.exists():
+            return path.stat().st_mtime
+    return None
+
+
+def _mentions(step: RecipeStep, path: Path) -> bool:
+    target = os.path.normpath(str(path))
+    for text in (*step.command, *step.args, *(o.partition("=")[2] for o in step.overrides)):
+        text = os.path.normpath(text) if text else text
+        if text == target or text.startswith(target + os.sep):
+            return True
+    return False
+
+
+def newer_inputs(recipe: Recipe, step: RecipeStep) -> list[str]:
+    """Earlier steps that `step` reads and whose output is newer than its own (it must run again)."""
+    own = _output_time(recipe, step)
+    if own is None:
+        return []
+    out = []
+    for earlier in recipe.steps[: recipe.steps.index(step)]:
+        made = _output_time(recipe, earlier) if is_done(recipe, earlier) else None
+        if made is not None and made > own and any(_mentions(step, p) for p in _outputs(recipe, earlier)):
+            out.append(earlier.name)
+    return out
+
+
+def _recipe_run_config(step: RecipeStep):
+    """The RunConfig the recipe would give `step`'s stage now (its --data / --config and `set`)."""
+    import importlib
+
+    from training.cli import CONFIG_DIR, STAGES
+    from training.config import load_run_config
+
+    entry = STAGES[step.stage]
+    default = CONFIG_DIR / entry.config_file
+    overrides, config_path, args = list(step.overrides), default if default.exists() else None, list(step.args)
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--data":
+            overrides.insert(0, f"data.path={args[i + 1]}")
+        elif arg == "--config":
+            config_path = Path(args[i + 1])
+    return load_run_config(step.stage, importlib.import_module(entry.module).Config, config_path, overrides)
+
+
+def settings_differences(recipe: Recipe, step: RecipeStep) -> tuple[list[str], bool]:
+    """(how the run folder's checkpoint was configured unlike the recipe's stage now, True if only
+    loop.steps grew and the full checkpoint is there to resume). ([], False) when nothing differs."""
+    from training.config import identity, identity_differences
+    from training.loop import load_checkpoint
+
+    checkpoint = recipe.run_dir(step) / CHECKPOINT_NAME
+    if step.stage is None or not checkpoint.exists():
+        return [], False
+    payload = load_checkpoint(checkpoint)
+    config = _recipe_run_config(step)
+    saved_identity = payload.get("identity", {})
+    if payload.get("stage_name") != step.stage:
+        return [f"written by `train {payload.get('stage_name')}`, not `train {step.stage}`"], False
+    differences = identity_differences(saved_identity, identity(config), defaults=_default_identity(step.stage))
+    saved_steps = int(payload.get("config", {}).get("loop", {}).get("steps", config.loop.steps))
+    done = (recipe.run_dir(step) / DONE_NAME).exists()
+    if done and saved_steps != config.loop.steps:
+        differences.append(f"loop.steps: {saved_steps} in the run, {config.loop.steps} now")
+        more_only = len(differences) == 1 and config.loop.steps > saved_steps and "optimizers" in payload
+        return differences, more_only
+    return differences, False
+
+
+def _default_identity(stage: str) -> dict:
+    import importlib
+
+    from training.cli import STAGES
+    from training.config import identity, load_run_config
+
+    return identity(load_run_config(stage, importlib.import_module(STAGES[stage].module).Config, None, []))
+
+
+def _set_aside(path: Path, log: Callable[[str], None]) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    os.replace(path, target)
+    log(f"kept the old one as {target}")
+
+
+def _forget_state(recipe: Recipe, step: RecipeStep) -> None:
+    """Drop what the state folder carries for `step` (it is about to be made again)."""
+    state = recipe.state_dir / step.name
+    for name in (DONE_NAME, CHECKPOINT_NAME, *step.keep):
+        (state / name).unlink(missing_ok=True)
+
+
+def refresh_stale(recipe: Recipe, step: RecipeStep, log: Callable[[str], None]) -> None:
+    """Make `step` run again if the recipe's settings changed or an input it reads is newer: a stage's old
+    run folder is set aside (or, for more steps only, resumed); a command simply runs again."""
+    if step.stage is None:
+        newer = newer_inputs(recipe, step)
+        if newer and is_done(recipe, step):
+            log(f"[{step.name}] older than {', '.join(newer)}: running it again")
+            if step.creates is None:
+                (recipe.run_dir(step) / DONE_NAME).unlink(missing_ok=True)
+            else:
+                _set_aside(Path(step.creates), log)
+        return
+    run_dir = recipe.run_dir(step)
+    if not run_dir.exists():
+        return
+    differences, more_only = settings_differences(recipe, step)
+    newer = newer_inputs(recipe, step)
+    if more_only and not newer:
+        log(f"[{step.name}] {differences[0]}: resuming it for the extra steps")
+        (run_dir / DONE_NAME).unlink(missing_ok=True)
+        (recipe.state_dir / step.name / DONE_NAME).unlink(missing_ok=True)
+        return
+    if not differences and not newer:
+        return
+    reason = "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3 else "")
+    if newer:
+        reason = (reason + "; " if reason else "") + f"older than {', '.join(newer)}"
+    log(f"[{step.name}] made with other settings or inputs ({reason}): training it again")
+    _set_aside(run_dir, log)
+    _forget_state(recipe, step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +525,7 @@ def _run_steps(recipe: Recipe, steps: list[RecipeStep], deadline: float, ran: li
     for step in steps:
         if restore_state(recipe, step):
             log(f"[{step.name}] restored from {recipe.state_dir / step.name}")
+        refresh_stale(recipe, step, log)
         if is_done(recipe, step):
             log(f"[{step.name}] done")
             continue
