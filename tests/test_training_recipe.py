@@ -202,7 +202,8 @@ def test_state_option_keeps_a_second_run_of_the_recipe_apart(tmp_path):
 def _status(recipe_path: Path, capsys) -> dict[str, str]:
     capsys.readouterr()
     assert main(["train", "recipe", str(recipe_path), "--list"]) == 0
-    return {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    lines = capsys.readouterr().out.splitlines()
+    return {line.split()[0]: line.split()[1] for line in lines if not line.startswith(" ")}
 
 
 def test_a_changed_setting_trains_the_stage_again_and_keeps_the_old_run(tmp_path, capsys):
@@ -213,6 +214,8 @@ def test_a_changed_setting_trains_the_stage_again_and_keeps_the_old_run(tmp_path
     assert _status(_recipe(tmp_path, steps=4), capsys)["judge"] == "done"
     changed = _recipe(tmp_path, steps=4, width=8)
     assert _status(changed, capsys)["judge"] == "stale"
+    assert main(["train", "recipe", str(changed), "--list"]) == 0
+    assert "(stage.width: 4 in the checkpoint, 8 now)" in capsys.readouterr().out
     lines: list[str] = []
     result = run_recipe(load_recipe(changed), log=lines.append)
     assert result.finished and result.ran == ("judge",), lines

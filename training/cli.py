@@ -111,7 +111,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from training.recipe import load_recipe, run_recipe, step_argv, step_status
+    from training.recipe import load_recipe, run_recipe, step_argv, step_status, why_stale
 
     variables = {}
     for item in args.variables:
@@ -124,7 +124,10 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, variables, state_dir=args.state)
     if args.list:
         for step in recipe.steps:
-            print(f"{step.name:<14} {step_status(recipe, step):<7} soundvj {' '.join(step_argv(recipe, step))}")
+            status = step_status(recipe, step)
+            print(f"{step.name:<14} {status:<7} soundvj {' '.join(step_argv(recipe, step))}")
+            if status in ("stale", "more"):
+                print(f"{'':<14} ({why_stale(recipe, step)[1]})")
         return 0
     result = run_recipe(recipe, hours=args.hours, only=args.step)
     if result.stopped_by is not None:

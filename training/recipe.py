@@ -265,13 +265,8 @@ def step_status(recipe: Recipe, step: RecipeStep) -> str:
     than an input: it runs again) or 'more' (done, but the recipe asks for more steps), counting what the
     state folder carries for a fresh machine (a run restores it before the step runs)."""
     if is_done(recipe, step):
-        differences, more_only = settings_differences(recipe, step)
-        newer = newer_inputs(recipe, step)
-        if newer:
-            return "stale"  # older than an input
-        if differences:
-            return "more" if more_only else "stale"
-        return "done"
+        stale = why_stale(recipe, step)
+        return "done" if stale is None else stale[0]
     if step.stage is None:
         return "to do"
     state = recipe.state_dir / step.name
@@ -404,33 +399,45 @@ def _forget_state(recipe: Recipe, step: RecipeStep) -> None:
         (state / name).unlink(missing_ok=True)
 
 
-def refresh_stale(recipe: Recipe, step: RecipeStep, log: Callable[[str], None]) -> None:
-    """Make `step` run again if the recipe's settings changed or an input it reads is newer: a stage's old
-    run folder is set aside (or, for more steps only, resumed); a command simply runs again."""
-    if step.stage is None:
-        newer = newer_inputs(recipe, step)
-        if newer and is_done(recipe, step):
-            log(f"[{step.name}] older than {', '.join(newer)}: running it again")
-            if step.creates is None:
-                (recipe.run_dir(step) / DONE_NAME).unlink(missing_ok=True)
-            else:
-                _set_aside(Path(step.creates), log)
-        return
-    run_dir = recipe.run_dir(step)
-    if not run_dir.exists():
-        return
-    differences, more_only = settings_differences(recipe, step)
+def why_stale(recipe: Recipe, step: RecipeStep) -> tuple[str, str] | None:
+    """("stale" | "more", why) for a step that exists but must run again, else None: a stage made with
+    other settings than the recipe's (or "more": only loop.steps grew and its full checkpoint is there),
+    or any step older than an output it reads."""
     newer = newer_inputs(recipe, step)
-    if more_only and not newer:
-        log(f"[{step.name}] {differences[0]}: resuming it for the extra steps")
+    older = f"older than {', '.join(newer)}" if newer else ""
+    if step.stage is None:
+        return ("stale", older) if older and is_done(recipe, step) else None
+    if not recipe.run_dir(step).exists():
+        return None
+    differences, more_only = settings_differences(recipe, step)
+    if more_only and not older:
+        return "more", differences[0]
+    if not differences and not older:
+        return None
+    reason = "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3 else "")
+    return "stale", "; ".join(x for x in (reason, older) if x)
+
+
+def refresh_stale(recipe: Recipe, step: RecipeStep, log: Callable[[str], None]) -> None:
+    """Make `step` run again if `why_stale`: a stage's old run folder is set aside (or, for more steps
+    only, resumed); a command's old output is set aside and the command runs again."""
+    stale = why_stale(recipe, step)
+    if stale is None:
+        return
+    kind, reason = stale
+    run_dir = recipe.run_dir(step)
+    if kind == "more":
+        log(f"[{step.name}] {reason}: resuming it for the extra steps")
         (run_dir / DONE_NAME).unlink(missing_ok=True)
         (recipe.state_dir / step.name / DONE_NAME).unlink(missing_ok=True)
         return
-    if not differences and not newer:
+    if step.stage is None:
+        log(f"[{step.name}] {reason}: running it again")
+        if step.creates is None:
+            (run_dir / DONE_NAME).unlink(missing_ok=True)
+        else:
+            _set_aside(Path(step.creates), log)
         return
-    reason = "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3 else "")
-    if newer:
-        reason = (reason + "; " if reason else "") + f"older than {', '.join(newer)}"
     log(f"[{step.name}] made with other settings or inputs ({reason}): training it again")
     _set_aside(run_dir, log)
     _forget_state(recipe, step)
