@@ -279,3 +279,13 @@ def test_settings_added_to_the_code_later_do_not_make_old_checkpoints_differ():
         "stage.new_flag: False in the checkpoint, True now"]
     assert identity_differences(saved, {"stage": {"lr": 0.1, "new_flag": False}}) == [
         "stage.new_flag: '<absent>' in the checkpoint, False now"]
+
+
+def test_a_path_setting_naming_the_same_folder_is_the_same_setting(tmp_path):
+    from training.config import identity_differences
+
+    (tmp_path / "runs" / "clip").mkdir(parents=True)
+    (tmp_path / "moved").symlink_to(tmp_path / "runs")
+    saved = {"stage": {"clip": str(tmp_path / "runs" / "clip")}}
+    assert identity_differences(saved, {"stage": {"clip": str(tmp_path / "moved" / "clip")}}) == []
+    assert identity_differences(saved, {"stage": {"clip": str(tmp_path / "runs" / "other")}})  # not there: differs

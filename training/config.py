@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -313,10 +314,24 @@ def fingerprint(identity_dict: dict) -> str:
     return hashlib.sha256(json.dumps(identity_dict, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def same_setting(a: Any, b: Any) -> bool:
+    """Equal, or two paths naming the same existing file or folder (a run moved, or named relative in one
+    and absolute in the other, is the same input)."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and a and b:
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return False
+    return False
+
+
 def identity_differences(saved: dict, current: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
-    """`["stage.lr: 0.0001 in the checkpoint, 0.0002 now", ...]` for two identity dicts. With `defaults`
-    (the identity of the default config), a setting absent from the checkpoint counts as its default: a
-    setting added to the code later does not make older checkpoints differ while it keeps its default."""
+    """`["stage.lr: 0.0001 in the checkpoint, 0.0002 now", ...]` for two identity dicts (`same_setting`
+    decides). With `defaults` (the identity of the default config), a setting absent from the checkpoint
+    counts as its default: a setting added to the code later does not make older checkpoints differ while
+    it keeps its default."""
     out = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
@@ -325,7 +340,7 @@ def identity_differences(saved: dict, current: dict, prefix: str = "", defaults:
         if isinstance(a, dict) and isinstance(b, dict):
             sub_defaults = default if isinstance(default, dict) else ({} if defaults is not None else None)
             out.extend(identity_differences(a, b, name + ".", sub_defaults))
-        elif a != b:
+        elif not same_setting(a, b):
             out.append(f"{name}: {a!r} in the checkpoint, {b!r} now")
     return out
 
