@@ -145,3 +145,23 @@ def test_eval_writes_a_contact_sheet_one_row_per_class(chain, exported, tmp_path
     assert pixels[:, -3 * 130 :].std() > 5  # frames, not an empty grey grid
     assert main(["eval", str(exported), str(chain / "data"), "--clip", str(chain / "clip"),
                  "--sheet", str(sheet), "--sheet-columns", "0"]) == 2
+
+
+def test_eval_confusion_counts_every_frame_and_agrees_with_the_accuracies(chain, exported, capsys):
+    from training.evaluate import evaluate, format_confusion
+
+    confusion: dict = {}
+    rows = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", confusion=confusion)
+    counts, classes = confusion["clip"], confusion["classes"]
+    assert counts.shape == (len(classes), len(classes)) and "classifier" not in confusion
+    trained = [r for r in rows if r.models == "trained" and r.label]
+    for i, name in enumerate(classes):
+        mine = [r for r in trained if r.label == name]
+        frames = sum(r.frames for r in mine)
+        assert int(counts[i].sum()) == frames  # the trained model's frames only, each once
+        hits = sum(r.zero_shot_accuracy * r.frames for r in mine)
+        assert abs(int(counts[i, i]) - hits) < 1e-3, (name, counts[i], hits)
+    text = format_confusion(confusion)
+    assert text.startswith("zero-shot CLIP: what the frames") and all(c in text for c in classes)
+    lines = text.splitlines()[2:]
+    assert len(lines) == len(classes) and all(abs(sum(float(x) for x in line.split()[1:]) - 1) < 0.02 for line in lines)

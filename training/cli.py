@@ -305,6 +305,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet", metavar="PNG", default=None,
                    help="also write a contact sheet: one row per class, frames generated from its held-out recordings")
     p.add_argument("--sheet-columns", type=int, default=8, metavar="N", help="frames per row of the sheet (default 8)")
+    p.add_argument("--confusion", action="store_true",
+                   help="also print, per judge, what each class's frames were called (which classes it mixes up)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")
     p.add_argument("--device", default="auto")

@@ -84,8 +84,11 @@ def _clips(data: Any):
 
 @torch.no_grad()
 def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
-             seed: int, name: str, judge: Any = None, keep: dict[str, list[torch.Tensor]] | None = None) -> list[EvalRow]:
-    """Per-clip rows and the summary row (last) for one model."""
+             seed: int, name: str, judge: Any = None, keep: dict[str, list[torch.Tensor]] | None = None,
+             confusion: dict[str, Any] | None = None) -> list[EvalRow]:
+    """Per-clip rows and the summary row (last) for one model. With `confusion`, frame counts per (sound's
+    class, class the frame was called) are added under "clip" and, with a judge, "classifier" (rows in
+    the order of "classes", columns of "judge_classes")."""
     from core.params import Params
     from core.pipeline import FramePipeline
 
@@ -104,14 +107,27 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
         if keep is not None:
             keep.setdefault(clips.classes[label], []).append(frames.cpu())
         cos = torch.nn.functional.cosine_similarity(image_embed, reference_encoder(windows).float(), dim=1)
-        hit = ((image_embed @ class_text.T).argmax(dim=1) == label).float()
+        called = (image_embed @ class_text.T).argmax(dim=1)
+        hit = (called == label).float()
         change = ((frames[1:] - frames[:-1]).abs() / 2).mean(dim=(1, 2, 3))  # [0, 1] pixel units
         cosines.append(cos)
         hits.append(hit)
         changes.append(change)
-        judge_hit = _judge(judge, frames, clips.classes[label]) if judge is not None else None
-        if judge_hit is not None:
+        judge_hit = None
+        if judge is not None:
+            judge_called = _judge(judge, frames)
+            judge_hit = (judge_called == judge.classes.index(clips.classes[label])).float()
             judged.append(judge_hit)
+        if confusion is not None:
+            confusion["classes"] = list(clips.classes)
+            n = len(clips.classes)
+            counts = confusion.setdefault("clip", torch.zeros(n, n, dtype=torch.long))
+            counts[label] += torch.bincount(called.cpu(), minlength=n)
+            if judge is not None:
+                confusion["judge_classes"] = list(judge.classes)
+                m = len(judge.classes)
+                counts = confusion.setdefault("classifier", torch.zeros(n, m, dtype=torch.long))
+                counts[label] += torch.bincount(judge_called, minlength=m)
         rows.append(EvalRow(name, str(whole["path"]), clips.classes[label], int(cos.numel()), cos.mean().item(),
                             hit.mean().item(), change.mean().item() if change.numel() else 0.0, chance,
                             judge_hit.mean().item() if judge_hit is not None else None))
@@ -122,13 +138,32 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
     return rows
 
 
-def _judge(classifier: Any, frames: torch.Tensor, label: str) -> torch.Tensor:
-    """1 where the real-image classifier puts the frame in class `label`, else 0 ([T] float)."""
+def _judge(classifier: Any, frames: torch.Tensor) -> torch.Tensor:
+    """The real-image classifier's class index (into classifier.classes) for each frame ([T] long, CPU)."""
     size = classifier.resolution
     x = frames.clamp(-1, 1).to(next(classifier.parameters()).device)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
-    return (classifier(x).argmax(dim=1) == classifier.classes.index(label)).float().cpu()
+    return classifier(x).argmax(dim=1).cpu()
+
+
+def format_confusion(confusion: dict[str, Any]) -> str:
+    """Per judge, one row per sound class: the share of its frames called each class (rows sum to 1)."""
+    blocks = []
+    classes = confusion.get("classes", [])
+    for key, title, columns in (("clip", "zero-shot CLIP", classes),
+                                ("classifier", "classifier", confusion.get("judge_classes"))):
+        if key not in confusion or columns is None:
+            continue
+        counts = confusion[key].float()
+        shares = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+        width = max(7, *(len(c) + 1 for c in columns))
+        lines = [f"{title}: what the frames of each sound class were called (share of its frames)",
+                 f"{'sound':<10}" + "".join(f"{c:>{width}}" for c in columns)]
+        for i, name in enumerate(classes):
+            lines.append(f"{name:<10}" + "".join(f"{float(v):>{width}.2f}" for v in shares[i]))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def evaluate(
@@ -140,11 +175,13 @@ def evaluate(
     device: str | None = None,
     classifier: str | Path | None = None,
     keep_frames: dict[str, list[torch.Tensor]] | None = None,
+    confusion: dict[str, Any] | None = None,
 ) -> list[EvalRow]:
     """Per-clip and summary rows of the model's sound models and of the untrained baseline.
 
     The summary rows (clip == ALL) come last: the model's, then the baseline's. A model without trained
-    sound models (e.g. "default") has only the baseline rows.
+    sound models (e.g. "default") has only the baseline rows. `confusion` (a dict to fill) receives the
+    frame counts per (sound's class, class called) of the model's own sound models (see `_measure`).
     """
     from core.model import SoundvjModel, load_model, seeded_sound_models
     from training.clip_model import ClipConfig, build_clip
@@ -169,12 +206,12 @@ def evaluate(
     class_text = clip.encode_labels(list(clips.classes)).float()
     rows: list[EvalRow] = []
     if not model.sound_is_seeded:
-        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames)
-        keep_frames = None  # the sheet shows the model's own sound models, not the baseline's
+        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames, confusion)
+        keep_frames = confusion = None  # the sheet and the confusion show the model's own sound models
         seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
         model.generator.to(model.device)
         model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
-    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge, keep_frames)
+    rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge, keep_frames, confusion)
     per_clip = [r for r in rows if r.clip != ALL_CLIPS]
     return per_clip + [r for r in rows if r.clip == ALL_CLIPS]
 
@@ -261,10 +298,13 @@ def run_cli(args: argparse.Namespace) -> int:
     if sheet and not 1 <= args.sheet_columns <= 64:
         raise SoundvjError(f"--sheet-columns {args.sheet_columns}: expected 1 .. 64")
     keep: dict[str, list[torch.Tensor]] | None = {} if sheet else None
+    confusion: dict[str, Any] | None = {} if getattr(args, "confusion", False) else None
     rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device,
-                    classifier=getattr(args, "classifier", None), keep_frames=keep)
+                    classifier=getattr(args, "classifier", None), keep_frames=keep, confusion=confusion)
     out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
+    if confusion:
+        print("\n" + format_confusion(confusion))
     write_csv(out, rows)
     print(f"soundvj: wrote {out}", file=sys.stderr)
     if sheet:
