@@ -18,7 +18,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from core.errors import SoundvjError
+
+if TYPE_CHECKING:
+    from training.config import RunConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -52,8 +57,23 @@ EXIT_BY_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
 # train
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def stage_run_config(stage: str, overrides: list[str] | tuple[str, ...], data: str | None = None,
+                     config: str | None = None, base: dict | None = None) -> RunConfig:
+    """The RunConfig `soundvj train STAGE [--data D] [--config F] [--set ...]` runs: the config file (else,
+    unless resuming from `base`, the stage's default file), then `--data`, then the `--set` overrides."""
     from training.config import load_run_config
+
+    entry = STAGES[stage]
+    module = importlib.import_module(entry.module)
+    config_path = Path(config) if config else None
+    if config_path is None and base is None:
+        default = CONFIG_DIR / entry.config_file
+        config_path = default if default.exists() else None
+    all_overrides = ([f"data.path={data}"] if data else []) + list(overrides)
+    return load_run_config(stage, module.Config, config_path, all_overrides, base=base)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from training.loop import CHECKPOINT_NAME, load_checkpoint, train
 
     entry = STAGES[args.stage]
@@ -64,21 +84,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise SoundvjError(f"train {args.stage}: this stage is not available in this version ({entry.module})") from None
         raise
     run_dir = Path(args.out) if args.out else Path("runs") / args.stage
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.insert(0, f"data.path={args.data}")
-
     resume = None
     base = None
     if args.resume is not None:
         resume = run_dir / CHECKPOINT_NAME if args.resume == "" else Path(args.resume)
         if not args.config:
             base = load_checkpoint(resume)["config"]  # resume with the config it was written with
-    config_path = Path(args.config) if args.config else None
-    if config_path is None and base is None:
-        default = CONFIG_DIR / entry.config_file
-        config_path = default if default.exists() else None
-    config = load_run_config(args.stage, module.Config, config_path, overrides, base=base)
+    config = stage_run_config(args.stage, args.overrides, data=args.data, config=args.config, base=base)
     if args.print_config:
         import yaml
 

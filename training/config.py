@@ -345,6 +345,13 @@ def identity_differences(saved: dict, current: dict, prefix: str = "", defaults:
     return out
 
 
+def config_differences(saved_identity: dict, config: RunConfig) -> list[str]:
+    """`identity_differences` between a checkpoint's identity and `config`, settings the checkpoint lacks
+    counting as their defaults (what a resume and a recipe's staleness check both ask)."""
+    defaults = identity(load_run_config(config.stage_name, type(config.stage), None, []))
+    return identity_differences(saved_identity, identity(config), defaults=defaults)
+
+
 def write_config_yaml(path: Path, config: RunConfig) -> None:
     """The resolved config as YAML (atomically), so a run directory says exactly what ran."""
     from training.loop import atomic_write_bytes

@@ -64,9 +64,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from core.errors import SoundvjError
 from training.config import (
     RunConfig,
+    config_differences,
     identity,
-    identity_differences,
-    load_run_config,
     setting,
     write_config_yaml,
 )
@@ -491,8 +490,7 @@ def check_resume_matches(path: Path, payload: dict, config: RunConfig) -> None:
             f"checkpoint {str(path)!r}: written by `train {payload.get('stage_name')}`, "
             f"not `train {config.stage_name}`; resume it with the stage that wrote it"
         )
-    defaults = identity(load_run_config(config.stage_name, type(config.stage), None, []))
-    differences = identity_differences(payload.get("identity", {}), identity(config), defaults=defaults)
+    differences = config_differences(payload.get("identity", {}), config)
     if differences:
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
         raise SoundvjError(

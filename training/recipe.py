@@ -331,27 +331,17 @@ def newer_inputs(recipe: Recipe, step: RecipeStep) -> list[str]:
 
 
 def _recipe_run_config(step: RecipeStep):
-    """The RunConfig the recipe would give `step`'s stage now (its --data / --config and `set`)."""
-    import importlib
+    """The RunConfig `step_argv` would give the stage now (its --data / --config and `set`)."""
+    from training.cli import stage_run_config
 
-    from training.cli import CONFIG_DIR, STAGES
-    from training.config import load_run_config
-
-    entry = STAGES[step.stage]
-    default = CONFIG_DIR / entry.config_file
-    overrides, config_path, args = list(step.overrides), default if default.exists() else None, list(step.args)
-    for i, arg in enumerate(args[:-1]):
-        if arg == "--data":
-            overrides.insert(0, f"data.path={args[i + 1]}")
-        elif arg == "--config":
-            config_path = Path(args[i + 1])
-    return load_run_config(step.stage, importlib.import_module(entry.module).Config, config_path, overrides)
+    options = {arg: value for arg, value in zip(step.args, step.args[1:]) if arg in ("--data", "--config")}
+    return stage_run_config(step.stage, step.overrides, data=options.get("--data"), config=options.get("--config"))
 
 
 def settings_differences(recipe: Recipe, step: RecipeStep) -> tuple[list[str], bool]:
     """(how the run folder's checkpoint was configured unlike the recipe's stage now, True if only
     loop.steps grew and the full checkpoint is there to resume). ([], False) when nothing differs."""
-    from training.config import identity, identity_differences
+    from training.config import config_differences
     from training.loop import load_checkpoint
 
     checkpoint = recipe.run_dir(step) / CHECKPOINT_NAME
@@ -359,10 +349,9 @@ def settings_differences(recipe: Recipe, step: RecipeStep) -> tuple[list[str], b
         return [], False
     payload = load_checkpoint(checkpoint)
     config = _recipe_run_config(step)
-    saved_identity = payload.get("identity", {})
     if payload.get("stage_name") != step.stage:
         return [f"written by `train {payload.get('stage_name')}`, not `train {step.stage}`"], False
-    differences = identity_differences(saved_identity, identity(config), defaults=_default_identity(step.stage))
+    differences = config_differences(payload.get("identity", {}), config)
     saved_steps = int(payload.get("config", {}).get("loop", {}).get("steps", config.loop.steps))
     done = (recipe.run_dir(step) / DONE_NAME).exists()
     if done and saved_steps != config.loop.steps:
@@ -370,15 +359,6 @@ def settings_differences(recipe: Recipe, step: RecipeStep) -> tuple[list[str], b
         more_only = len(differences) == 1 and config.loop.steps > saved_steps and "optimizers" in payload
         return differences, more_only
     return differences, False
-
-
-def _default_identity(stage: str) -> dict:
-    import importlib
-
-    from training.cli import STAGES
-    from training.config import identity, load_run_config
-
-    return identity(load_run_config(stage, importlib.import_module(STAGES[stage].module).Config, None, []))
 
 
 def _set_aside(path: Path, log: Callable[[str], None]) -> None:
