@@ -28,8 +28,8 @@ from training.losses import (  # noqa: E402
     info_nce,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
-    spec_augment,
 )
+from training.mel_augment import level_shift, spec_augment  # noqa: E402
 
 TINY_CLIP = ClipConfig(
     embed_dim=16,
@@ -234,6 +234,23 @@ def test_spec_augment_masks_bands_and_spans_within_limits():
     assert torch.equal(masked, explained & masked) and torch.equal(out[~masked], mel[~masked])
     assert torch.equal(out, spec_augment(mel, torch.Generator().manual_seed(1)))
     assert not torch.equal(out, spec_augment(mel, torch.Generator().manual_seed(2)))
+
+
+def test_level_shift_moves_each_window_by_one_gain_within_limits():
+    mel = torch.rand(64, 40, 50) * 0.5 + 0.25  # room on both sides: nothing clamps at 10 dB of an 80 dB range
+    out = level_shift(mel, 10.0, 80.0, torch.Generator().manual_seed(1))
+    shift = out - mel
+    per_window = shift[:, 0, 0]
+    assert torch.allclose(shift, per_window.view(-1, 1, 1).expand_as(shift), atol=1e-6)  # one gain per window
+    assert float(per_window.abs().max()) <= 10.0 / 80.0 + 1e-6
+    assert float(per_window.max()) > 0.05 and float(per_window.min()) < -0.05  # louder and quieter both drawn
+    assert torch.equal(out, level_shift(mel, 10.0, 80.0, torch.Generator().manual_seed(1)))
+    edge = level_shift(torch.tensor([[[0.0, 0.99, 1.0]]]).repeat(8, 1, 1), 40.0, 80.0, torch.Generator().manual_seed(2))
+    assert float(edge.min()) >= 0.0 and float(edge.max()) <= 1.0  # clamped as the front end clamps
+    assert torch.equal(edge[:, 0, 0], torch.zeros(8))  # the floor (silence) stays silence at any gain
+    assert torch.equal(level_shift(mel, 0.0, 80.0), mel)
+    with pytest.raises(ValueError, match="level_shift"):
+        level_shift(mel[0], 10.0, 80.0)
 
 
 # ---------------------------------------------------------------- discriminators

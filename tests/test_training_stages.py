@@ -278,3 +278,53 @@ def test_stepper_class_latent_term_pulls_frames_to_their_class(chain, tmp_path):
 def test_stepper_class_latent_term_needs_a_conditional_generator(chain, tmp_path):
     with pytest.raises(SoundvjError, match="stage.lambda_class_w: .* is not a class-conditional generator"):
         run_stage("stepper", chain, tmp_path / "a", ["stage.lambda_class_w=1"])
+
+
+def test_inverter_augments_only_what_its_encoder_hears(chain, tmp_path):
+    """stage.spec_augment / stage.level_db alter E_I's input (the target E_A(window) is computed from the
+    whole window); off, E_I hears the batch as it is."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import stage_module
+    from tests.training_chain import stage_overrides
+
+    module = stage_module("inverter")
+    heard, clean = {}, {}
+    for name, extra in (("off", []), ("masks", ["stage.spec_augment=true"]), ("level", ["stage.level_db=12"])):
+        config = load_run_config("inverter", module.Config, None, stage_overrides("inverter", chain) + extra)
+        torch.manual_seed(0)
+        built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path / name, True))
+        encoder = built.modules["inversion_encoder"]
+        encoder.register_forward_pre_hook(lambda m, args, name=name: heard.__setitem__(name, args[0].clone()))
+        batch = _spread_batch(built, 4)
+        built.train_step(batch, _step_context(built, 0))
+        clean[name] = batch["mel"][:, 0]
+    assert torch.equal(heard["off"], clean["off"])
+    # Masks only add silence: every changed value became 0, and some did.
+    changed = heard["masks"] != clean["masks"]
+    assert bool(changed.any()) and bool((heard["masks"][changed] == 0).all())
+    # A level change moves every unclamped, non-floor value of a window by the same amount.
+    moved, was = heard["level"], clean["level"]
+    checked = 0
+    for i in range(was.shape[0]):
+        inside = (was[i] > 0) & (was[i] < 1) & (moved[i] > 0) & (moved[i] < 1)
+        shift = (moved[i] - was[i])[inside]
+        if shift.numel():  # a procedural window may be all floor and full scale
+            assert float(shift.abs().max()) <= 12 / 80 + 1e-6 and float(shift.max() - shift.min()) < 1e-5
+            checked += 1
+    assert checked > 0
+    assert float((moved - was).abs().max()) > 0.01
+
+
+def test_inverter_with_augmentation_resumes_bitwise(chain, tmp_path):
+    """The augmentation draws from the RNG the loop checkpoints, so a resumed run repeats the uninterrupted one."""
+    from tests.training_chain import CHAIN_STEPS
+
+    extra = ["stage.spec_augment=true", "stage.level_db=12"]
+    run_stage("inverter", chain, tmp_path / "full", extra)
+    run_stage("inverter", chain, tmp_path / "half", extra + [f"loop.steps={CHAIN_STEPS // 2}"])
+    run_stage("inverter", chain, tmp_path / "half", extra, resume=True)
+    full, resumed = _load(tmp_path / "full"), _load(tmp_path / "half")
+    assert resumed["step"] == CHAIN_STEPS
+    assert_same_state(full["modules"], resumed["modules"], "modules")
+    assert_same_state(full["optimizers"], resumed["optimizers"], "optimizers")

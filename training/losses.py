@@ -1,5 +1,5 @@
 """The training losses of METHOD.md: contrastive (stage 1 and `train clip`), L_enc (stages 2 and 3),
-least-squares GAN (stage 3), and SpecAugment for the audio encoder's input.
+and least-squares GAN (stage 3). The input augmentations are in `training.mel_augment`.
 """
 
 from __future__ import annotations
@@ -93,30 +93,3 @@ def lsgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     """Least-squares GAN, generator side: 0.5 E[(D(fake) - 1)^2]."""
     return 0.5 * (fake_scores - 1.0).square().mean()
 
-
-def spec_augment(
-    mel: torch.Tensor,
-    generator: torch.Generator | None = None,
-    num_masks: int = 2,
-    max_freq_fraction: float = 0.15,
-    max_time_fraction: float = 0.30,
-) -> torch.Tensor:
-    """SpecAugment on mel windows [B, n_mels, W]: per sample, `num_masks` frequency bands of up to
-    15 % of the mel bins and `num_masks` time spans of up to 30 % of the window set to 0 (silence in
-    the [0, 1] mel scale). Returns a new tensor; random numbers come from `generator` (CPU) so a
-    seeded run repeats exactly."""
-    if mel.ndim != 3:
-        raise ValueError(f"spec_augment: expected mel windows [B, n_mels, W], got {list(mel.shape)}")
-    batch, n_mels, width = mel.shape
-    keep = torch.ones(batch, n_mels, width, dtype=torch.bool)
-    for axis, size, fraction in ((1, n_mels, max_freq_fraction), (2, width, max_time_fraction)):
-        longest = int(size * fraction)
-        if longest < 1:
-            continue
-        for _ in range(num_masks):
-            length = torch.randint(0, longest + 1, (batch,), generator=generator)
-            start = (torch.rand(batch, generator=generator) * (size - length + 1)).long()
-            index = torch.arange(size).view(1, -1)
-            band = (index >= start.view(-1, 1)) & (index < (start + length).view(-1, 1))  # [B, size]
-            keep &= ~(band.unsqueeze(2) if axis == 1 else band.unsqueeze(1))
-    return mel * keep.to(device=mel.device, dtype=mel.dtype)

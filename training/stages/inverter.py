@@ -12,6 +12,11 @@ Beyond the paper (off by default): with a class-conditional generator whose clas
 dataset's, `lambda_class_w` adds `||w_hat - w_class(label)||^2`, `w_class` the mean mapped latent of the
 sound's class. It gives E_I a direct target in W where CLIP's gradient through the generator is weak
 (a small CLIP trained on little data), so the picture lands in the sound's class from the first steps.
+
+Also beyond the paper (off by default): `spec_augment` and `level_db` alter the window E_I hears (not the
+one E_A turns into the target), so E_I learns the kind of sound rather than one recording's level and
+details. Trained on a few files per class, E_I otherwise maps an unheard recording of a class wherever its
+nearest training file's quirks point (on the demo data: a held-out night-insects loop to the birds look).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from training.clip_model import ClipConfig, build_clip
 from training.config import RunConfig, setting
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss
+from training.mel_augment import level_shift, spec_augment
 from training.pretrained import frozen_generator, generator_metadata, trained_audio_encoder
 from training.samples import items_per_class, write_grid
 from training.schedules import warmup_schedule
@@ -53,6 +59,10 @@ class Config:
     lambda_class_w: float = setting(0.0, min=0.0, help="weight of ||w_hat - w_class(label)||^2 (class-conditional "
                                     "generators whose class names match the data's; 0: off, as in the paper)")
     class_latent_samples: int = setting(1024, min=1, max=100000, help="mapped latents averaged per class for w_class")
+    spec_augment: bool = setting(False, help="SpecAugment on E_I's input (2 masks each of <= 15% of the mel bins and "
+                                 "<= 30% of the time); E_A still sees the whole window (off: as in the paper)")
+    level_db: float = setting(0.0, min=0.0, max=40.0, help="E_I hears each window up to this many dB louder or "
+                              "quieter (uniform per window), as another microphone or mix would be (0: off)")
 
 
 def generator_classes(spec: str) -> list[str] | None:
@@ -124,13 +134,20 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_schedule(optimizer, config.warmup_steps)
 
+    def augment(mel: torch.Tensor) -> torch.Tensor:
+        # Global RNG, as in `train audio-encoder`: the loop checkpoints it, so a resumed run repeats.
+        if config.level_db > 0:
+            mel = level_shift(mel, config.level_db, MelConfig().top_db)
+        return spec_augment(mel) if config.spec_augment else mel
+
     def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
         mel = batch["mel"][:, 0]
         labels = batch["label"]
         with torch.no_grad(), step.autocast():
-            audio_embed = audio_encoder(mel).float()
+            audio_embed = audio_encoder(mel).float()  # the target: what the whole, unaltered window means
+        heard = augment(mel)
         with step.autocast():
-            w_hat = step.modules["inversion_encoder"](mel).float()
+            w_hat = step.modules["inversion_encoder"](heard).float()
             images = G.synthesis(w_hat, noise_mode="const")
             image_embed = clip.encode_images(images).float()
         parts = encoder_loss(image_embed, audio_embed, class_text[labels].float(), w_hat, G.mapping.w_avg, config.lambda_b)
