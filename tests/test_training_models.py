@@ -29,7 +29,7 @@ from training.losses import (  # noqa: E402
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
-from training.mel_augment import level_shift, spec_augment  # noqa: E402
+from training.mel_augment import level_shift, mix_recordings, spec_augment  # noqa: E402
 
 TINY_CLIP = ClipConfig(
     embed_dim=16,
@@ -251,6 +251,20 @@ def test_level_shift_moves_each_window_by_one_gain_within_limits():
     assert torch.equal(level_shift(mel, 0.0, 80.0), mel)
     with pytest.raises(ValueError, match="level_shift"):
         level_shift(mel[0], 10.0, 80.0)
+
+
+def test_mix_recordings_is_the_mean_power_of_its_parts():
+    a = torch.rand(3, 40, 50)
+    assert torch.allclose(mix_recordings(a, a, 80.0), a, atol=1e-5)  # a sound mixed with itself is itself
+    b = torch.rand(3, 40, 50)
+    mixed = mix_recordings(a, b, 80.0)
+    expected_db = 10 * torch.log10((10 ** ((a - 1) * 8) + 10 ** ((b - 1) * 8)) / 2)  # 80 dB / 10 = 8
+    assert torch.allclose(mixed, (expected_db / 80 + 1).clamp(0, 1), atol=1e-5)
+    assert bool((mixed <= torch.maximum(a, b) + 1e-6).all()) and bool((mixed >= torch.minimum(a, b) - 1e-6).all())
+    with_floor = mix_recordings(torch.full((1, 1, 1), 0.5), torch.zeros(1, 1, 1), 80.0)  # floor: half the power
+    assert float(with_floor) == pytest.approx(0.5 - 10 * math.log10(2) / 80, abs=1e-4)
+    with pytest.raises(ValueError, match="mix_recordings"):
+        mix_recordings(a, b[:, :10], 80.0)
 
 
 # ---------------------------------------------------------------- discriminators

@@ -328,3 +328,46 @@ def test_inverter_with_augmentation_resumes_bitwise(chain, tmp_path):
     assert resumed["step"] == CHAIN_STEPS
     assert_same_state(full["modules"], resumed["modules"], "modules")
     assert_same_state(full["optimizers"], resumed["optimizers"], "optimizers")
+
+
+def test_inverter_mixes_windows_of_the_same_class(chain, tmp_path, monkeypatch):
+    """stage.mix_same_class=1: every window E_I hears is mixed with a window of another training item of its own
+    class, and E_A's target is made from that same mix."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import inverter, stage_module
+    from tests.training_chain import stage_overrides
+
+    partners, target_inputs = [], []
+    original_mix, original_encoder = inverter.mix_recordings, inverter.trained_audio_encoder
+
+    def recording_mix(mel, other, top_db):
+        partners.append(other.clone())
+        return original_mix(mel, other, top_db)
+
+    def recording_encoder(*args, **kwargs):
+        encoder = original_encoder(*args, **kwargs)
+        encoder.register_forward_pre_hook(lambda m, a: target_inputs.append(a[0].clone()))
+        return encoder
+
+    monkeypatch.setattr(inverter, "mix_recordings", recording_mix)
+    monkeypatch.setattr(inverter, "trained_audio_encoder", recording_encoder)
+    module = stage_module("inverter")
+    config = load_run_config("inverter", module.Config, None, stage_overrides("inverter", chain) + ["stage.mix_same_class=1"])
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path, True))
+    heard = []
+    built.modules["inversion_encoder"].register_forward_pre_hook(lambda m, a: heard.append(a[0].clone()))
+    batch = _spread_batch(built, 4)
+    built.train_step(batch, _step_context(built, 0))
+    clean, labels = batch["mel"][:, 0], batch["label"]
+    assert len(partners) == 1 and partners[0].shape == clean.shape  # all 4 windows mixed, in one call
+    assert torch.equal(heard[0], target_inputs[-1]) and not torch.equal(heard[0], clean)
+    dataset, checked = built.dataset, 0
+    for row, label in zip(partners[0], labels.tolist()):
+        found = {dataset.labels[dataset.items[k][0]] for k in range(len(dataset)) if torch.equal(dataset[k]["mel"][0], row)}
+        assert found, "the partner is not a training window"
+        if len(found) == 1:  # a procedural window (e.g. a quiet start) can be the same in several classes
+            assert found == {label}, (found, label)
+            checked += 1
+    assert checked > 0

@@ -52,3 +52,18 @@ def level_shift(mel: torch.Tensor, max_db: float, top_db: float, generator: torc
     gain_db = (torch.rand(mel.shape[0], generator=generator) * 2 - 1) * max_db
     shift = (gain_db / top_db).to(device=mel.device, dtype=mel.dtype).view(-1, 1, 1)
     return torch.where(mel > 0, (mel + shift).clamp(0.0, 1.0), mel)
+
+
+def mix_recordings(mel: torch.Tensor, other: torch.Tensor, top_db: float) -> torch.Tensor:
+    """Two windows heard at once, at their mean power (so the mix is as loud as its parts): per bin
+    10 log10((P_a + P_b) / 2) on the dB scale the mel values encode (dB / top_db + 1, clamped to [0, 1];
+    the floor counts as -top_db dB). Shapes must match."""
+    if mel.shape != other.shape:
+        raise ValueError(f"mix_recordings: shapes differ, {list(mel.shape)} and {list(other.shape)}")
+    if top_db <= 0:
+        raise ValueError(f"mix_recordings: expected top_db > 0, got {top_db}")
+    db_a, db_b = (mel - 1) * top_db, (other - 1) * top_db
+    high = torch.maximum(db_a, db_b)
+    # log-sum-exp in base 10, from the larger term, so the sum cannot overflow
+    mixed = high + 10 * torch.log10((10 ** ((db_a - high) / 10) + 10 ** ((db_b - high) / 10)) / 2)
+    return (mixed / top_db + 1).clamp(0.0, 1.0)

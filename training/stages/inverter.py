@@ -15,7 +15,8 @@ sound's class. It gives E_I a direct target in W where CLIP's gradient through t
 
 Also beyond the paper (off by default): `spec_augment` and `level_db` alter the window E_I hears (not the
 one E_A turns into the target), so E_I learns the kind of sound rather than one recording's level and
-details. Trained on a few files per class, E_I otherwise maps an unheard recording of a class wherever its
+details; `mix_same_class` makes new recordings of a kind by mixing windows of two clips of the same
+class (E_A's target is then the mix's). Trained on a few files per class, E_I otherwise maps an unheard recording of a class wherever its
 nearest training file's quirks point (on the demo data: a held-out night-insects loop to the birds look).
 """
 
@@ -34,7 +35,7 @@ from training.clip_model import ClipConfig, build_clip
 from training.config import RunConfig, setting
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss
-from training.mel_augment import level_shift, spec_augment
+from training.mel_augment import level_shift, mix_recordings, spec_augment
 from training.pretrained import frozen_generator, generator_metadata, trained_audio_encoder
 from training.samples import items_per_class, write_grid
 from training.schedules import warmup_schedule
@@ -63,6 +64,8 @@ class Config:
                                  "<= 30% of the time); E_A still sees the whole window (off: as in the paper)")
     level_db: float = setting(0.0, min=0.0, max=40.0, help="E_I hears each window up to this many dB louder or "
                               "quieter (uniform per window), as another microphone or mix would be (0: off)")
+    mix_same_class: float = setting(0.0, min=0.0, max=1.0, help="share of windows heard mixed with a window of "
+                                    "another training clip of the same class (a new recording of that kind; 0: off)")
 
 
 def generator_classes(spec: str) -> list[str] | None:
@@ -134,15 +137,34 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_schedule(optimizer, config.warmup_steps)
 
+    top_db = MelConfig().top_db
+    items_of_class = [[k for k, (clip, _) in enumerate(dataset.items) if dataset.labels[clip] == c]
+                      for c in range(len(classes))]
+
+    def mix(mel: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Some windows as heard together with a random window of their class (from any training clip)."""
+        if config.mix_same_class <= 0:
+            return mel
+        chosen = (torch.rand(mel.shape[0]) < config.mix_same_class).nonzero().flatten().tolist()
+        if not chosen:
+            return mel
+        partners = []
+        for i in chosen:
+            pool = items_of_class[int(labels[i])]
+            partners.append(dataset[pool[int(torch.randint(len(pool), (1,)))]]["mel"][0])
+        mel = mel.clone()
+        mel[chosen] = mix_recordings(mel[chosen], torch.stack(partners).to(mel.device, mel.dtype), top_db)
+        return mel
+
     def augment(mel: torch.Tensor) -> torch.Tensor:
         # Global RNG, as in `train audio-encoder`: the loop checkpoints it, so a resumed run repeats.
         if config.level_db > 0:
-            mel = level_shift(mel, config.level_db, MelConfig().top_db)
+            mel = level_shift(mel, config.level_db, top_db)
         return spec_augment(mel) if config.spec_augment else mel
 
     def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
-        mel = batch["mel"][:, 0]
         labels = batch["label"]
+        mel = mix(batch["mel"][:, 0], labels)
         with torch.no_grad(), step.autocast():
             audio_embed = audio_encoder(mel).float()  # the target: what the whole, unaltered window means
         heard = augment(mel)
