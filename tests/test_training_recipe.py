@@ -289,3 +289,20 @@ def test_a_path_setting_naming_the_same_folder_is_the_same_setting(tmp_path):
     saved = {"stage": {"clip": str(tmp_path / "runs" / "clip")}}
     assert identity_differences(saved, {"stage": {"clip": str(tmp_path / "moved" / "clip")}}) == []
     assert identity_differences(saved, {"stage": {"clip": str(tmp_path / "runs" / "other")}})  # not there: differs
+
+
+def test_the_demo_recipes_seed_var_seeds_every_stage():
+    """`--var seed=N` trains a sibling of the shipped run: every stage gets loop.seed=N; the default, 0, is
+    loop.seed's own default, so runs made before the var existed stay done."""
+    from training.loop import LoopConfig
+    from training.recipe import step_argv
+
+    demo = Path(__file__).resolve().parents[1] / "training" / "recipes" / "demo.yaml"
+    for seed, recipe in (("0", load_recipe(demo)), ("7", load_recipe(demo, {"seed": "7"}))):
+        stages = [s for s in recipe.steps if s.stage is not None]
+        assert len(stages) == 6
+        for step in stages:
+            argv = step_argv(recipe, step)
+            seeds = [argv[i + 1] for i, a in enumerate(argv) if a == "--set" and argv[i + 1].startswith("loop.seed=")]
+            assert seeds == [f"loop.seed={seed}"], (step.name, argv)
+    assert LoopConfig().seed == 0
