@@ -165,3 +165,53 @@ def test_eval_confusion_counts_every_frame_and_agrees_with_the_accuracies(chain,
     assert text.startswith("zero-shot CLIP: what the frames") and all(c in text for c in classes)
     lines = text.splitlines()[2:]
     assert len(lines) == len(classes) and all(abs(sum(float(x) for x in line.split()[1:]) - 1) < 0.02 for line in lines)
+
+
+def test_eval_parts_measure_each_part_of_the_chain(chain, exported, rows, tmp_path, capsys):
+    """--parts: per clip, E_A's zero-shot on the sound and G(E_I) frames (no stepper) judged by the CLIP, recomputed
+    here by hand for one clip; absent without --parts; the per-class block and the CLI print them."""
+    import torch
+
+    from core.model import load_model
+    from training.clip_model import ClipConfig, build_clip
+    from training.evaluate import _clips, data_config, evaluate, format_parts, run_cli
+
+    assert all(r.audio_zero_shot is None and r.inverter_zero_shot is None for r in rows)  # not asked for
+    with_parts = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", parts=True)
+    assert [(r.clip, r.zero_shot_accuracy) for r in with_parts] == [(r.clip, r.zero_shot_accuracy) for r in rows]
+    trained = [r for r in with_parts if r.models == "trained"]
+    assert all(r.audio_zero_shot is not None and r.inverter_zero_shot is not None for r in trained)
+    assert all(r.inverter_classifier_accuracy is None for r in trained)  # no --classifier
+    assert all(r.audio_zero_shot is None for r in with_parts if r.models != "trained")  # the seeded E_A is not in CLIP space
+
+    model = load_model(exported, device="cpu")
+    clip = build_clip(ClipConfig(checkpoint=str(chain / "clip"))).freeze()
+    clips = _clips(data_config(chain / "data", EVAL_DATA))
+    whole = clips.whole_clip(0)
+    windows, label = whole["mel"], int(whole["label"])
+    text = clip.encode_labels(list(clips.classes)).float()
+    with torch.no_grad():
+        audio = (model.sound.audio_encoder(windows).float() @ text.T).argmax(dim=1)
+        frames = model.generator.synthesis(model.sound.inversion_encoder(windows), noise_mode="const", force_fp32=True)
+        called = (clip.encode_images(frames.clamp(-1, 1)).float() @ text.T).argmax(dim=1)
+    first = [r for r in with_parts if r.models == "trained"][0]
+    assert first.clip == str(whole["path"])
+    assert first.audio_zero_shot == pytest.approx(float((audio == label).float().mean()), abs=1e-6)
+    assert first.inverter_zero_shot == pytest.approx(float((called == label).float().mean()), abs=1e-6)
+
+    block = format_parts(with_parts).splitlines()
+    classes = sorted({r.label for r in with_parts if r.models == "trained" and r.label})
+    assert block[0].startswith("trained: where each class is kept") and len(block) == 2 + len(classes)
+    for line, name in zip(block[2:], classes):
+        values = [float(x) for x in line.split()[1:]]
+        mine = [r for r in with_parts if r.models == "trained" and r.label == name]
+        frames_zero_shot = sum(r.zero_shot_accuracy * r.frames for r in mine) / sum(r.frames for r in mine)
+        assert line.split()[0] == name and len(values) == 3 and all(0 <= v <= 1 for v in values)
+        assert values[-1] == pytest.approx(frames_zero_shot, abs=0.006)  # printed to 2 decimals
+
+    args = argparse.Namespace(model=str(exported), dataset=str(chain / "data"), clip=str(chain / "clip"),
+                              csv=str(tmp_path / "s.csv"), overrides=EVAL_DATA, device="cpu", seed=0, parts=True)
+    assert run_cli(args) == 0
+    assert "where each class is kept" in capsys.readouterr().out
+    with open(tmp_path / "s.csv", newline="") as f:
+        assert all((r["audio_zero_shot"] != "") == (r["models"] == "trained") for r in csv.DictReader(f))

@@ -319,6 +319,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet-columns", type=int, default=8, metavar="N", help="frames per row of the sheet (default 8)")
     p.add_argument("--confusion", action="store_true",
                    help="also print, per judge, what each class's frames were called (which classes it mixes up)")
+    p.add_argument("--parts", action="store_true",
+                   help="also measure each part of the chain per class: E_A's zero-shot on the sound, frames of E_I "
+                        "alone (no stepper), and the whole pipeline (which part loses a class)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")
     p.add_argument("--device", default="auto")

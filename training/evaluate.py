@@ -12,6 +12,12 @@ per-frame pipeline, windows, stepper, noise and psi) and measured with a CLIP:
   pictures (`soundvj train classifier`, it never saw a generated frame) puts the frame in its sound's
   class; empty without a classifier.
 
+With `--parts`, each clip also says where its class is kept or lost along the chain, for the model's
+own sound models: audio_zero_shot (how often E_A(window) is nearest its class caption: the sound side),
+inverter_zero_shot and inverter_classifier_accuracy (frames G(E_I(window)) with no stepper, judged as
+above: the inversion side). Against the frames' own accuracies they show whether E_A, E_I or the stepper
+loses a class.
+
 The baseline row runs the same generator with the seeded, untrained sound models every model file
 without sound models gets (`core.model.seeded_sound_models`); chance is 1 / number of classes.
 Data settings (fps, window_seconds, holdout_fraction, max_seconds, ...) are the `data:` keys of a
@@ -53,6 +59,9 @@ class EvalRow:
     frame_change: float
     chance: float
     classifier_accuracy: float | None = None  # None without --classifier (NaN would break row equality)
+    audio_zero_shot: float | None = None  # the --parts columns (None without --parts)
+    inverter_zero_shot: float | None = None
+    inverter_classifier_accuracy: float | None = None
 
 
 def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
@@ -85,7 +94,7 @@ def _clips(data: Any):
 @torch.no_grad()
 def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
              seed: int, name: str, judge: Any = None, keep: dict[str, list[torch.Tensor]] | None = None,
-             confusion: dict[str, Any] | None = None) -> list[EvalRow]:
+             confusion: dict[str, Any] | None = None, parts: bool = False) -> list[EvalRow]:
     """Per-clip rows and the summary row (last) for one model. With `confusion`, frame counts per (sound's
     class, class the frame was called) are added under "clip" and, with a judge, "classifier" (rows in
     the order of "classes", columns of "judge_classes")."""
@@ -96,6 +105,7 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
     params = Params(seed=seed, fps=data.fps, window_seconds=data.window_seconds)
     chance = 1.0 / len(clips.classes)
     rows, cosines, hits, changes, judged = [], [], [], [], []
+    part_hits: dict[str, list[torch.Tensor]] = {"audio": [], "inverter": [], "inverter_judge": []}
     for index in range(len(clips.clips)):
         whole = clips.whole_clip(index)
         windows = whole["mel"].to(device)
@@ -128,14 +138,45 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
                 m = len(judge.classes)
                 counts = confusion.setdefault("classifier", torch.zeros(n, m, dtype=torch.long))
                 counts[label] += torch.bincount(judge_called, minlength=m)
+        clip_parts = _part_hits(model, clip, windows, label, class_text, judge, clips.classes) if parts else {}
+        for key, value in clip_parts.items():
+            part_hits[key].append(value)
         rows.append(EvalRow(name, str(whole["path"]), clips.classes[label], int(cos.numel()), cos.mean().item(),
                             hit.mean().item(), change.mean().item() if change.numel() else 0.0, chance,
-                            judge_hit.mean().item() if judge_hit is not None else None))
+                            judge_hit.mean().item() if judge_hit is not None else None,
+                            **_part_columns(clip_parts)))
     cos, hit, change = torch.cat(cosines), torch.cat(hits), torch.cat(changes)
     rows.append(EvalRow(name, ALL_CLIPS, "", int(cos.numel()), cos.mean().item(), hit.mean().item(),
                         change.mean().item() if change.numel() else 0.0, chance,
-                        torch.cat(judged).mean().item() if judged else None))
+                        torch.cat(judged).mean().item() if judged else None,
+                        **_part_columns({k: torch.cat(v) for k, v in part_hits.items() if v})))
     return rows
+
+
+@torch.no_grad()
+def _part_hits(model: Any, clip: Any, windows: torch.Tensor, label: int, class_text: torch.Tensor, judge: Any,
+               classes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per window, 1.0 where a part of the chain keeps the sound's class: E_A's embedding nearest the class
+    caption ("audio"); the frame G(E_I(window)), no stepper, nearest it ("inverter") and, with a judge,
+    put in the class by it ("inverter_judge")."""
+    sound = model.sound
+    audio = sound.audio_encoder(windows).float()
+    out = {"audio": ((audio @ class_text.T).argmax(dim=1) == label).float()}
+    frames = torch.cat([model.generator.synthesis(sound.inversion_encoder(windows[i : i + FRAMES_PER_BATCH]),
+                                                  noise_mode="const", force_fp32=True)
+                        for i in range(0, windows.shape[0], FRAMES_PER_BATCH)]).clamp(-1, 1)
+    out["inverter"] = ((clip.encode_images(frames).float() @ class_text.T).argmax(dim=1) == label).float()
+    if judge is not None:
+        out["inverter_judge"] = (_judge(judge, frames) == judge.classes.index(classes[label])).float()
+    return out
+
+
+def _part_columns(hits: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    def mean(key: str) -> float | None:
+        return hits[key].mean().item() if key in hits and hits[key].numel() else None
+
+    return {"audio_zero_shot": mean("audio"), "inverter_zero_shot": mean("inverter"),
+            "inverter_classifier_accuracy": mean("inverter_judge")}
 
 
 def _judge(classifier: Any, frames: torch.Tensor) -> torch.Tensor:
@@ -176,12 +217,15 @@ def evaluate(
     classifier: str | Path | None = None,
     keep_frames: dict[str, list[torch.Tensor]] | None = None,
     confusion: dict[str, Any] | None = None,
+    parts: bool = False,
 ) -> list[EvalRow]:
     """Per-clip and summary rows of the model's sound models and of the untrained baseline.
 
     The summary rows (clip == ALL) come last: the model's, then the baseline's. A model without trained
     sound models (e.g. "default") has only the baseline rows. `confusion` (a dict to fill) receives the
     frame counts per (sound's class, class called) of the model's own sound models (see `_measure`).
+    `parts` adds the per-part columns (see the module docstring) to the rows of the model's own trained sound
+    models (the baseline's seeded E_A does not embed in the CLIP's space).
     """
     from core.model import SoundvjModel, load_model, seeded_sound_models
     from training.clip_model import ClipConfig, build_clip
@@ -206,7 +250,8 @@ def evaluate(
     class_text = clip.encode_labels(list(clips.classes)).float()
     rows: list[EvalRow] = []
     if not model.sound_is_seeded:
-        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames, confusion)
+        rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames, confusion,
+                         parts)
         keep_frames = confusion = None  # the sheet and the confusion show the model's own sound models
         seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
         model.generator.to(model.device)
@@ -271,6 +316,27 @@ def format_table(rows: list[EvalRow]) -> str:
     return "\n".join(lines)
 
 
+def format_parts(rows: list[EvalRow], models: str = TRAINED) -> str:
+    """Per class (frame-weighted over its clips) for one model: the share of windows each part of the
+    chain keeps in the class, the sound side first, the whole pipeline last."""
+    per_clip = [r for r in rows if r.models == models and r.clip != ALL_CLIPS and r.audio_zero_shot is not None]
+    if not per_clip:
+        return ""
+    judged = any(r.classifier_accuracy is not None for r in per_clip)
+    columns = [("E_A zero-shot", "audio_zero_shot"), ("G(E_I) zero-shot", "inverter_zero_shot")]
+    columns += [("G(E_I) classifier", "inverter_classifier_accuracy")] if judged else []
+    columns += [("frames zero-shot", "zero_shot_accuracy")] + ([("frames classifier", "classifier_accuracy")] if judged else [])
+    lines = [f"{models}: where each class is kept (share of its windows; E_A: the sound side, G(E_I): the inverter "
+             "without the stepper, frames: the whole pipeline)",
+             f"{'sound':<10}" + "".join(f"{title:>19}" for title, _ in columns)]
+    for label in sorted({r.label for r in per_clip}):
+        mine = [r for r in per_clip if r.label == label]
+        frames = sum(r.frames for r in mine)
+        values = [sum(getattr(r, key) * r.frames for r in mine) / frames for _, key in columns]
+        lines.append(f"{label:<10}" + "".join(f"{v:>19.2f}" for v in values))
+    return "\n".join(lines)
+
+
 def write_csv(path: Path, rows: list[EvalRow]) -> Path:
     """All rows as CSV, written atomically."""
     from training.loop import atomic_write_bytes
@@ -299,12 +365,15 @@ def run_cli(args: argparse.Namespace) -> int:
         raise SoundvjError(f"--sheet-columns {args.sheet_columns}: expected 1 .. 64")
     keep: dict[str, list[torch.Tensor]] | None = {} if sheet else None
     confusion: dict[str, Any] | None = {} if getattr(args, "confusion", False) else None
+    parts = bool(getattr(args, "parts", False))
     rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device,
-                    classifier=getattr(args, "classifier", None), keep_frames=keep, confusion=confusion)
+                    classifier=getattr(args, "classifier", None), keep_frames=keep, confusion=confusion, parts=parts)
     out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
     if confusion:
         print("\n" + format_confusion(confusion))
+    if parts:
+        print("\n" + (format_parts(rows) or "--parts: the model has no trained sound models to measure"))
     write_csv(out, rows)
     print(f"soundvj: wrote {out}", file=sys.stderr)
     if sheet:
