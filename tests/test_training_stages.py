@@ -371,3 +371,29 @@ def test_inverter_mixes_windows_of_the_same_class(chain, tmp_path, monkeypatch):
             assert found == {label}, (found, label)
             checked += 1
     assert checked > 0
+
+
+def test_stepper_delta_term_is_the_square_of_its_own_departure_from_the_inverter(chain, tmp_path):
+    """stage.lambda_delta: the logged term is mean (w_tilde_t - E_I(window_t))^2, which is d_t^2; with a stepper whose
+    d_t is zero it is zero, and training with it lowers it."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.stages import stage_module
+    from tests.training_chain import stage_overrides
+
+    module = stage_module("stepper")
+    overrides = stage_overrides("stepper", chain) + ["stage.lambda_delta=100000", "stage.noise_std=0", "stage.lr=0.001"]
+    config = load_run_config("stepper", module.Config, None, overrides)
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path / "a", True))
+    batch = _spread_batch(built, 2)
+    deltas = [float(built.train_step(batch, _step_context(built, i))["delta"]) for i in range(8)]
+    assert deltas[0] > 0 and deltas[-1] < 0.5 * deltas[0], deltas
+
+    stepper = built.modules["latent_stepper"]
+    with torch.no_grad():
+        for p in stepper.out_fc.parameters():
+            p.zero_()  # d_t = 0: every proposal is E_I's latent itself
+    assert float(built.train_step(batch, _step_context(built, 8))["delta"]) < 1e-10
+    with pytest.raises(SoundvjError, match="stage.lambda_delta: needs stage.alpha > 0"):
+        run_stage("stepper", chain, tmp_path / "b", ["stage.lambda_delta=1", "stage.alpha=0"])

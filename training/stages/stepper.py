@@ -23,6 +23,12 @@ that bias drew rain toward the city-road look (held-out rain: E_I alone 0.55 rai
 The term alone did not cure that on the demo data (with lambda_b 0.1 and weight 100: still 0.06); the
 numbers are in training/recipes/demo.yaml, whose stepper leaves it off.
 
+Also beyond the paper (off by default): `lambda_delta` adds `||w_tilde_t - w_hat(t)||^2`, the square of the
+stepper's own term d_t, so its proposals stay near what E_I makes of the same window. The GAN and CLIP terms
+can pull a class's frames away from E_I's (a rerun of the demo recipe's stepper on the same inputs lost wind
+to the CLIP and rain to the classifier, where E_I alone kept both, per `soundvj eval --parts`); with the term
+the frames keep E_I's meaning and the stepper adds motion around it.
+
 Also beyond the paper (off by default): `conditional_discriminators` makes D_I and D_V class-conditional
 (projection). The paper's discriminators compare a frame with real frames of any class, so once they win
 (on the demo data D's loss fell to 0.08) their gradient pulls every class toward whatever look is least
@@ -70,6 +76,8 @@ class Config:
     lambda_class_w: float = setting(0.0, min=0.0, help="weight of ||w_tilde_t - w_class(label)||^2 (class-conditional "
                                     "generators whose class names match the data's; 0: off, as in the paper)")
     class_latent_samples: int = setting(1024, min=1, max=100000, help="mapped latents averaged per class for w_class")
+    lambda_delta: float = setting(0.0, min=0.0, help="weight of ||w_tilde_t - w_hat(t)||^2, how far the stepper's proposals "
+                                  "leave E_I's latent of the same window (0: off, as in the paper)")
     lr: float = setting(1e-4, min=0.0, help="AdamW learning rate of the stepper")
     discriminator_lr: float = setting(1e-4, min=0.0, help="AdamW learning rate of D_I and D_V")
     finetune_inverter: bool = setting(False, help="train E_I too (at inverter_lr)")
@@ -114,6 +122,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
+    if config.lambda_delta > 0 and config.alpha <= 0:
+        raise SoundvjError("stage.lambda_delta: needs stage.alpha > 0 (the term is on the proposals the frames move toward)")
     if w_class is not None and config.alpha <= 0:
         raise SoundvjError("stage.lambda_class_w: needs stage.alpha > 0 (the term is on the proposals the frames move toward)")
 
@@ -142,9 +152,9 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     discriminators = (image_d, video_d)
 
     def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
-                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim]) for mel windows
-        [B, T, n_mels, W], from w_0 = mapping(z)."""
+                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim], E_I's w_hat [B, T, num_ws,
+        w_dim]) for mel windows [B, T, n_mels, W], from w_0 = mapping(z)."""
         batch, frames = mel.shape[:2]
         flat = mel.flatten(0, 1)
         with torch.no_grad():
@@ -152,7 +162,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             z = torch.randn([batch, G.z_dim], generator=rng).to(device)
             w0 = G.mapping(z, torch.zeros([batch, G.c_dim], device=device))
         w_hats = inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
-        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng), embeds, w0
+        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng), embeds, w0, w_hats
 
     def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
         mel, labels = batch["mel"], batch["label"]
@@ -160,7 +170,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         b, t = real.shape[:2]
         inversion = step.modules["inversion_encoder"] if config.finetune_inverter else inverter
         with step.autocast():
-            ws, embeds, w0 = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
+            ws, embeds, w0, w_hats = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
             fake = G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
             fake_clip = fake.view(b, t, *fake.shape[1:]).transpose(1, 2)  # [B, 3, T, H, W]
             # Stepper side: the discriminators only pass gradients through.
@@ -175,11 +185,15 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             text_embed = class_text[labels].float().repeat_interleave(t, dim=0)
             enc = encoder_loss(image_embed, embeds.flatten(0, 1), text_embed, ws.flatten(0, 1), G.mapping.w_avg, config.lambda_b)
             stepper_loss = adversarial + config.lambda_enc * enc["loss"]
-            if w_class is not None:
+            if w_class is not None or config.lambda_delta > 0:
                 previous = torch.cat([w0.unsqueeze(1), ws[:, :-1]], dim=1)
                 proposals = previous + (ws - previous) / config.alpha
+            if w_class is not None:
                 class_latent = (proposals - w_class[labels].unsqueeze(1)).square().mean()
                 stepper_loss = stepper_loss + config.lambda_class_w * class_latent
+            if config.lambda_delta > 0:
+                delta = (proposals - w_hats).square().mean()  # d_t itself: the proposal is w_hat + d_t
+                stepper_loss = stepper_loss + config.lambda_delta * delta
         optimizers["stepper"].zero_grad(set_to_none=True)
         stepper_loss.backward()
         optimizers["stepper"].step()
@@ -214,6 +228,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         }
         if w_class is not None:
             logged["class_latent"] = class_latent.detach()
+        if config.lambda_delta > 0:
+            logged["delta"] = delta.detach()
         return logged
 
     def write_samples(out_dir: Path, step: int) -> None:
