@@ -17,7 +17,6 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from core.errors import SoundvjError

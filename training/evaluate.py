@@ -116,7 +116,8 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
         image_embed = clip.encode_images(frames.clamp(-1, 1)).float()
         if keep is not None:
             keep.setdefault(clips.classes[label], []).append(frames.cpu())
-        cos = torch.nn.functional.cosine_similarity(image_embed, reference_encoder(windows).float(), dim=1)
+        reference = reference_encoder(windows).float()
+        cos = torch.nn.functional.cosine_similarity(image_embed, reference, dim=1)
         called = (image_embed @ class_text.T).argmax(dim=1)
         hit = (called == label).float()
         change = ((frames[1:] - frames[:-1]).abs() / 2).mean(dim=(1, 2, 3))  # [0, 1] pixel units
@@ -138,7 +139,8 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
                 m = len(judge.classes)
                 counts = confusion.setdefault("classifier", torch.zeros(n, m, dtype=torch.long))
                 counts[label] += torch.bincount(judge_called, minlength=m)
-        clip_parts = _part_hits(model, clip, windows, label, class_text, judge, clips.classes) if parts else {}
+        # --parts measures the trained model only, whose E_A is the reference encoder: its embedding is reused.
+        clip_parts = _part_hits(model, clip, windows, reference, label, class_text, judge, clips.classes) if parts else {}
         for key, value in clip_parts.items():
             part_hits[key].append(value)
         rows.append(EvalRow(name, str(whole["path"]), clips.classes[label], int(cos.numel()), cos.mean().item(),
@@ -154,13 +156,12 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
 
 
 @torch.no_grad()
-def _part_hits(model: Any, clip: Any, windows: torch.Tensor, label: int, class_text: torch.Tensor, judge: Any,
-               classes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Per window, 1.0 where a part of the chain keeps the sound's class: E_A's embedding nearest the class
-    caption ("audio"); the frame G(E_I(window)), no stepper, nearest it ("inverter") and, with a judge,
-    put in the class by it ("inverter_judge")."""
+def _part_hits(model: Any, clip: Any, windows: torch.Tensor, audio: torch.Tensor, label: int, class_text: torch.Tensor,
+               judge: Any, classes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per window, 1.0 where a part of the chain keeps the sound's class: E_A's embedding `audio` nearest
+    the class caption ("audio"); the frame G(E_I(window)), no stepper, nearest it ("inverter") and, with a
+    judge, put in the class by it ("inverter_judge")."""
     sound = model.sound
-    audio = sound.audio_encoder(windows).float()
     out = {"audio": ((audio @ class_text.T).argmax(dim=1) == label).float()}
     frames = torch.cat([model.generator.synthesis(sound.inversion_encoder(windows[i : i + FRAMES_PER_BATCH]),
                                                   noise_mode="const", force_fp32=True)
@@ -316,17 +317,17 @@ def format_table(rows: list[EvalRow]) -> str:
     return "\n".join(lines)
 
 
-def format_parts(rows: list[EvalRow], models: str = TRAINED) -> str:
-    """Per class (frame-weighted over its clips) for one model: the share of windows each part of the
-    chain keeps in the class, the sound side first, the whole pipeline last."""
-    per_clip = [r for r in rows if r.models == models and r.clip != ALL_CLIPS and r.audio_zero_shot is not None]
+def format_parts(rows: list[EvalRow]) -> str:
+    """Per class (frame-weighted over its clips) for the trained model: the share of windows each part of
+    the chain keeps in the class, the sound side first, the whole pipeline last ("" without parts)."""
+    per_clip = [r for r in rows if r.models == TRAINED and r.clip != ALL_CLIPS and r.audio_zero_shot is not None]
     if not per_clip:
         return ""
     judged = any(r.classifier_accuracy is not None for r in per_clip)
     columns = [("E_A zero-shot", "audio_zero_shot"), ("G(E_I) zero-shot", "inverter_zero_shot")]
     columns += [("G(E_I) classifier", "inverter_classifier_accuracy")] if judged else []
     columns += [("frames zero-shot", "zero_shot_accuracy")] + ([("frames classifier", "classifier_accuracy")] if judged else [])
-    lines = [f"{models}: where each class is kept (share of its windows; E_A: the sound side, G(E_I): the inverter "
+    lines = [f"{TRAINED}: where each class is kept (share of its windows; E_A: the sound side, G(E_I): the inverter "
              "without the stepper, frames: the whole pipeline)",
              f"{'sound':<10}" + "".join(f"{title:>19}" for title, _ in columns)]
     for label in sorted({r.label for r in per_clip}):

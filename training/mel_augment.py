@@ -36,7 +36,6 @@ def spec_augment(
     return mel * keep.to(device=mel.device, dtype=mel.dtype)
 
 
-
 def level_shift(mel: torch.Tensor, max_db: float, top_db: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each window as if its sound were up to `max_db` dB louder or quieter (uniform per window).
 

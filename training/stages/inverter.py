@@ -14,10 +14,11 @@ sound's class. It gives E_I a direct target in W where CLIP's gradient through t
 (a small CLIP trained on little data), so the picture lands in the sound's class from the first steps.
 
 Also beyond the paper (off by default): `spec_augment` and `level_db` alter the window E_I hears (not the
-one E_A turns into the target), so E_I learns the kind of sound rather than one recording's level and
-details; `mix_same_class` makes new recordings of a kind by mixing windows of two clips of the same
-class (E_A's target is then the mix's). Trained on a few files per class, E_I otherwise maps an unheard recording of a class wherever its
-nearest training file's quirks point (on the demo data: a held-out night-insects loop to the birds look).
+one E_A turns into the target), so E_I may learn the kind of sound rather than one recording's level and
+details; `mix_same_class` makes new recordings of a kind by mixing windows of two clips of the same class
+(E_A's target is then the mix's). Trained on a few files per class, E_I maps an unheard recording wherever
+its nearest training file's quirks point (on the demo data: a held-out night-insects loop to the birds
+look); on a validation split none of the three moved that beyond one run's noise (README, Training).
 """
 
 from __future__ import annotations
