@@ -397,3 +397,90 @@ def test_stepper_delta_term_is_the_square_of_its_own_departure_from_the_inverter
     assert float(built.train_step(batch, _step_context(built, 8))["delta"]) < 1e-10
     with pytest.raises(SoundvjError, match="stage.lambda_delta: needs stage.alpha > 0"):
         run_stage("stepper", chain, tmp_path / "b", ["stage.lambda_delta=1", "stage.alpha=0"])
+
+
+def test_stepper_burn_in_leaves_the_state_a_longer_rollout_reaches():
+    """burn_in over K frames, then a rollout from its (w, hidden), equals frames K.. of one rollout over all,
+    noise draws included; without the hidden state it would not."""
+    from core.sound import LatentStepper, LatentStepperConfig
+    from training.stages.stepper import burn_in
+
+    torch.manual_seed(0)
+    stepper = LatentStepper(LatentStepperConfig(num_ws=3, w_dim=8, hidden=16, num_layers=2, embed_dim=4, noise_dim=5,
+                                                delta_init_std=0.5))
+    w0, w_hats, embeds = torch.randn(2, 3, 8), torch.randn(2, 9, 3, 8), torch.randn(2, 9, 4)
+    with torch.no_grad():
+        whole = stepper.rollout(w0, w_hats, embeds, 0.4, 0.3, torch.Generator().manual_seed(1))
+        rng = torch.Generator().manual_seed(1)
+        w, hidden = burn_in(stepper, w0, w_hats[:, :6], embeds[:, :6], 0.4, 0.3, rng)
+        rest = stepper.rollout(w, w_hats[:, 6:], embeds[:, 6:], 0.4, 0.3, rng, hidden=hidden)
+        assert torch.equal(w, whole[:, 5]) and hidden is not None
+        torch.testing.assert_close(rest, whole[:, 6:], rtol=0, atol=1e-6)
+        rng = torch.Generator().manual_seed(1)
+        w, _ = burn_in(stepper, w0, w_hats[:, :6], embeds[:, :6], 0.4, 0.3, rng)
+        forgot = stepper.rollout(w, w_hats[:, 6:], embeds[:, 6:], 0.4, 0.3, rng)
+        assert not torch.allclose(forgot, whole[:, 6:], atol=1e-3)
+
+
+def test_stepper_burn_in_trains_the_clip_from_the_state_its_windows_reached(chain, tmp_path):
+    """stage.burn_in_frames=K: items hold K windows more; each step draws k in 0..K and the trained rollout starts
+    from the state the k windows before the clip left (k = 0: the paper's fresh start); only the clip is drawn."""
+    from training.config import load_run_config
+    from training.loop import BuildContext
+    from training.pretrained import frozen_generator, trained_audio_encoder, trained_inversion_encoder
+    from training.stages import stage_module
+    from training.stages.stepper import burn_in
+    from tests.training_chain import stage_overrides
+
+    module = stage_module("stepper")
+    config = load_run_config("stepper", module.Config, None,
+                             stage_overrides("stepper", chain) + ["stage.burn_in_frames=4"])
+    torch.manual_seed(0)
+    built = module.build(config, BuildContext(torch.device("cpu"), 0, 1, tmp_path, True))
+    batch = _spread_batch(built, 2)
+    assert batch["mel"].shape[1] == 3 + 4 and batch["frames"].shape[1] == 3 + 4
+    G = frozen_generator(config.stage.generator, torch.device("cpu"))
+    audio_encoder = trained_audio_encoder(config.stage.audio_encoder, "a", torch.device("cpu"))
+    inverter = trained_inversion_encoder(config.stage.inverter, "i", G, torch.device("cpu"))
+    stepper = built.modules["latent_stepper"]
+    plain_forward, start, seen = stepper.forward, {}, []
+
+    def checking_forward(w0, w_hats, embeds, *args, hidden=None):
+        now = torch.get_rng_state()
+        torch.set_rng_state(start["rng"])  # redo the step's draws: k, the first latent's z, the burn-in's noise
+        k = int(torch.randint(0, 5, ()))
+        with torch.no_grad():
+            expected = G.mapping(torch.randn([2, G.z_dim]), torch.zeros([2, G.c_dim]))
+            context = batch["mel"][:, 4 - k : 4].flatten(0, 1)
+            if k:
+                expected, expected_hidden = burn_in(
+                    stepper, expected, inverter(context).view(2, k, G.num_ws, G.w_dim),
+                    audio_encoder(context).view(2, k, -1), config.stage.alpha, config.stage.noise_std, None)
+                torch.testing.assert_close(hidden, expected_hidden, rtol=0, atol=1e-6)
+            else:
+                assert hidden is None
+        torch.testing.assert_close(w0, expected, rtol=0, atol=1e-6)
+        assert w_hats.shape[1] == 3 and torch.equal(torch.get_rng_state(), now)
+        seen.append(k)
+        return plain_forward(w0, w_hats, embeds, *args, hidden=hidden)
+
+    stepper.forward = checking_forward
+    for i in range(10):
+        start["rng"] = torch.get_rng_state()
+        built.train_step(batch, _step_context(built, i))
+    assert len(seen) == 10 and len(set(seen)) >= 3, seen
+
+
+def test_stepper_burn_in_resumes_bitwise_and_needs_long_enough_clips(chain, tmp_path):
+    from training.loop import load_checkpoint
+
+    full = run_stage("stepper", chain, tmp_path / "full", ["stage.burn_in_frames=3"])
+    run_stage("stepper", chain, tmp_path / "run", ["stage.burn_in_frames=3", "loop.steps=2"])
+    run_stage("stepper", chain, tmp_path / "run", ["stage.burn_in_frames=3"], resume=True)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "run")
+    assert full.step == 4 and b["step"] == 4
+    assert_same_state(a["modules"], b["modules"], "modules")
+    assert_same_state(a["optimizers"], b["optimizers"], "optimizers")
+    # The chain's clips are 12 frames: 3 + 10 do not fit in any.
+    with pytest.raises(SoundvjError, match=r"stage.burn_in_frames 10"):
+        run_stage("stepper", chain, tmp_path / "long", ["stage.burn_in_frames=10"])

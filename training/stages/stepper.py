@@ -29,6 +29,14 @@ can pull a class's frames away from E_I's (a rerun of the demo recipe's stepper 
 to the CLIP and rain to the classifier, where E_I alone kept both, per `soundvj eval --parts`); with the term
 the frames keep E_I's meaning and the stepper adds motion around it.
 
+Also beyond the paper (off by default): `burn_in_frames` = K runs the stepper, without gradient and without
+frames, over up to K windows that come before each training clip (k drawn per step from 0..K), and trains the
+clip from the state it reached. The paper trains on 10-frame clips that start from an empty GRU state, but
+live, and in `eval`, the stepper runs for hundreds of frames: on the demo data a rerun's frames were called
+wind 0.70 of the time in their first 10 frames, 0.22 in frames 10-30 and 0.00 after 30, while E_I alone stayed at
+1.00, and clearing the GRU state every 10 frames brought them back (0.93). The state after 10 frames was
+never trained; with burn-in it is.
+
 Also beyond the paper (off by default): `conditional_discriminators` makes D_I and D_V class-conditional
 (projection). The paper's discriminators compare a frame with real frames of any class, so once they win
 (on the demo data D's loss fell to 0.08) their gradient pulls every class toward whatever look is least
@@ -37,6 +45,7 @@ fake; conditioned on the clip's class they compare rain frames with real rain fr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +96,9 @@ class Config:
     image_discriminator_width: int = setting(64, min=1, max=512, help="D_I first-block channels")
     video_discriminator_width: int = setting(32, min=1, max=512, help="D_V first-block channels")
     temporal_kernel: int = setting(3, min=1, max=9, help="D_V temporal kernel (official code: 1, blind to motion)")
+    burn_in_frames: int = setting(0, min=0, max=1000, help="run the stepper (no gradient, no frames) over up to this many "
+                                  "windows before each training clip, so it trains on states a long rollout reaches "
+                                  "(items get data.clip_frames + this many windows; 0: off, as in the paper)")
     conditional_discriminators: bool = setting(False, help="D_I and D_V judge each clip against real clips of its own "
                                                "class (projection); off: any class, as in the paper")
     sample_seed: int = setting(0, min=0, help="seed of the sample grid's first latent and noise")
@@ -107,6 +119,17 @@ def model_config(config: Config, G: Generator, embed_dim: int) -> LatentStepperC
     )
 
 
+@torch.no_grad()
+def burn_in(stepper: LatentStepper, w0: torch.Tensor, w_hats: torch.Tensor, embeds: torch.Tensor, alpha: float,
+            noise_std: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(w_K, hidden_K): the stepper's state after the K frames of w_hats [B, K, num_ws, w_dim] and embeds [B, K, D]
+    from w0 and an empty GRU state, as K live steps leave it; no gradient (the burn-in is not trained)."""
+    w, hidden = w0, None
+    for t in range(w_hats.shape[1]):
+        w, hidden = stepper.step(w, w_hats[:, t], embeds[:, t], hidden, alpha, noise_std, generator)
+    return w, hidden
+
+
 def build(run: RunConfig, ctx: BuildContext) -> Stage:
     config: Config = run.stage
     device = ctx.device
@@ -117,8 +140,27 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     audio_encoder = trained_audio_encoder(config.audio_encoder, "stage.audio_encoder", device)
     check_embed_dims(clip.embed_dim, audio_encoder.embed_dim, config.audio_encoder)
     inverter = trained_inversion_encoder(config.inverter, "stage.inverter", G, device)
-    dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=True, min_clip_frames=2)
+    lead = config.burn_in_frames
+    if not lead:
+        dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=True, min_clip_frames=2)
+    else:
+        if run.data.clip_frames < 2:
+            raise SoundvjError(f"data.clip_frames: `train stepper` trains on clips of frames; expected >= 2, "
+                               f"got {run.data.clip_frames}")
+        # Items carry the windows before the clip too: the burn-in's sound.
+        longer = dataclasses.replace(run, data=dataclasses.replace(run.data, clip_frames=run.data.clip_frames + lead))
+        try:
+            dataset, holdout = open_stage_datasets(longer, G.img_resolution, need_frames=True)
+        except SoundvjError as error:
+            raise SoundvjError(f"{error} (data.clip_frames {run.data.clip_frames} + stage.burn_in_frames {lead}: "
+                               "every item holds both)") from error
     classes = check_classes(dataset)
+    if lead:
+        covered = {dataset.labels[clip_index] for clip_index, _ in dataset.items}
+        short = [c for i, c in enumerate(classes) if i not in covered]
+        if short:
+            raise SoundvjError(f"stage.burn_in_frames: no training clip of {', '.join(short)} is "
+                               f"{run.data.clip_frames + lead} frames long (data.clip_frames + stage.burn_in_frames)")
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
@@ -151,26 +193,44 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     schedulers = {name: decay_schedule(opt, config.lr_decay, config.decay_every) for name, opt in optimizers.items()}
     discriminators = (image_d, video_d)
 
-    def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
-                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim], E_I's w_hat [B, T, num_ws,
-        w_dim]) for mel windows [B, T, n_mels, W], from w_0 = mapping(z)."""
+    def sound(mel: torch.Tensor, inversion: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_A embeddings [B, T, D], E_I's w_hat [B, T, num_ws, w_dim]) for mel windows [B, T, n_mels, W]."""
         batch, frames = mel.shape[:2]
         flat = mel.flatten(0, 1)
         with torch.no_grad():
             embeds = audio_encoder(flat).float().view(batch, frames, -1)
-            z = torch.randn([batch, G.z_dim], generator=rng).to(device)
-            w0 = G.mapping(z, torch.zeros([batch, G.c_dim], device=device))
-        w_hats = inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
-        return step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng), embeds, w0, w_hats
+        return embeds, inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
+
+    def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
+                rng: torch.Generator | None, context: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim], E_I's w_hat [B, T, num_ws,
+        w_dim]) for mel windows [B, T, n_mels, W], from w_0 = mapping(z), or with `context` windows [B, K, n_mels, W]
+        from the state a rollout over them reached (then w_0 is that rollout's last latent)."""
+        with torch.no_grad():
+            z = torch.randn([mel.shape[0], G.z_dim], generator=rng).to(device)
+            w0 = G.mapping(z, torch.zeros([mel.shape[0], G.c_dim], device=device))
+        hidden = None
+        if context is not None and context.shape[1]:
+            with torch.no_grad():
+                context_embeds, context_w_hats = sound(context, inversion)
+            w0, hidden = burn_in(stepper, w0, context_w_hats, context_embeds, config.alpha, config.noise_std, rng)
+        embeds, w_hats = sound(mel, inversion)
+        ws = step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng, hidden=hidden)
+        return ws, embeds, w0, w_hats
 
     def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
         mel, labels = batch["mel"], batch["label"]
         real = frames_to_generator_range(batch["frames"])  # [B, T, 3, H, W]
+        context = None
+        if lead:
+            k = int(torch.randint(0, lead + 1, ()))  # global RNG: checkpointed; k = 0 is the paper's fresh start
+            context = mel[:, lead - k : lead]
+            mel, real = mel[:, lead:], real[:, lead:]
         b, t = real.shape[:2]
         inversion = step.modules["inversion_encoder"] if config.finetune_inverter else inverter
         with step.autocast():
-            ws, embeds, w0, w_hats = latents(mel, inversion, step.modules["latent_stepper"], None)  # global RNG: checkpointed
+            ws, embeds, w0, w_hats = latents(mel, inversion, step.modules["latent_stepper"], None, context)  # global RNG
             fake = G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
             fake_clip = fake.view(b, t, *fake.shape[1:]).transpose(1, 2)  # [B, 3, T, H, W]
             # Stepper side: the discriminators only pass gradients through.
