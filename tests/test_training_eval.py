@@ -215,3 +215,29 @@ def test_eval_parts_measure_each_part_of_the_chain(chain, exported, rows, tmp_pa
     assert "where each class is kept" in capsys.readouterr().out
     with open(tmp_path / "s.csv", newline="") as f:
         assert all((r["audio_zero_shot"] != "") == (r["models"] == "trained") for r in csv.DictReader(f))
+
+
+def test_eval_timeline_splits_each_class_by_time_since_the_clip_began(chain, exported, rows, capsys, tmp_path):
+    """--parts also counts, per class and span of frame indices (0-9, 10-29, 30+), the frames the CLIP calls right:
+    the spans hold each clip's frames by index, and their sum is the class's frame-weighted zero-shot."""
+    from training.evaluate import TIME_SPANS, evaluate, format_timeline, run_cli
+
+    timeline = {}
+    again = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", parts=True,
+                     timeline=timeline)
+    trained = [r for r in again if r.models == "trained" and r.clip != "ALL"]
+    assert sorted(timeline) == sorted({r.label for r in trained})
+    for name, spans in timeline.items():
+        mine = [r for r in trained if r.label == name]
+        for i, (lo, hi) in enumerate(TIME_SPANS):
+            assert spans[i, 2] == sum(max(0, min(r.frames, hi or r.frames) - lo) for r in mine)
+        hits = sum(r.zero_shot_accuracy * r.frames for r in mine)
+        assert float(spans[:, 0].sum()) == pytest.approx(hits, abs=1e-3)
+        assert float(spans[:, 1].sum()) == 0  # no classifier
+    text = format_timeline(timeline, judged=False).splitlines()
+    assert text[0].startswith("trained: the frames' accuracy by time") and len(text) == 2 + len(timeline)
+    assert text[1].split()[1:] == ["frames", "0-9", "frames", "10-29", "frames", "30+"]
+    args = argparse.Namespace(model=str(exported), dataset=str(chain / "data"), clip=str(chain / "clip"),
+                              csv=str(tmp_path / "t.csv"), overrides=EVAL_DATA, device="cpu", seed=0, parts=True)
+    assert run_cli(args) == 0
+    assert "by time since the clip began" in capsys.readouterr().out

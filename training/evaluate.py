@@ -16,7 +16,9 @@ With `--parts`, each clip also says where its class is kept or lost along the ch
 own sound models: audio_zero_shot (how often E_A(window) is nearest its class caption: the sound side),
 inverter_zero_shot and inverter_classifier_accuracy (frames G(E_I(window)) with no stepper, judged as
 above: the inversion side). Against the frames' own accuracies they show whether E_A, E_I or the stepper
-loses a class.
+loses a class. It also prints the frames' accuracies per class by time since the clip began (frames 0-9, the
+stepper's training clip length; 10-29; 30 on): a stepper whose GRU state drifts on long rollouts keeps the
+class at first and loses it later.
 
 The baseline row runs the same generator with the seeded, untrained sound models every model file
 without sound models gets (`core.model.seeded_sound_models`); chance is 1 / number of classes.
@@ -44,6 +46,7 @@ TRAINED = "trained"
 BASELINE = "untrained baseline"
 ALL_CLIPS = "ALL"
 FRAMES_PER_BATCH = 8
+TIME_SPANS = ((0, 10), (10, 30), (30, None))  # frame index ranges of the --parts timeline
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,12 @@ def _clips(data: Any):
 @torch.no_grad()
 def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
              seed: int, name: str, judge: Any = None, keep: dict[str, list[torch.Tensor]] | None = None,
-             confusion: dict[str, Any] | None = None, parts: bool = False) -> list[EvalRow]:
+             confusion: dict[str, Any] | None = None, parts: bool = False,
+             timeline: dict[str, torch.Tensor] | None = None) -> list[EvalRow]:
     """Per-clip rows and the summary row (last) for one model. With `confusion`, frame counts per (sound's
     class, class the frame was called) are added under "clip" and, with a judge, "classifier" (rows in
-    the order of "classes", columns of "judge_classes")."""
+    the order of "classes", columns of "judge_classes"). With `timeline`, per class name a tensor [len(TIME_SPANS),
+    3]: per span of frame indices, the frames the CLIP and the judge put in the class, and the frames."""
     from core.params import Params
     from core.pipeline import FramePipeline
 
@@ -129,6 +134,12 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
             judge_called = _judge(judge, frames)
             judge_hit = (judge_called == judge.classes.index(clips.classes[label])).float()
             judged.append(judge_hit)
+        if timeline is not None:
+            spans = timeline.setdefault(clips.classes[label], torch.zeros(len(TIME_SPANS), 3))
+            for i, (lo, hi) in enumerate(TIME_SPANS):
+                spans[i] += torch.tensor([hit[lo:hi].sum().item(),
+                                          judge_hit[lo:hi].sum().item() if judge_hit is not None else 0.0,
+                                          hit[lo:hi].numel()])
         if confusion is not None:
             confusion["classes"] = list(clips.classes)
             n = len(clips.classes)
@@ -219,6 +230,7 @@ def evaluate(
     keep_frames: dict[str, list[torch.Tensor]] | None = None,
     confusion: dict[str, Any] | None = None,
     parts: bool = False,
+    timeline: dict[str, torch.Tensor] | None = None,
 ) -> list[EvalRow]:
     """Per-clip and summary rows of the model's sound models and of the untrained baseline.
 
@@ -252,7 +264,7 @@ def evaluate(
     rows: list[EvalRow] = []
     if not model.sound_is_seeded:
         rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames, confusion,
-                         parts)
+                         parts, timeline)
         keep_frames = confusion = None  # the sheet and the confusion show the model's own sound models
         seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
         model.generator.to(model.device)
@@ -338,6 +350,26 @@ def format_parts(rows: list[EvalRow]) -> str:
     return "\n".join(lines)
 
 
+def format_timeline(timeline: dict[str, torch.Tensor], judged: bool) -> str:
+    """Per class, the whole pipeline's accuracy in each span of frames since the clip began (CLIP / classifier)."""
+    if not timeline:
+        return ""
+    names = [f"frames {lo}-{hi - 1}" if hi else f"frames {lo}+" for lo, hi in TIME_SPANS]
+    lines = [f"{TRAINED}: the frames' accuracy by time since the clip began (zero-shot{' / classifier' if judged else ''}"
+             "; a stepper that drifts on long rollouts loses the class later)",
+             f"{'sound':<10}" + "".join(f"{name:>19}" for name in names)]
+    for label in sorted(timeline):
+        cells = []
+        for clip_hits, judge_hits, frames in timeline[label].tolist():
+            if not frames:
+                cells.append("-")
+            else:
+                cells.append(f"{clip_hits / frames:.2f}" + (f" / {judge_hits / frames:.2f}" if judged else "")
+                             + f" ({int(frames)})")
+        lines.append(f"{label:<10}" + "".join(f"{cell:>19}" for cell in cells))
+    return "\n".join(lines)
+
+
 def write_csv(path: Path, rows: list[EvalRow]) -> Path:
     """All rows as CSV, written atomically."""
     from training.loop import atomic_write_bytes
@@ -367,14 +399,18 @@ def run_cli(args: argparse.Namespace) -> int:
     keep: dict[str, list[torch.Tensor]] | None = {} if sheet else None
     confusion: dict[str, Any] | None = {} if getattr(args, "confusion", False) else None
     parts = bool(getattr(args, "parts", False))
+    timeline: dict[str, torch.Tensor] | None = {} if parts else None
     rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device,
-                    classifier=getattr(args, "classifier", None), keep_frames=keep, confusion=confusion, parts=parts)
+                    classifier=getattr(args, "classifier", None), keep_frames=keep, confusion=confusion, parts=parts,
+                    timeline=timeline)
     out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
     if confusion:
         print("\n" + format_confusion(confusion))
     if parts:
         print("\n" + (format_parts(rows) or "--parts: the model has no trained sound models to measure"))
+        if timeline:
+            print("\n" + format_timeline(timeline, judged=getattr(args, "classifier", None) is not None))
     write_csv(out, rows)
     print(f"soundvj: wrote {out}", file=sys.stderr)
     if sheet:
