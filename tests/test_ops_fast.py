@@ -201,3 +201,15 @@ def test_generator_fast_path_on_cuda(sg3_fixtures, restore_backend, variant):
     set_backend("fast")
     errs = _fixture_errors(sg3_fixtures[variant], device="cuda")
     assert max(errs.values()) < 1e-3  # cuDNN convolutions round differently from CPU (as in the parity test)
+
+
+def test_kernel_pending_asks_whether_this_checkout_has_a_build(monkeypatch, tmp_path):
+    """The "compiling" notice is for a real compile only: with this checkout's build present it is not
+    pending however slowly the machine loads it; in an empty cache there is no build of it."""
+    _cpp_or_skip()
+    assert cpp_kernel.is_built()
+    monkeypatch.setattr(cpp_kernel, "load", lambda wait=False: None)  # a load too slow to finish in time
+    monkeypatch.setattr(backend, "active_backend", lambda: "fast")
+    assert backend.kernel_pending("cpu") is False
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert not cpp_kernel.is_built()

@@ -148,5 +148,9 @@ def kernel_pending(device_type: str) -> bool:
         return False
     from core.stylegan3.ops import cpp_kernel
 
-    # A cached build loads in well under a second; only a real compile is worth a message.
+    # Only a real compile is worth a message. A cached build loads in well under a second, but on a busy
+    # machine it can take longer, so ask whether the build exists instead of timing the load.
+    if cpp_kernel.is_built():
+        cpp_kernel.load()
+        return False
     return cpp_kernel.load(wait=1.0) is None and "building" in cpp_kernel.status()

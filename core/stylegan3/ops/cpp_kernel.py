@@ -69,6 +69,28 @@ def _missing_tool() -> str | None:
     return None
 
 
+def _build_target() -> tuple[str, list[str], Path]:
+    """(tag, compiler flags, build folder): the tag names this source, torch, Python and CPU flags."""
+    flags_text = cpu_flags()
+    cflags = _cflags(flags_text)
+    # The source's path is in the key: torch's ninja build rebuilds when another checkout's path is in its
+    # build file, so one folder per checkout keeps "built" meaning built.
+    key = "\n".join([str(SOURCE.resolve()), SOURCE.read_text(), torch.__version__, sys.version, flags_text,
+                     " ".join(cflags)])
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return tag, cflags, cache / "soundvj" / "torch_extensions" / tag
+
+
+def is_built() -> bool:
+    """True if this machine already has the compiled kernel for this source (loading it needs no compile)."""
+    try:
+        tag, _, build_dir = _build_target()
+    except Exception:  # noqa: BLE001 - no answer means: maybe not built
+        return False
+    return (build_dir / f"soundvj_ops_{tag}.so").exists()
+
+
 def _build() -> None:
     global _op, _status
     try:
@@ -76,12 +98,7 @@ def _build() -> None:
         if reason is not None:
             _status = f"C++ kernel not built: {reason}"
             return
-        flags_text = cpu_flags()
-        cflags = _cflags(flags_text)
-        key = "\n".join([SOURCE.read_text(), torch.__version__, sys.version, flags_text, " ".join(cflags)])
-        tag = hashlib.sha256(key.encode()).hexdigest()[:12]
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        build_dir = cache / "soundvj" / "torch_extensions" / tag
+        tag, cflags, build_dir = _build_target()
         build_dir.mkdir(parents=True, exist_ok=True)
         # torch waits forever on a lock left by a build that was killed; no real build takes this long.
         lock = build_dir / "lock"
