@@ -17,8 +17,7 @@ import torch
 
 from core.audio.mel import MelConfig
 from core.device import pick_device
-from core.errors import SoundvjError
-from core.params import short_repr
+from core.errors import SoundvjError, short_repr
 from core import model_file
 from core.model_file import (
     builtin_model_file,

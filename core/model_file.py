@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from core.device import pick_device
-from core.errors import SoundvjError
-from core.params import short_repr
+from core.errors import SoundvjError, short_repr
 from core.stylegan3.networks import Generator
 
 FORMAT = "soundvj-model"

@@ -10,46 +10,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import math
 import numbers
-import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.errors import SoundvjError
+from core.errors import SoundvjError, format_number, short_repr, suggest
 
 GROUPS = ("motion", "image", "audio", "timing")  # display order for the UI
 
 Value = float | int | None
-
-
-def format_number(x: float | int) -> str:
-    """Short, exact-enough form for messages and help: 0 not 0.0, 2147483647 not 2.14748e+09."""
-    if isinstance(x, numbers.Integral):
-        return str(int(x))
-    return f"{float(x):.6g}"
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
-_MAX_REPR = 80
-
-
-def short_repr(value: Any) -> str:
-    """repr() for messages, bounded in length and in work whatever the value (a shared-reference
-    bomb, a 5000-digit integer whose repr() Python refuses, a 50 kB string)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        bits = int(value).bit_length()
-        if bits > 64:  # exact digits are noise here, and repr() fails past 4300 digits
-            return f"{'-' if value < 0 else ''}<an integer of about {int(bits * 0.30103) + 1} digits>"
-    try:
-        text = _SHORT.repr(value)
-    except Exception:  # noqa: BLE001 - a message must never fail on the value it describes
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -199,15 +170,6 @@ def spec(name: str) -> ParamSpec:
     """The registry entry for `name` (unknown names raise with a suggestion)."""
     check_known_names([name], source="parameter registry")
     return _BY_NAME[name]
-
-
-def suggest(key: str, valid: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest valid name, or the list of valid names."""
-    valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return "valid: " + ", ".join(valid)
 
 
 def check_known_names(keys: Iterable[Any], source: str, what: str = "parameter") -> None:

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from core.errors import SoundvjError
-from core.params import NAMES, Params, Value, check_known_names, short_repr, suggest, validate_values
+from core.errors import SoundvjError, short_repr, suggest
+from core.params import NAMES, Params, Value, check_known_names, validate_values
 
 SUPPORTED_VERSIONS = (1,)
 CURRENT_VERSION = 1

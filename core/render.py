@@ -30,10 +30,10 @@ from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader, Streamin
 from core.audio.demo import demo_soundscape
 from core.audio.demo_walk import demo_walk, demo_walk_available
 from core.audio.windows import StreamingWindower, num_video_frames
-from core.errors import SoundvjError
+from core.errors import SoundvjError, short_repr
 from core.model import SoundvjModel, load_model
 from core.model_file import check_not_an_input
-from core.params import Params, add_cli_arguments, params_from_cli, short_repr
+from core.params import Params, add_cli_arguments, params_from_cli
 from core.pipeline import FramePipeline
 from core.stylegan3.ops import backend as ops_backend
 from core.video_writer import (

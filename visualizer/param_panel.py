@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from PyQt6 import QtCore, QtWidgets
 
-from core.params import GROUPS, PARAMS, ParamSpec, Params, format_number
+from core.errors import format_number
+from core.params import GROUPS, PARAMS, ParamSpec, Params
 
 SLIDER_STEPS = 1000
 
