@@ -71,14 +71,18 @@ def _is_bare_name(ref: str | os.PathLike) -> bool:
     return "/" not in text and os.sep not in text and not text.lower().endswith(SUFFIXES)
 
 
-def _files_in(folder: Path) -> list[Path]:
+def preset_files(folder: Path) -> list[Path]:
+    """The preset files (`.yaml`/`.yml`) directly in `folder`, sorted by name; [] if it is not a folder.
+
+    The one listing rule for presets: bare-name lookup, `list_presets` and the live app's preset
+    menu all see the same files."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
 
 
 def _available_names() -> list[str]:
-    return sorted({p.stem for d in preset_dirs() for p in _files_in(d)})
+    return sorted({p.stem for d in preset_dirs() for p in preset_files(d)})
 
 
 def resolve_preset_path(ref: str | os.PathLike) -> Path:
@@ -223,7 +227,7 @@ def list_presets() -> list[Preset]:
     seen: set[str] = set()
     found: list[Preset] = []
     for folder in preset_dirs():
-        for path in _files_in(folder):
+        for path in preset_files(folder):
             if path.stem in seen:
                 continue
             seen.add(path.stem)

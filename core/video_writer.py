@@ -250,6 +250,11 @@ class Mp4Writer:
         return np.clip(resampled.numpy(), -1.0, 1.0), FALLBACK_SAMPLE_RATE
 
     @property
+    def closed(self) -> bool:
+        """Whether `close()` or `abort()` has run: the writer takes no more frames or audio."""
+        return self._closed
+
+    @property
     def audio_samples_sent(self) -> int:
         """Audio samples handed to the encoder so far (it tracks the video as frames are written)."""
         return self._samples_sent
