@@ -11,8 +11,9 @@ import torch
 from core.errors import SoundvjError
 from core.stylegan3.filters import design_lowpass_filter
 from core.stylegan3.ops import backend, cpp_kernel
-from core.stylegan3.ops.filtered_lrelu import filtered_lrelu_reference, set_backend
-from tests.conftest import fixture_generator
+from core.stylegan3.ops.backend import set_backend
+from core.stylegan3.ops.filtered_lrelu_reference import filtered_lrelu_reference
+from tests.parity_fixtures import fixture_generator
 from core.stylegan3.ops.filtered_lrelu_fast import filtered_lrelu_fast, filtered_lrelu_torch
 from tests.conftest import requires_cuda
 

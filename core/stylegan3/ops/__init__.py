@@ -1,7 +1,7 @@
 """StyleGAN3's custom ops in plain PyTorch: no compiler, no CUDA toolkit, CPU and CUDA alike.
 
-`reference` holds NVIDIA's semantics written the straightforward way (zero-stuffed upsampling, full
-FIR convolution, strided decimation). `filtered_lrelu` dispatches (see `backend`, `SOUNDVJ_OPS`) to
+`filtered_lrelu_reference` holds NVIDIA's semantics written the straightforward way (zero-stuffed
+upsampling, full FIR convolution, strided decimation). `filtered_lrelu` dispatches (see `backend`, `SOUNDVJ_OPS`) to
 the fast path by default: `filtered_lrelu_fast` (polyphase, strided, fused; pure PyTorch) and, on CPU,
 the optional C++ kernel in `csrc/` (`cpp_kernel`), compiled on first use where a compiler exists.
 """

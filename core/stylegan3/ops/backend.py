@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import TYPE_CHECKING
+
+import torch
 
 from core.errors import SoundvjError
-
-if TYPE_CHECKING:
-    import torch
-
-    from core.stylegan3.ops.backend_choice import Measurement
+from core.stylegan3.ops import backend_choice, cpp_kernel, filtered_lrelu_fast
+from core.stylegan3.ops.backend_choice import Measurement
 
 CHOICES = ("reference", "fast", "fast-torch")
 AUTO = "auto"
@@ -62,6 +60,7 @@ def active_backend() -> str:
 
 
 def is_forced() -> bool:
+    """True when a backend is forced (SOUNDVJ_OPS or `set_backend`), False in auto mode."""
     return _requested != AUTO
 
 
@@ -89,8 +88,6 @@ def choose_for_model(G: torch.nn.Module, wait_for_kernel: bool = False, remeasur
     global _measured, _provisional
     if _requested != AUTO:
         return None
-    from core.stylegan3.ops import backend_choice, cpp_kernel
-
     device_type = next(G.parameters()).device.type
     if device_type == "cpu" and cpp_kernel.load(wait=True if wait_for_kernel else 1.0) is None:
         if "building" in cpp_kernel.status():
@@ -120,8 +117,6 @@ def describe_backend(G: torch.nn.Module | None = None) -> str:
 def _describe_one(name: str) -> str:
     if name == "reference":
         return "reference (pure PyTorch, NVIDIA's zero-stuffed composition; nothing compiled)"
-    from core.stylegan3.ops import filtered_lrelu_fast
-
     return filtered_lrelu_fast.describe_fast_path(allow_cpp=name == "fast")
 
 
@@ -133,8 +128,6 @@ def prepare(device_type: str, wait: bool) -> None:
     kernel was still building is measured again here once it has been built (with `wait`).
     """
     if active_backend() == "fast" and device_type == "cpu":
-        from core.stylegan3.ops import cpp_kernel
-
         cpp_kernel.load(wait=wait)
     G = _provisional() if _provisional is not None else None
     if wait and G is not None and next(G.parameters()).device.type == device_type:
@@ -146,8 +139,6 @@ def kernel_pending(device_type: str) -> bool:
     (so a caller about to wait can tell the user why)."""
     if active_backend() != "fast" or device_type != "cpu":
         return False
-    from core.stylegan3.ops import cpp_kernel
-
     # Only a real compile is worth a message. A cached build loads in well under a second, but on a busy
     # machine it can take longer, so ask whether the build exists instead of timing the load.
     if cpp_kernel.is_built():

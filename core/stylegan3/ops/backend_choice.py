@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from typing import Any, Callable
 
 import torch
 
+from core.atomic_write import write_text_atomic
 from core.stylegan3.ops import cpp_kernel
-from core.stylegan3.ops.filtered_lrelu import filtered_lrelu_reference
+from core.stylegan3.ops.filtered_lrelu_reference import filtered_lrelu_reference
 from core.stylegan3.ops.filtered_lrelu_fast import filtered_lrelu_fast
 
 BUDGET_SECONDS = 2.0  # the issue allows 3 s; one call can overrun by a fraction of a second on a busy machine
@@ -291,7 +291,7 @@ def load_cached(key: str) -> Measurement | None:
 
 
 def store(m: Measurement) -> None:
-    """Add `m` to the cache file: write a temp file, fsync, rename (a reader never sees half a file).
+    """Add `m` to the cache file, written atomically (a reader never sees half a file).
 
     The cache is an optimisation: failing to write it (read-only home, full disk) is not an error."""
     data = _read_cache()
@@ -304,21 +304,11 @@ def store(m: Measurement) -> None:
     while len(choices) > MAX_CACHE_ENTRIES:  # oldest first (dicts keep insertion order)
         choices.pop(next(iter(choices)))
     path = cache_path()
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
+        write_text_atomic(path, json.dumps(data, indent=1))
     except OSError:
         pass
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
 
 
 def choose(G: torch.nn.Module, remeasure: bool = False) -> Measurement:
