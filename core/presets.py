@@ -14,7 +14,6 @@ state. Every problem is one `SoundvjError` line naming the file and the key.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from core.errors import SoundvjError, short_repr, suggest
+from core.atomic_write import atomic_open
+from core.errors import SoundvjError, one_line, short_repr, suggest
 from core.params import NAMES, Params, Value, check_known_names, validate_values
 
 SUPPORTED_VERSIONS = (1,)
@@ -151,13 +151,13 @@ def _parse_yaml(path: Path) -> Any:
             )
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise SoundvjError(f"{path}: cannot read preset ({getattr(e, 'strerror', None) or e})") from None
+        raise SoundvjError(f"{path}: cannot read preset ({one_line(e)})") from None
     try:
         return yaml.load(text, Loader=_PresetLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or one_line(e, first_line_only=True)
         raise SoundvjError(f"{path}: invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise SoundvjError(f"{path}: invalid YAML: nested too deeply for a preset") from None
@@ -245,7 +245,8 @@ def save_preset(
     """Write `params` (or just the `only` keys) as a version-1 preset, atomically.
 
     The YAML goes to a temp file in the same folder and is renamed over `path` only once fully
-    written, so a crash or error never leaves a half-written preset (or destroys the old one).
+    written (`core.atomic_write`), so a crash or error never leaves a half-written preset (or
+    destroys the old one).
     """
     path = Path(path).expanduser()
     keys = NAMES if only is None else tuple(only)
@@ -261,17 +262,8 @@ def save_preset(
     if not folder.is_dir():
         raise SoundvjError(f"{path}: the folder {folder} does not exist")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise SoundvjError(f"{path}: cannot write in {folder} ({e.strerror or e})") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_open(path, "w") as fh:
             yaml.safe_dump(doc, fh, sort_keys=False, allow_unicode=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except OSError as e:  # a read-only folder, a full disk: one line, and the old preset stays as it was
+        raise SoundvjError(f"{path}: cannot write in {folder} ({one_line(e)})") from None
     return path
