@@ -13,16 +13,18 @@ import math
 import os
 import struct
 import warnings
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.default_model import default_generator
 from core.device import pick_device
-from core.errors import SoundvjError, short_repr
+from core.atomic_write import atomic_path, temp_path_beside
+from core.errors import SoundvjError, one_line, short_repr
 from core.stylegan3.networks import Generator
+from core.stylegan3.nvidia_pickle import read_network_pickle
 
 FORMAT = "soundvj-model"
 VERSION = 1
@@ -44,23 +46,19 @@ class ModelFileContents:
     metadata: dict[str, str] = field(default_factory=dict)  # the free-form keys save_model(metadata=) wrote
 
 
-def atomic_write_path(final: Path) -> Path:
-    """A temp path beside `final` (same file system, so `os.replace` is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def check_writable_folder(path: Path) -> None:
+    """Fail early, before any work, if `path` cannot be written: a folder, a missing folder, or a
+    folder where no file can be created (a temp file is made and removed to find out: `os.access`
+    says yes to root even on a read-only file system)."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise SoundvjError(f"{path}: is a directory, expected a file name to write")
     if not folder.is_dir():
         raise SoundvjError(f"{path}: the folder {folder} does not exist")
     try:
-        probe = atomic_write_path(path)
+        probe = temp_path_beside(path)
     except OSError as e:
-        raise SoundvjError(f"{path}: cannot write in {folder} ({e.strerror or e})") from None
+        raise SoundvjError(f"{path}: cannot write in {folder} ({one_line(e)})") from None
     probe.unlink(missing_ok=True)
 
 
@@ -111,13 +109,8 @@ def save_model(
             raise ValueError("save_model: sound_state needs its sound_config")
         tensors.update({f"sound.{k}": v.detach().cpu().contiguous() for k, v in sound_state.items()})
         metadata_out["sound.config"] = json.dumps(sound_config, sort_keys=True)
-    tmp = atomic_write_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata_out)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -133,8 +126,9 @@ def read_model_file(path: str | os.PathLike) -> ModelFileContents:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SoundvjError(f"{path}: not a readable .safetensors model file ({first})") from None
+        raise SoundvjError(
+            f"{path}: not a readable .safetensors model file ({one_line(e, first_line_only=True)})"
+        ) from None
     if meta.get("soundvj.format") != FORMAT:
         raise SoundvjError(f"{path}: a safetensors file, but not a soundvj model (no 'soundvj.format' metadata)")
     if meta.get("soundvj.version") != str(VERSION):
@@ -254,13 +248,9 @@ def _expected_state(config: dict, source: str | Path) -> dict[str, torch.Size]:
     except TypeError as e:
         raise SoundvjError(f"{source}: generator config does not fit StyleGAN3's Generator ({e})") from None
     except (ValueError, AssertionError, ZeroDivisionError, ArithmeticError, RuntimeWarning) as e:
-        raise SoundvjError(f"{source}: generator config is invalid ({_first_line(e)})") from None
+        detail = one_line(e, limit=80, first_line_only=True)
+        raise SoundvjError(f"{source}: generator config is invalid ({detail})") from None
     return {k: v.shape for k, v in G.state_dict().items()}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return short_repr(text.splitlines()[0])[1:-1] if text else type(error).__name__
 
 
 def build_generator(config: dict, state: dict[str, torch.Tensor] | None, source: str | Path) -> Generator:
@@ -289,7 +279,8 @@ def build_generator(config: dict, state: dict[str, torch.Tensor] | None, source:
     try:
         G = Generator(**config)
     except (TypeError, ValueError, AssertionError, ZeroDivisionError) as e:
-        raise SoundvjError(f"{source}: generator config is invalid ({_first_line(e)})") from None
+        detail = one_line(e, limit=80, first_line_only=True)
+        raise SoundvjError(f"{source}: generator config is invalid ({detail})") from None
     if state is not None:
         G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False)
@@ -297,8 +288,6 @@ def build_generator(config: dict, state: dict[str, torch.Tensor] | None, source:
 
 def generator_from_pickle(path: str | os.PathLike, key: str = "G_ema") -> Generator:
     """An NVIDIA network pickle's generator, read without executing anything stored in the file."""
-    from core.stylegan3.nvidia_pickle import read_network_pickle
-
     net = read_network_pickle(path, key=key)
     if "synthesis.input.freqs" not in net.state_dict:
         raise SoundvjError(
@@ -346,8 +335,6 @@ def load_generator(path: str | os.PathLike | None = None, device: str | torch.de
     if is_builtin_model(path):
         shipped = builtin_model_file(path)
         if shipped is None:
-            from core.default_model import default_generator
-
             return default_generator().to(dev)
         path = shipped
     path = Path(path)
@@ -383,7 +370,7 @@ def model_kind(path: Path) -> str:
                     f.seek(8 + header_len - 1)
                     tail = f.read(1)
     except OSError as e:
-        raise SoundvjError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        raise SoundvjError(f"{path}: cannot read the file ({one_line(e)})") from None
     if not head:
         raise SoundvjError(f"{path}: the file is empty")
     json_starts = head[8:9] == b"{"
