@@ -1,10 +1,9 @@
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.parity_fixtures import VARIANTS, load_parity_fixture
 
 # The suite runs on the random-weights generator whatever model ships as the default, so its sizes and
 # numbers do not change when the default does; tests of the shipped default unset this.
@@ -26,20 +25,5 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 @pytest.fixture(scope="session")
 def sg3_fixtures() -> dict:
-    """The official StyleGAN3 outputs (see tests/fixtures/README.md), loaded once."""
-    return {
-        name: torch.load(FIXTURES / f"sg3_tiny_{name}.pt", weights_only=True, map_location="cpu")
-        for name in ("t64", "r64")
-    }
-
-
-def fixture_generator(fx: dict, perturbed: bool = False, device: str = "cpu"):
-    """Our Generator with a fixture's official weights (plus the `perturbed` overrides if asked)."""
-    from core.stylegan3.networks import Generator
-
-    G = Generator(**fx["config"]).eval()
-    state = dict(fx["G_state_dict"])
-    if perturbed:
-        state.update(fx["perturbed"]["state_dict_overrides"])
-    G.load_state_dict(state, strict=True)
-    return G.to(device)
+    """The official StyleGAN3 outputs and weights (see tests/fixtures/README.md), loaded once."""
+    return {variant: load_parity_fixture(variant) for variant in VARIANTS}

@@ -10,7 +10,7 @@ import torch
 
 from core.cli import main
 from core.stylegan3.ops import backend, backend_choice, cpp_kernel
-from tests.conftest import fixture_generator
+from tests.parity_fixtures import fixture_generator
 
 
 @pytest.fixture(autouse=True)

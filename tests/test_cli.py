@@ -9,7 +9,7 @@ import torch
 import core
 from core.cli import main
 from core.model_file import read_model_file
-from tests.conftest import fixture_generator
+from tests.parity_fixtures import fixture_generator
 from tests.nvidia_pickle_fakes import Persistent, dump_snapshot, marker_source
 
 GENERATOR = "training.networks_stylegan3.Generator"

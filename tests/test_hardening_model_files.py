@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.cli import main
-from tests.conftest import fixture_generator
+from tests.parity_fixtures import fixture_generator
 from tests.hardening_helpers import assert_refused, run_soundvj
 from tests.nvidia_pickle_fakes import Persistent, dump_snapshot
 

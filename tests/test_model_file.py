@@ -10,7 +10,7 @@ import core
 from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator
 from core.errors import SoundvjError
 from core.model_file import read_model_file, save_model
-from tests.conftest import fixture_generator
+from tests.parity_fixtures import fixture_generator
 
 
 def test_round_trip_keeps_config_and_output(sg3_fixtures, tmp_path):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from core.stylegan3.networks import Generator
-from tests.conftest import fixture_generator, requires_cuda
+from tests.conftest import requires_cuda
+from tests.parity_fixtures import fixture_generator
 
 VARIANTS = ["t64", "r64"]
 TOL = 1e-4

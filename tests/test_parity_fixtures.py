@@ -1,0 +1,19 @@
+"""The parity fixtures' weights are redrawn from their seed: the loader refuses weights that are not the official ones."""
+
+import pytest
+import torch
+
+from tests.parity_fixtures import assemble_state_dict, fixture_path, state_dict_sha256
+
+
+def test_loaded_weights_are_the_official_ones(sg3_fixtures):
+    for fx in sg3_fixtures.values():
+        assert state_dict_sha256(fx["G_state_dict"]) == fx["G_state_dict_sha256"]
+        assert [name for name, _ in fx["G_state_dict_layout"]] == list(fx["G_state_dict"])
+
+
+def test_other_draws_fail_loudly():
+    fx = torch.load(fixture_path("t64"), weights_only=True, map_location="cpu")
+    fx["init_seed"] += 1
+    with pytest.raises(RuntimeError, match="not to the official"):
+        assemble_state_dict(fx)
