@@ -29,6 +29,7 @@ from core.model import load_model  # noqa: E402
 from core.params import Params  # noqa: E402
 from core.stylegan3.ops import backend as ops_backend  # noqa: E402
 from visualizer.audio_ring import SampleRing  # noqa: E402
+from visualizer.mic_input import MicInput  # noqa: E402
 from visualizer.render_worker import RenderWorker  # noqa: E402
 
 
@@ -74,8 +75,6 @@ def main() -> None:
     stop = threading.Event()
     mic = None
     if args.input:
-        from visualizer.audio_input import MicInput
-
         mic = MicInput(ring, args.input)
         mic.start()
     else:

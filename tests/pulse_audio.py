@@ -16,7 +16,7 @@ Use from a test module with `from tests.pulse_audio import null_sink, pulse_serv
 
 What the fixture starts (nothing else needs starting): if `pactl info` finds no server,
 `pulseaudio -D --exit-idle-time=-1 --system=false` (as root it warns and runs); it is left running,
-so a second session reuses it. Then PortAudio is re-initialised so it lists "pulse". Every sink is
+so a later test run reuses it. Then PortAudio is re-initialised so it lists "pulse". Every sink is
 called `soundvj_test_<pid>_<n>`; sinks left by a killed earlier run (their pid is gone) are
 unloaded. A "keepalive" pacat streams silence into each sink at 20 ms latency and the sink is
 suspended and resumed once: a fresh or idle null sink renders in ~2 s blocks, and a recording of
@@ -39,6 +39,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+
+from visualizer.portaudio import rescan_devices
 
 PULSE_DEVICE = "pulse"  # the ALSA plugin device PortAudio lists while a PulseAudio server runs
 SINK_PREFIX = "soundvj_test_"
@@ -93,8 +95,6 @@ def pulse_server() -> None:
     start_pulseaudio()
     _remove_stale_sinks()
     # PortAudio may have been initialised (at import) before the server ran; then it lacks "pulse".
-    from visualizer.audio_input import rescan_devices
-
     rescan_devices()
 
 

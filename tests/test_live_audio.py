@@ -20,15 +20,11 @@ import pytest
 from core.audio.decode import load_mono
 from core.errors import SoundvjError
 from tests.pulse_audio import null_sink, output_to, pulse_server  # noqa: F401 - fixtures
-from visualizer.audio_input import (
-    MicInput,
-    StreamingResampler,
-    find_input_device,
-    list_input_devices,
-    rescan_devices,
-)
 from visualizer.audio_ring import SampleRing
 from visualizer.file_player import FilePlayer
+from visualizer.low_latency_resampler import LowLatencyResampler
+from visualizer.mic_input import MicInput
+from visualizer.portaudio import find_input_device, list_input_devices, rescan_devices
 
 SR = 44100
 REPO = Path(__file__).resolve().parents[1]
@@ -163,10 +159,10 @@ def test_ring_write_allocates_nothing(shape):
 # ---- resampling -------------------------------------------------------------------------------
 
 
-def test_streaming_resampler_is_chunking_independent_and_keeps_a_tone():
+def test_low_latency_resampler_is_chunking_independent_and_keeps_a_tone():
     x = tone(1000, 1.0, 0.5, sr=48000)
-    whole = StreamingResampler(48000, SR).process(x)
-    resampler = StreamingResampler(48000, SR)
+    whole = LowLatencyResampler(48000, SR).process(x)
+    resampler = LowLatencyResampler(48000, SR)
     rng = np.random.default_rng(3)
     pieces, at = [], 0
     while at < x.size:
@@ -180,7 +176,7 @@ def test_streaming_resampler_is_chunking_independent_and_keeps_a_tone():
     fraction, peak = band_fraction(steady, 980, 1020)
     assert fraction > 0.99 and abs(peak - 1000) < 5
     assert rms(steady) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
-    up = StreamingResampler(22050, SR).process(tone(1000, 1.0, 0.5, sr=22050))[2000:-2000]  # and upwards
+    up = LowLatencyResampler(22050, SR).process(tone(1000, 1.0, 0.5, sr=22050))[2000:-2000]  # and upwards
     fraction, peak = band_fraction(up, 980, 1020)
     assert fraction > 0.99 and abs(peak - 1000) < 5 and rms(up) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
@@ -217,8 +213,9 @@ def test_no_audio_devices_at_all_runs_silently(tmp_path):
         """
         import json, sys, time, numpy as np
         from visualizer.audio_ring import SampleRing
-        from visualizer.audio_input import MicInput, list_input_devices
         from visualizer.file_player import FilePlayer
+        from visualizer.mic_input import MicInput
+        from visualizer.portaudio import list_input_devices
         ring = SampleRing(44100 * 4, 44100)
         mic = MicInput(SampleRing(44100, 44100))
         mic.start()

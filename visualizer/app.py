@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
+from core.atomic_write import atomic_path
 from core.audio.decode import decode_audio
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 from core.model import load_model
 from core.params import Params, params_from_cli
+from core.presets import load_preset
 from core.video_writer import check_output_path
+from visualizer.display import check_display
+from visualizer.portaudio import find_input_device
 from visualizer.session import InputChoice, LiveSession
 
 
 def _start_params(args: argparse.Namespace) -> tuple[Params, str]:
     params, look = Params(), ""
     if args.preset:
-        from core.presets import load_preset
-
         preset = load_preset(args.preset)
         params, look = preset.apply(params), preset.name
     return params_from_cli(args, params), look
@@ -30,13 +31,13 @@ def _check_source(args: argparse.Namespace) -> InputChoice:
         decode_audio(args.file, seconds=0.05)  # one line and exit 2 now, not a message in a window later
         return InputChoice(file=args.file, loop=args.loop)
     if args.device is not None:
-        from visualizer.audio_input import find_input_device
-
         return InputChoice(device=find_input_device(args.device).name)
     return InputChoice()
 
 
-def _quitter_class():
+def _quitter_class() -> type:
+    """A QObject class whose `quit` signal carries a quit from another thread to the UI thread
+    (made in a function so that Qt loads only once the inputs are checked)."""
     from PyQt6 import QtCore
 
     class Quitter(QtCore.QObject):
@@ -46,16 +47,17 @@ def _quitter_class():
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from visualizer.cli import _check_display
-
+    """Check every input (one line and exit 2 on a problem), then open the window and play until the
+    window closes, --duration runs out, Ctrl-C or SIGTERM; returns the exit code."""
     params, look = _start_params(args)
     source = _check_source(args)
     if args.record is not None:
         check_output_path(args.record)
     screenshot = check_output_path(args.screenshot, suffixes=(".png",)) if args.screenshot is not None else None
-    _check_display()
+    check_display()
     model = load_model(args.model, device=args.compute)
 
+    # Qt and the widgets load only once every input check passed: a bad flag fails fast without them.
     from PyQt6 import QtCore, QtWidgets
 
     from visualizer.main_window import MainWindow
@@ -72,13 +74,17 @@ def run_app(args: argparse.Namespace) -> int:
     outcome: dict[str, str | None] = {"error": None, "screenshot": None}
     if screenshot is not None:
         def save_screenshot() -> None:  # as the app quits, however it quits: the window still shows
-            partial = screenshot.with_name(f".{screenshot.name}.partial.png")
-            if window.grab().save(str(partial)):
-                os.replace(partial, screenshot)
-                outcome["screenshot"] = str(screenshot)
+            failed = f"{screenshot}: could not save the window's picture"
+            try:
+                with atomic_path(screenshot, suffix=".png") as partial:  # Qt picks the format by the suffix
+                    if not window.grab().save(str(partial)):
+                        raise SoundvjError(failed)
+            except SoundvjError:
+                outcome["error"] = failed
+            except OSError as err:
+                outcome["error"] = f"{failed} ({one_line(err)})"
             else:
-                partial.unlink(missing_ok=True)
-                outcome["error"] = f"{screenshot}: could not save the window's picture"
+                outcome["screenshot"] = str(screenshot)
 
         app.aboutToQuit.connect(save_screenshot)
 

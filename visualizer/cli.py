@@ -8,17 +8,18 @@ and exit 2 before any window opens.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
-import os
-import sys
 
 from core.errors import SoundvjError
 from core.params import add_cli_arguments
+from visualizer.portaudio import list_input_devices
 
 INSTALL_HINT = "pip install 'soundvj[live]' (PyQt6, pyqtgraph, vispy)"
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the `live` subcommand and its flags (the shared parameter flags included)."""
     p = sub.add_parser("live", help="play live: microphone or file audio through the model, on screen, recordable")
     p.add_argument("--model", default=None, help="NVIDIA .pkl or soundvj .safetensors (default: embedded model)")
     p.add_argument("--preset", default=None, help="preset name or YAML path to start with")
@@ -42,8 +43,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _list_devices() -> int:
-    from visualizer.audio_input import list_input_devices
-
     devices = list_input_devices()
     if not devices:
         print("no audio input devices")
@@ -54,19 +53,11 @@ def _list_devices() -> int:
     return 0
 
 
-def _check_display() -> None:
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
-    ):
-        raise SoundvjError("live: no display (DISPLAY is not set); run it in a desktop session or under xvfb-run")
-
-
 def run_live_command(args: argparse.Namespace) -> int:
+    """Run `soundvj live`: list the devices, or check the Qt packages and the flags, then start the app."""
     if args.list_devices:
         return _list_devices()
     try:
-        import importlib
-
         for name in ("PyQt6.QtWidgets", "pyqtgraph", "vispy"):
             importlib.import_module(name)
     except ImportError as e:
@@ -75,6 +66,8 @@ def run_live_command(args: argparse.Namespace) -> int:
         raise SoundvjError(f"--duration {args.duration}: expected seconds in (0, 604800]")
     if args.fullscreen is not None and args.fullscreen < 0:
         raise SoundvjError(f"--fullscreen {args.fullscreen}: expected a screen number >= 0")
+    # Imported here, not at the top: the app loads torch and the model code, and every soundvj command
+    # imports this module to register `live`.
     from visualizer.app import run_app
 
     return run_app(args)

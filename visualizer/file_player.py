@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from core.audio.decode import decode_audio, resample, to_mono
-from core.errors import SoundvjError
-from visualizer.audio_input import (
-    _STREAM_OWNERS,
+from core.errors import SoundvjError, one_line
+from visualizer.portaudio import (
     GIVE_UP_SECONDS,
     PORTAUDIO_LOCK,
     RESUME_STEADY_SECONDS,
@@ -31,11 +30,11 @@ from visualizer.audio_input import (
     STARTUP_GRACE_SECONDS,
     AudioDevice,
     CallbackHeartbeat,
-    _one_line,
-    _sounddevice,
     close_stream_bounded,
     find_output_device,
     list_output_devices,
+    load_sounddevice,
+    register_stream_owner,
     stream_stopped,
 )
 from visualizer.audio_ring import SampleRing
@@ -106,7 +105,7 @@ class FilePlayer:
         self._monitor: threading.Thread | None = None
         self._suspended_for_rescan = False
         self._reopen_after_rescan = False
-        _STREAM_OWNERS.add(self)
+        register_stream_owner(self)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -225,7 +224,7 @@ class FilePlayer:
     def _open_output(self) -> bool:
         """Open and start the output stream; False (with `error` set) when there is none usable."""
         try:
-            sd = _sounddevice()
+            sd = load_sounddevice()
             if self._output_name is None:
                 outputs = list_output_devices()
                 device = outputs[0] if outputs else None  # the system default when there is one
@@ -253,7 +252,7 @@ class FilePlayer:
                     self._fill(outdata, frames, now)
             except Exception as err:  # noqa: BLE001 - never raise into PortAudio
                 outdata.fill(0.0)
-                self.error = f"output callback failed ({_one_line(err)})"
+                self.error = f"output callback failed ({one_line(err)})"
 
         with PORTAUDIO_LOCK:
             try:
@@ -268,7 +267,7 @@ class FilePlayer:
                 )
             except sd.PortAudioError as err:
                 self.error = (
-                    f"output device {device.name!r}: could not be opened ({_one_line(err)}); "
+                    f"output device {device.name!r}: could not be opened ({one_line(err)}); "
                     "playing silently on the wall clock"
                 )
                 return False
@@ -335,13 +334,15 @@ class FilePlayer:
 
     # ---- PortAudio re-initialisation (rescan_devices) ---------------------------------------
 
-    def _before_rescan(self) -> None:
+    def suspend_for_rescan(self) -> None:
+        """Close the output stream before PortAudio terminates; remember whether one was open."""
         with self._lock:
             self._suspended_for_rescan = True
             self._reopen_after_rescan = self._stream is not None  # playing, or stalled on the wall clock
             self._close_stream()
 
-    def _after_rescan(self) -> None:
+    def resume_after_rescan(self) -> None:
+        """Reopen the output (by device name) if one was open; if it cannot open, the wall clock takes over."""
         with self._lock:
             self._suspended_for_rescan = False
             if self._reopen_after_rescan and not self._closed.is_set():

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
+from core.errors import SoundvjError
 from core.params import Params, spec
-from core.presets import preset_dirs, save_preset
+from core.presets import load_preset, preset_dirs, save_preset
 from visualizer.frame_view import FrameView
 from visualizer.output_window import OutputWindow
 from visualizer.param_panel import ParamPanel
+from visualizer.portaudio import AudioDevice, list_input_devices, rescan_devices
 from visualizer.recorder import default_recording_path
 from visualizer.render_worker import DEFAULT_FADE_SECONDS
 from visualizer.scopes import LevelMeter, MelScope
@@ -304,16 +306,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- input ------------------------------------------------------------------------------------
 
-    def _list_devices(self, rescan: bool):
-        from visualizer.audio_input import list_input_devices, rescan_devices
-
+    def _list_devices(self, rescan: bool) -> list[AudioDevice]:
         try:
             return rescan_devices() if rescan else list_input_devices()
         except Exception as e:  # noqa: BLE001 - no PortAudio devices at all is a state, not a crash
             self._show_message(f"audio devices: {e}")
             return []
 
-    def _fill_devices(self, devices) -> None:
+    def _fill_devices(self, devices: list[AudioDevice]) -> None:
         current = self.session.source_choice.device
         self.device_combo.clear()
         for d in devices:
@@ -405,9 +405,6 @@ class MainWindow(QtWidgets.QMainWindow):
     def _load_preset_file(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load preset", "", "Presets (*.yaml *.yml)")
         if path:
-            from core.presets import load_preset
-            from core.errors import SoundvjError
-
             try:
                 self._apply_preset(load_preset(path))
             except SoundvjError as e:
@@ -417,8 +414,6 @@ class MainWindow(QtWidgets.QMainWindow):
         folder = str(preset_dirs()[0]) if preset_dirs() else ""
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save preset", folder, "Presets (*.yaml)")
         if path:
-            from core.errors import SoundvjError
-
             try:
                 saved = save_preset(Path(path).with_suffix(".yaml"), self.session.target)
                 self._show_message(f"saved {saved}")

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 from core.video_writer import Mp4Writer, check_output_path
 from visualizer.mailbox import LatestSlot
 
@@ -129,9 +129,9 @@ class SessionRecorder:
         except SoundvjError as e:
             self._fail(str(e))
         except (OSError, RuntimeError, ValueError) as e:
-            self._fail(f"{self.path}: recording stopped: {_one_line(e)}")
+            self._fail(f"{self.path}: recording stopped: {one_line(e)}")
         except Exception as e:  # noqa: BLE001 - the show goes on; the performer reads the message
-            self._fail(f"{self.path}: recording stopped: {type(e).__name__}: {_one_line(e)}")
+            self._fail(f"{self.path}: recording stopped: {type(e).__name__}: {one_line(e)}")
         if self.on_done:
             self.on_done(self)
 
@@ -176,17 +176,12 @@ class SessionRecorder:
         self.error = message
         self.state = "failed"
         writer = self._writer
-        if writer is not None and not writer._closed:
+        if writer is not None and not writer.closed:
             try:
                 writer.close()  # keep what was written as a playable file if the container still closes
             except Exception:  # noqa: BLE001 - then it is removed: no half-written file is left
                 writer.abort()
         self._audio.clear()
-
-
-def _one_line(e: BaseException) -> str:
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())
 
 
 def default_recording_path(folder: str | os.PathLike | None = None) -> Path:

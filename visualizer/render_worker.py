@@ -23,8 +23,8 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from core.errors import SoundvjError
-from core.model import SoundvjModel
+from core.errors import SoundvjError, one_line
+from core.model import SoundvjModel, load_model
 from core.param_fade import ParamFade
 from core.params import Params
 from core.pipeline import FramePipeline
@@ -196,7 +196,7 @@ class RenderWorker(threading.Thread):
             try:
                 self.tick()
             except Exception as e:  # keep the show going; tell the UI once per distinct error
-                message = f"render: {type(e).__name__}: {e}".splitlines()[0]
+                message = one_line(f"render: {type(e).__name__}: {e}", first_line_only=True)
                 if message != self.error:
                     self.error = message
                     if self._on_error:
@@ -333,7 +333,6 @@ def load_model_async(
 ) -> threading.Thread:
     """Load a model on its own thread and call `done(model, None)` or `done(None, one-line error)`;
     the render thread keeps playing the old model meanwhile."""
-    from core.model import load_model
 
     def work() -> None:
         try:
@@ -342,7 +341,7 @@ def load_model_async(
         except SoundvjError as e:
             done(None, str(e))
         except Exception as e:  # noqa: BLE001 - reported to the performer, the show goes on
-            done(None, f"{path}: {type(e).__name__}: {e}".splitlines()[0])
+            done(None, one_line(f"{path}: {type(e).__name__}: {e}", first_line_only=True))
         else:
             done(model, None)
 

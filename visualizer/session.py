@@ -13,8 +13,10 @@ from typing import Callable
 from core.errors import SoundvjError
 from core.model import SoundvjModel
 from core.params import Params
-from core.presets import Preset, load_preset
+from core.presets import Preset, load_preset, preset_dirs, preset_files
 from visualizer.audio_ring import SampleRing
+from visualizer.file_player import FilePlayer
+from visualizer.mic_input import MicInput
 from visualizer.recorder import SessionRecorder
 from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
 
@@ -53,8 +55,8 @@ class LiveSession:
         self.ring = SampleRing(int(RING_SECONDS * self.sample_rate), self.sample_rate)
         self.worker = RenderWorker(model, self.ring, self.target, keep_latencies=keep_latencies,
                                    on_error=self.message)
-        self.mic = None
-        self.player = None
+        self.mic: MicInput | None = None
+        self.player: FilePlayer | None = None
         self.recorder: SessionRecorder | None = None
         self.presets: list[Preset] = []
         self.look = ""
@@ -97,9 +99,6 @@ class LiveSession:
             self._use_source_now(choice)
 
     def _use_source_now(self, choice: InputChoice) -> None:
-        from visualizer.audio_input import MicInput
-        from visualizer.file_player import FilePlayer
-
         self.source_choice = choice
         try:
             if choice.file is not None:
@@ -150,11 +149,9 @@ class LiveSession:
 
     def reload_presets(self) -> list[str]:
         """Re-read the preset folders. Returns the problems (a broken file is skipped, not fatal)."""
-        from core.presets import _files_in, preset_dirs  # noqa: PLC2701 - same listing rules as core
-
         found, problems, seen = [], [], set()
         for folder in preset_dirs():
-            for path in _files_in(folder):
+            for path in preset_files(folder):
                 if path.stem in seen:
                     continue
                 seen.add(path.stem)

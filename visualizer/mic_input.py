@@ -1,9 +1,7 @@
 """Microphone / line-in through PortAudio (sounddevice), feeding a `SampleRing`; no Qt.
 
-Devices are picked by name (what a performer sees and what survives a rescan), never by index
-(PortAudio renumbers devices when it re-initialises). Everything that talks to PortAudio outside
-the audio callbacks holds `PORTAUDIO_LOCK`, because PortAudio's open/close/terminate calls are not
-thread-safe with each other.
+The PortAudio plumbing (devices by name, the lock, bounded closes, rescans, heartbeats) is
+`visualizer.portaudio`; this module is the input stream on top of it and its watchdog.
 
 What can go wrong on stage and what happens:
 
@@ -17,7 +15,7 @@ What can go wrong on stage and what happens:
   CPU): if the callbacks come back steadily within `GIVE_UP_SECONDS` the input is "running" again
   by itself; otherwise the stream is closed, and `rescan_devices()` then `switch(name)` resumes.
 * The device cannot run at the ring's rate: it opens at its own default rate, the callback fills
-  a raw ring at that rate, and a pump thread resamples into the ring (`StreamingResampler`).
+  a raw ring at that rate, and a pump thread resamples into the ring (`LowLatencyResampler`).
 """
 
 from __future__ import annotations
@@ -25,278 +23,42 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 from visualizer.audio_ring import SampleRing
+from visualizer.low_latency_resampler import LowLatencyResampler
+from visualizer.portaudio import (
+    GIVE_UP_SECONDS,
+    PORTAUDIO_LOCK,
+    RESUME_STEADY_SECONDS,
+    STALL_SECONDS,
+    STARTUP_GRACE_SECONDS,
+    AudioDevice,
+    CallbackHeartbeat,
+    close_stream_bounded,
+    find_input_device,
+    list_input_devices,
+    load_sounddevice,
+    register_stream_owner,
+    stream_stopped,
+)
 
-PORTAUDIO_LOCK = threading.RLock()
-
-STALL_SECONDS = 0.5  # no callback for this long on a running stream: "lost" (nothing written)
-RESUME_STEADY_SECONDS = 0.3  # callbacks back without a gap for this long: a stall is over
-GIVE_UP_SECONDS = 3.0  # a stall that lasts this long closes the stream (rescan + switch to resume)
-STARTUP_GRACE_SECONDS = 3.0  # a fresh stream may take this long to deliver its first block
-_STEADY_GAP_SECONDS = 0.1  # callbacks further apart than this are not "steady"
-WATCHDOG_PERIOD = 0.05
-RESAMPLE_PUMP_PERIOD = 0.005
-_CLOSE_TIMEOUT = 2.0  # a stream whose device vanished may hang in close(); never wait longer
-
-DeviceKind = Literal["input", "output"]
-
-
-def _sounddevice():
-    """The sounddevice module, or a one-line SoundvjError when PortAudio itself is missing."""
-    try:
-        import sounddevice
-    except OSError as err:  # raised when libportaudio is not installed
-        raise SoundvjError(
-            f"audio: the PortAudio library could not be loaded ({err}); install it (Debian: apt install libportaudio2)"
-        ) from None
-    return sounddevice
-
-
-@dataclass(frozen=True)
-class AudioDevice:
-    """A PortAudio device as the picker shows it. `channels` counts the channels of `kind`."""
-
-    name: str
-    host_api: str
-    index: int
-    channels: int
-    default_samplerate: float
-    is_default: bool
-    kind: DeviceKind = "input"
-
-    @property
-    def label(self) -> str:
-        """What the picker shows: the name and the host API (the same name can exist under several)."""
-        return f"{self.name} ({self.host_api})"
-
-
-InputDevice = AudioDevice  # an AudioDevice of kind "input"
-
-
-def _list_devices(kind: DeviceKind) -> list[AudioDevice]:
-    sd = _sounddevice()
-    key = "max_input_channels" if kind == "input" else "max_output_channels"
-    with PORTAUDIO_LOCK:
-        try:
-            raw = sd.query_devices()
-            apis = sd.query_hostapis()
-        except sd.PortAudioError as err:
-            raise SoundvjError(f"audio: PortAudio could not list devices ({_one_line(err)})") from None
-        try:
-            default_index = sd.query_devices(kind=kind)["index"]
-        except (sd.PortAudioError, ValueError):
-            default_index = -1  # PortAudio knows no default of this kind
-    devices = [
-        AudioDevice(
-            name=d["name"],
-            host_api=apis[d["hostapi"]]["name"],
-            index=d["index"],
-            channels=int(d[key]),
-            default_samplerate=float(d["default_samplerate"]),
-            is_default=d["index"] == default_index,
-            kind=kind,
-        )
-        for d in raw
-        if d[key] > 0
-    ]
-    devices.sort(key=lambda dev: not dev.is_default)  # stable: the default first, then PortAudio's order
-    return devices
-
-
-def list_input_devices() -> list[InputDevice]:
-    """Every device with input channels, the system default first (PortAudio's cached list)."""
-    return _list_devices("input")
-
-
-def list_output_devices() -> list[AudioDevice]:
-    """Every device with output channels, the system default first."""
-    return _list_devices("output")
-
-
-# Objects holding open streams; they close them before PortAudio re-initialises and reopen after.
-_STREAM_OWNERS: weakref.WeakSet = weakref.WeakSet()
-
-
-def rescan_devices() -> list[InputDevice]:
-    """Re-initialise PortAudio so plugged/unplugged devices show up, then list the inputs.
-
-    PortAudio closes every stream when it terminates, so running `MicInput`s and `FilePlayer`s
-    close theirs first and reopen them (by device name) afterwards.
-    """
-    sd = _sounddevice()
-    with PORTAUDIO_LOCK:
-        owners = list(_STREAM_OWNERS)
-        for owner in owners:
-            owner._before_rescan()
-        sd._terminate()  # sounddevice's documented way to refresh the device list
-        sd._initialize()
-        for owner in owners:
-            owner._after_rescan()
-    return list_input_devices()
-
-
-def _find_device(name: str, kind: DeviceKind) -> AudioDevice:
-    devices = _list_devices(kind)
-    wanted = name.strip()
-    for test in (
-        lambda d: d.name == wanted,
-        lambda d: d.label == wanted,
-        lambda d: d.name.casefold() == wanted.casefold(),
-    ):
-        found = [d for d in devices if test(d)]
-        if found:
-            return found[0]  # a name under several host APIs: the default's API comes first
-    found = [d for d in devices if wanted.casefold() in d.label.casefold()]
-    if len(found) == 1:
-        return found[0]
-    choices = ", ".join(repr(d.name) for d in devices) or f"none (no {kind} devices found)"
-    if found:
-        many = ", ".join(repr(d.label) for d in found)
-        raise SoundvjError(f"{kind} device {name!r}: matches several devices ({many}); give the full name")
-    raise SoundvjError(f"{kind} device {name!r}: not found; choices: {choices}")
-
-
-def find_input_device(name: str) -> InputDevice:
-    """The input device called `name`: exact name (or label), then case-insensitive, then a unique
-    case-insensitive substring. SoundvjError naming the device and the choices if none."""
-    return _find_device(name, "input")
-
-
-def find_output_device(name: str) -> AudioDevice:
-    """The output device called `name`, matched as `find_input_device` does."""
-    return _find_device(name, "output")
+WATCHDOG_PERIOD = 0.05  # how often the watchdog looks at the open stream
+RESAMPLE_PUMP_PERIOD = 0.005  # how often the pump thread resamples what the callback wrote
 
 
 class NoInputDevice(SoundvjError):
     """The system default input was asked for and there is no input device at all."""
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def close_stream_bounded(stream: Any, timeout: float = _CLOSE_TIMEOUT) -> bool:
-    """Abort and close a PortAudio stream without ever blocking the caller longer than `timeout`.
-
-    A stream whose device vanished can hang inside ALSA on close; then the closing thread is
-    abandoned (it is a daemon) rather than freezing the app. True if the close finished.
-    """
-
-    def close() -> None:
-        try:
-            stream.abort(ignore_errors=True)
-            stream.close(ignore_errors=True)
-        except Exception:  # noqa: BLE001 - the stream is gone either way
-            pass
-
-    # The caller's thread holds the lock for the closer (which must not take it: the caller may
-    # already hold it, e.g. during a rescan).
-    with PORTAUDIO_LOCK:
-        closer = threading.Thread(target=close, name="soundvj-stream-close", daemon=True)
-        closer.start()
-        closer.join(timeout)
-    return not closer.is_alive()
-
-
-class StreamingResampler:
-    """Band-limited (Kaiser-windowed sinc) rate conversion of a stream fed in chunks of any size.
-
-    Output sample n sits at input position n * from_sr / to_sr; it is produced once the input
-    reaches `half_taps` samples past that point, so the chunking never changes the result.
-    """
-
-    def __init__(self, from_sr: int, to_sr: int, half_taps: int = 16, beta: float = 8.6):
-        self.from_sr, self.to_sr = int(from_sr), int(to_sr)
-        ratio = min(1.0, self.to_sr / self.from_sr)
-        self._cutoff = 0.92 * ratio  # in cycles per input sample x 2 (1.0 = the input's Nyquist)
-        self._half = int(math.ceil(half_taps / ratio))
-        self._beta = beta
-        self._offsets = np.arange(-self._half + 1, self._half + 1)  # input taps around floor(x)
-        self._buffer = np.zeros(self._half, dtype=np.float64)  # silence before the first sample
-        self._base = -self._half  # absolute input index of _buffer[0]
-        self._next_out = 0
-
-    @property
-    def delay_seconds(self) -> float:
-        """How far the output lags the input (the filter's look-ahead)."""
-        return self._half / self.from_sr
-
-    def process(self, chunk: np.ndarray) -> np.ndarray:
-        """Feed mono input samples; return every output sample they complete (float32)."""
-        if chunk.size:
-            self._buffer = np.concatenate([self._buffer, np.asarray(chunk, dtype=np.float64).reshape(-1)])
-        total_in = self._base + self._buffer.size
-        limit = total_in - 1 - self._half  # floor(x_n) may be at most this
-        if limit < 0:
-            return np.zeros(0, dtype=np.float32)
-        end = -(-(limit + 1) * self.to_sr // self.from_sr)  # first n with floor(n * from / to) > limit
-        if end <= self._next_out:
-            return np.zeros(0, dtype=np.float32)
-        n = np.arange(self._next_out, end, dtype=np.int64)
-        centre = (n * self.from_sr) // self.to_sr
-        frac = (n * self.from_sr - centre * self.to_sr) / self.to_sr
-        t = frac[:, None] - self._offsets[None, :]  # distance from x_n to each tap, in input samples
-        window = np.i0(self._beta * np.sqrt(np.clip(1.0 - (t / (self._half + 1)) ** 2, 0.0, 1.0))) / np.i0(self._beta)
-        weights = self._cutoff * np.sinc(self._cutoff * t) * window
-        taps = self._buffer[(centre - self._base)[:, None] + self._offsets[None, :]]
-        out = np.einsum("ij,ij->i", taps, weights).astype(np.float32)
-        self._next_out = end
-        keep_from = (end * self.from_sr) // self.to_sr - self._half + 1  # first tap the next output needs
-        if keep_from > self._base:
-            self._buffer = self._buffer[keep_from - self._base :]
-            self._base = keep_from
-        return out
-
-
-class CallbackHeartbeat:
-    """When a stream's callback last ran and since when it has run without gaps (for watchdogs).
-    `beat` runs in the callback: two float assignments, no allocation."""
-
-    def __init__(self) -> None:
-        self.opened_at = time.monotonic()
-        self.last = math.nan
-        self.steady_since = math.nan
-
-    def beat(self, now: float) -> None:
-        if not now - self.last <= _STEADY_GAP_SECONDS:  # also true for the first beat (nan)
-            self.steady_since = now
-        self.last = now
-
-    @property
-    def started(self) -> bool:
-        return not math.isnan(self.last)
-
-    def silent_for(self, now: float) -> float:
-        """Seconds since the last callback (since opening, before the first one)."""
-        return now - (self.opened_at if math.isnan(self.last) else self.last)
-
-    def steady_for(self, now: float) -> float:
-        """How long the callbacks have been coming without a gap (0 if they are not coming now)."""
-        if not self.started or now - self.last > _STEADY_GAP_SECONDS:
-            return 0.0
-        return now - self.steady_since
-
-
-def stream_stopped(stream: Any) -> bool:
-    """True if PortAudio stopped this stream by itself (a device error ends the callback thread)."""
-    try:
-        return stream is None or not stream.active
-    except Exception:  # noqa: BLE001 - a stream PortAudio dropped under us
-        return True
-
-
 class _OpenStream:
     """One open input stream and what its callback and the watchdog share."""
 
-    def __init__(self, device: AudioDevice, rate: int, resampler: StreamingResampler | None, raw: SampleRing | None):
+    def __init__(self, device: AudioDevice, rate: int, resampler: LowLatencyResampler | None, raw: SampleRing | None):
         self.device = device
         self.rate = rate
         self.resampler = resampler
@@ -349,7 +111,7 @@ class MicInput:
         self._stop_watchdog = threading.Event()
         self._suspended_for_rescan = False
         self._reopen_after_rescan = False
-        _STREAM_OWNERS.add(self)
+        register_stream_owner(self)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -440,7 +202,7 @@ class MicInput:
     def _open(self, name: str | None) -> _OpenStream:
         """Open and start a stream; NoInputDevice when asked for the default and there is none."""
         try:
-            sd = _sounddevice()
+            sd = load_sounddevice()
             device = self._resolve(name)
         except SoundvjError as err:
             if name is None:  # no PortAudio, or PortAudio cannot list: the app runs on silence
@@ -462,7 +224,7 @@ class MicInput:
                 rate = int(device.default_samplerate)
         resampler = raw = None
         if rate != self.ring.sample_rate:
-            resampler = StreamingResampler(rate, self.ring.sample_rate)
+            resampler = LowLatencyResampler(rate, self.ring.sample_rate)
             raw = SampleRing(max(rate, 4 * self.blocksize), rate)  # 1 s of slack for the pump thread
         opened = _OpenStream(device, rate, resampler, raw)
         target = raw if raw is not None else self.ring
@@ -475,7 +237,7 @@ class MicInput:
                 if self._active is opened and opened.writing and not opened.closing.is_set():
                     target.write(indata)
             except Exception as err:  # noqa: BLE001 - never raise into PortAudio; the watchdog reports it
-                opened.callback_error = _one_line(err)
+                opened.callback_error = one_line(err)
 
         with PORTAUDIO_LOCK:
             try:
@@ -493,7 +255,7 @@ class MicInput:
             except sd.PortAudioError as err:
                 if opened.stream is not None:
                     opened.stream.close(ignore_errors=True)
-                raise SoundvjError(f"input device {device.name!r}: could not be opened ({_one_line(err)})") from None
+                raise SoundvjError(f"input device {device.name!r}: could not be opened ({one_line(err)})") from None
         if resampler is not None:
             opened.pump = threading.Thread(target=self._pump, args=(opened,), name="soundvj-resample", daemon=True)
             opened.pump.start()
@@ -582,7 +344,8 @@ class MicInput:
 
     # ---- PortAudio re-initialisation (rescan_devices) ---------------------------------------
 
-    def _before_rescan(self) -> None:
+    def suspend_for_rescan(self) -> None:
+        """Close the stream before PortAudio terminates; remember whether it was running."""
         with self._lock:
             self._suspended_for_rescan = True
             active, self._active = self._active, None
@@ -590,7 +353,8 @@ class MicInput:
             if active is not None:
                 self._close(active)
 
-    def _after_rescan(self) -> None:
+    def resume_after_rescan(self) -> None:
+        """Reopen the stream (by device name) if it was running before the rescan."""
         with self._lock:
             self._suspended_for_rescan = False
             if not self._reopen_after_rescan:
