@@ -2,10 +2,10 @@
 
 `Mp4Writer` encodes frames as they arrive and muxes the audio alongside them, so memory stays flat over
 a long render. The file appears under its final name only when `close()` finishes cleanly: until then it
-is written to a hidden temp file next to it (`.OUT.mp4.partial-<hex>`), which is deleted on any exception,
-`abort()`, KeyboardInterrupt, or a SIGTERM the CLI turns into an exception. A SIGKILL (or power loss)
-cannot be caught, so it may leave that temp file behind; it never leaves a half-written OUT.mp4, and an
-existing OUT.mp4 stays intact until `os.replace` swaps in the finished file.
+is written to a hidden temp file next to it (`core.atomic_write`: `.OUT.mp4.XXXX.partial`), which is
+deleted on any exception, `abort()`, KeyboardInterrupt, or a SIGTERM the CLI turns into an exception. A
+SIGKILL (or power loss) cannot be caught, so it may leave that temp file behind; it never leaves a
+half-written OUT.mp4, and an existing OUT.mp4 stays intact until the finished file is renamed over it.
 
 The audio either comes whole up front (offline renders) or in chunks through `write_audio()` (live
 recording, where it arrives from the sound card while frames are rendered).
@@ -14,8 +14,6 @@ recording, where it arrives from the sound card while frames are rendered).
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -26,7 +24,8 @@ import av
 import numpy as np
 import torch
 
-from core.errors import SoundvjError
+from core.atomic_write import atomic_path, temp_path_beside
+from core.errors import SoundvjError, one_line
 
 __all__ = ["MediaInfo", "Mp4Writer", "check_output_path", "probe_media", "to_uint8_rgb"]
 
@@ -49,10 +48,6 @@ AVCOL_BT709 = 1
 AVCOL_RANGE_MPEG = 1
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> Path:
     """Fail fast (before any rendering) if `path` can't become the output file (a video unless other
     `suffixes` are given); returns it absolute.
@@ -72,11 +67,10 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = OUTPU
     if not folder.is_dir():
         raise SoundvjError(f"{out}: {folder} is not a folder")
     try:
-        fd, scratch = tempfile.mkstemp(prefix=".soundvj-write-check-", dir=folder)
+        probe = temp_path_beside(out, ".write-check")
     except OSError as e:
-        raise SoundvjError(f"{out}: cannot write to output folder {folder} ({e.strerror or e})") from None
-    os.close(fd)
-    os.unlink(scratch)
+        raise SoundvjError(f"{out}: cannot write to output folder {folder} ({one_line(e)})") from None
+    probe.unlink()
     return out
 
 
@@ -121,8 +115,7 @@ def _audio_as_array(audio: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def _write_failed(path: Path, error: BaseException) -> SoundvjError:
     """A failed write (full disk, file size limit, vanished folder) as the user's one line."""
-    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return SoundvjError(f"{path}: writing the video failed ({_one_line(reason)})")
+    return SoundvjError(f"{path}: writing the video failed ({one_line(error)})")
 
 
 def _remove_quietly(path: str) -> None:
@@ -130,6 +123,10 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class _Discarded(Exception):
+    """Ends the temp file's `atomic_path` block as a failure: the temp file is removed, the output kept."""
 
 
 class Mp4Writer:
@@ -200,7 +197,16 @@ class Mp4Writer:
         self._samples_sent = 0
 
         container_format = "mov" if self.path.suffix.lower() == ".mov" else "mp4"
-        self.temp_path = self.path.with_name(f".{self.path.name}.partial-{secrets.token_hex(4)}")
+        # The writer spans many calls, so the atomic_path block is entered here and ended by
+        # close() (rename over the output) or abort() (remove). PyAV is given the container format,
+        # so the temp name need not end in .mp4.
+        self._output = atomic_path(self.path, suffix=".partial")
+        try:
+            self.temp_path = self._output.__enter__()
+        except OSError as e:
+            raise _write_failed(self.path, e) from None
+        # Removes the temp file if this object is dropped (or the interpreter exits) without close().
+        self._cleanup = weakref.finalize(self, _remove_quietly, str(self.temp_path))
         # The edit list that hides AAC priming is stored in the movie timescale (default 1000 = ms), which
         # would round the audio's length by up to half a ms; the sample rate keeps it sample-exact.
         timescale = self.sample_rate or VIDEO_ONLY_TIMESCALE
@@ -212,13 +218,11 @@ class Mp4Writer:
                 options={"movie_timescale": str(timescale), "movflags": "+faststart"},
             )
         except (OSError, av.FFmpegError) as e:
-            _remove_quietly(str(self.temp_path))
+            self._finish_output(keep=False)
             raise _write_failed(self.path, e) from None
         except BaseException:
-            _remove_quietly(str(self.temp_path))
+            self._finish_output(keep=False)
             raise
-        # Removes the temp file if this object is dropped (or the interpreter exits) without close().
-        self._cleanup = weakref.finalize(self, _remove_quietly, str(self.temp_path))
         try:
             self._video = self._container.add_stream(
                 "libx264", rate=self.fps, options={"crf": str(int(crf)), "preset": preset}
@@ -428,7 +432,7 @@ class Mp4Writer:
                     self._pending_count = 0
             self._container.mux(self._video.encode(None))
             self._container.close()
-            os.replace(self.temp_path, self.path)
+            self._finish_output(keep=True)
         except (OSError, av.FFmpegError) as e:
             self.abort()
             raise _write_failed(self.path, e) from None
@@ -436,7 +440,6 @@ class Mp4Writer:
             self.abort()
             raise
         self._closed = True
-        self._cleanup.detach()
 
     def abort(self) -> None:
         """Drop the render: close without finishing and delete the temp file. The output path is untouched."""
@@ -446,8 +449,19 @@ class Mp4Writer:
         except Exception:
             pass  # it's being thrown away; a failing close mustn't hide the original error
         finally:
-            _remove_quietly(str(self.temp_path))
-            self._cleanup.detach()
+            self._finish_output(keep=False)
+
+    def _finish_output(self, keep: bool) -> None:
+        """End the temp file's atomic_path block, once: `keep` renames it over the output (synced to
+        disk first); otherwise it is removed and the output is left as it was."""
+        output, self._output = self._output, None
+        if output is None:
+            return
+        self._cleanup.detach()
+        if keep:
+            output.__exit__(None, None, None)  # raises (after removing the temp file) if the rename fails
+        else:
+            output.__exit__(_Discarded, _Discarded(), None)
 
 
 @dataclass(frozen=True)
@@ -480,7 +494,7 @@ def probe_media(path: str | os.PathLike) -> MediaInfo:
         with av.open(str(src)) as container:
             audio_fields = _probe_audio(container)
     except av.FFmpegError as e:
-        raise SoundvjError(f"{src}: not a readable media file ({_one_line(e)})") from None
+        raise SoundvjError(f"{src}: not a readable media file ({one_line(e)})") from None
     return MediaInfo(path=str(src), **video_fields, **audio_fields)
 
 
