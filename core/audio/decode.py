@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 
 # Plenty of headroom either side of 8 kHz .. 96 kHz; outside this a rate is a typo.
 MIN_SAMPLE_RATE = 1000
@@ -55,12 +55,6 @@ def _check_rate(field: str, value: object) -> int:
             f"{field}: expected an integer sample rate in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, got {value!r}"
         )
     return value
-
-
-def _one_line(err: BaseException) -> str:
-    # FFmpegError's str() repeats errno and path; strerror alone is the readable part.
-    text = getattr(err, "strerror", None) or str(err)
-    return " ".join(str(text).split()) or type(err).__name__
 
 
 def _frame_to_array(frame: av.AudioFrame) -> np.ndarray:
@@ -156,7 +150,7 @@ class AudioFileReader:
             if getattr(err, "errno", None) == errno.EINTR:
                 raise KeyboardInterrupt from None
             raise SoundvjError(
-                f"audio file {str(self.path)!r}: could not be read as audio/video ({_one_line(err)}); "
+                f"audio file {str(self.path)!r}: could not be read as audio/video ({one_line(err)}); "
                 "expected wav, flac, ogg, mp3, m4a, mp4, mkv or webm"
             ) from None
         try:
@@ -278,7 +272,7 @@ class AudioFileReader:
                     return
         except av.FFmpegError as err:
             raise SoundvjError(
-                f"audio file {str(path)!r}: audio track could not be decoded ({_one_line(err)})"
+                f"audio file {str(path)!r}: audio track could not be decoded ({one_line(err)})"
             ) from None
         if rate is not None:
             self._note_if_short(start + kept / rate)

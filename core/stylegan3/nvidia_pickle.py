@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 
 try:  # numpy >= 2 moved these to numpy._core; older pickles still name numpy.core
     from numpy._core.multiarray import scalar as _numpy_scalar
@@ -53,10 +53,13 @@ class _Refused(Exception):
     """The pickle asks for something we will not build. The message is the reason, without the file."""
 
 
-def _one_line(text: str, limit: int = 120) -> str:
-    """Names and messages come from the file: keep them printable, short and on one line."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in str(text))
-    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+# Names and messages come from the file: `one_line` keeps them printable, short and on one line.
+NAME_LIMIT = 120
+
+
+def _global_name(module: object, name: object) -> str:
+    """`module.name` of a global the pickle asks for, safe to print."""
+    return f"{one_line(module, limit=NAME_LIMIT)}.{one_line(name, limit=NAME_LIMIT)}"
 
 
 class _Budget:
@@ -372,7 +375,7 @@ class _StorageHeaderReader(_CheckedUnpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and name in _LEGACY_STORAGE_DTYPES:
             return _LEGACY_STORAGE_DTYPES[name]  # a dtype: not callable, cannot run anything
-        raise _Refused(f"a tensor's saved storage references {_one_line(module)}.{_one_line(name)}")
+        raise _Refused(f"a tensor's saved storage references {_global_name(module, name)}")
 
     def persistent_load(self, pid: Any) -> Any:
         # ('storage', storage type, key, location, numel, view metadata)
@@ -574,7 +577,7 @@ class _NetworkUnpickler(_CheckedUnpickler):
         if module.startswith("torch.nn.modules.") and name.isidentifier():
             return _plain_object_class(f"{module}.{name}")  # only the name; torch's class is not touched
         raise _Refused(
-            f"the pickle references {_one_line(module)}.{_one_line(name)}, which a network pickle does not contain"
+            f"the pickle references {_global_name(module, name)}, which a network pickle does not contain"
         )
 
     def persistent_load(self, pid: Any) -> Any:
@@ -635,14 +638,14 @@ def _unpickle_file(path: Path) -> Any:
     except _Refused as refusal:
         raise SoundvjError(f"{path}: refusing to load: {refusal}") from None
     except OSError as error:
-        raise SoundvjError(f"{path}: cannot read the file ({_one_line(error.strerror or error)})") from None
+        raise SoundvjError(f"{path}: cannot read the file ({one_line(error)})") from None
     except EOFError:
         raise SoundvjError(f"{path}: the pickle ends early (truncated file?)") from None
     except MemoryError:
         raise SoundvjError(f"{path}: not a readable network pickle (it declares more data than fits in memory)") \
             from None
     except Exception as error:  # noqa: BLE001 - any failure to decode untrusted bytes is the file's fault
-        reason = _one_line(f"{type(error).__name__}: {error}")
+        reason = one_line(f"{type(error).__name__}: {error}", limit=NAME_LIMIT)
         raise SoundvjError(
             f"{path}: not a readable network pickle (corrupt, truncated or not a pickle: {reason})"
         ) from None
@@ -717,7 +720,8 @@ def _collect_tensors(
             if tensor is None or (kind == "buffer" and name in non_persistent):
                 continue
             if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-                raise _Refused(f"{kind} '{prefix}{_one_line(name)}' is a {_describe(tensor)}, not a tensor")
+                shown = one_line(name, limit=NAME_LIMIT)
+                raise _Refused(f"{kind} '{prefix}{shown}' is a {_describe(tensor)}, not a tensor")
             nodes.visit()
             out[prefix + name] = tensor
     for name, child in children.items():
@@ -756,7 +760,7 @@ def read_network_pickle(path: str | Path, key: str = "G_ema") -> PickledNetwork:
     top = _network_dict(path)
     available_keys = [str(k) for k in top]
     if key not in top:
-        present = ", ".join(_one_line(k, 40) for k in available_keys) or "nothing"
+        present = ", ".join(one_line(k, limit=40) for k in available_keys) or "nothing"
         raise SoundvjError(f"{path}: no network under '{key}'; the pickle holds: {present}")
     network = top[key]
     if not isinstance(network, _PersistentObject):
