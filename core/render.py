@@ -26,9 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader, StreamingResampler, to_mono
+from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader
 from core.audio.demo import demo_soundscape
 from core.audio.demo_walk import demo_walk, demo_walk_available
+from core.audio.resampling import StreamingResampler, to_mono
 from core.audio.windows import StreamingWindower, num_video_frames
 from core.errors import SoundvjError, short_repr
 from core.model import SoundvjModel, load_model

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.audio import DecodedAudio, decode_audio, load_mono, resample, to_mono
+from core.audio.decode import DecodedAudio, decode_audio, load_mono
+from core.audio.resampling import resample, to_mono
 from core.errors import SoundvjError
 
 

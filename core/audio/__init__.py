@@ -1,8 +1,13 @@
-"""Audio front end: decoding (PyAV), the fixed-reference log-mel, per-video-frame windows, a demo soundscape."""
+"""Audio front end: downmixing and resampling, the fixed-reference log-mel, per-video-frame windows,
+a demo soundscape.
 
-from core.audio.decode import DecodedAudio, decode_audio, load_mono, resample, to_mono
+Decoding files needs PyAV and lives in `core.audio.decode`, which this package does not import:
+the models and the frame pipeline load where PyAV is not installed.
+"""
+
 from core.audio.demo import demo_sections, demo_soundscape
 from core.audio.mel import MelConfig, MelSpectrogramFrontEnd
+from core.audio.resampling import StreamingResampler, resample, to_mono
 from core.audio.windows import (
     FrameWindow,
     StreamingWindower,
@@ -14,17 +19,15 @@ from core.audio.windows import (
 )
 
 __all__ = [
-    "DecodedAudio",
     "FrameWindow",
     "MelConfig",
     "MelSpectrogramFrontEnd",
+    "StreamingResampler",
     "StreamingWindower",
     "WindowConfig",
-    "decode_audio",
     "demo_sections",
     "demo_soundscape",
     "frame_end_sample",
-    "load_mono",
     "mel_windows",
     "num_video_frames",
     "resample",

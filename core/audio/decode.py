@@ -1,4 +1,6 @@
-"""Decoding audio files with PyAV (torchaudio 2.9+ has no I/O), downmixing and resampling.
+"""Decoding audio files with PyAV (torchaudio 2.9+ has no I/O): the one place core reads audio files.
+
+Downmixing and resampling are in `core.audio.resampling` (no PyAV), used here by `load_mono`.
 
 Reads anything FFmpeg reads: wav (int16/int32/float), flac, ogg, mp3, m4a, and the first audio
 track of mp4/mkv/webm. Every failure a user can cause is a one-line `SoundvjError` naming the file.
@@ -21,13 +23,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
+from core.audio.resampling import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_sample_rate, resample, to_mono
 from core.errors import SoundvjError, one_line
-
-# Plenty of headroom either side of 8 kHz .. 96 kHz; outside this a rate is a typo.
-MIN_SAMPLE_RATE = 1000
-MAX_SAMPLE_RATE = 768_000
 
 _SEEK_PREROLL_SECONDS = 0.5
 STDIN = "-"  # the audio path that means standard input
@@ -47,14 +45,6 @@ class DecodedAudio:
     sample_rate: int
     channels: int
     duration: float  # seconds, n / sample_rate
-
-
-def _check_rate(field: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
-        raise SoundvjError(
-            f"{field}: expected an integer sample rate in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, got {value!r}"
-        )
-    return value
 
 
 def _frame_to_array(frame: av.AudioFrame) -> np.ndarray:
@@ -85,7 +75,7 @@ def decode_audio(
     The whole span is held in memory; `AudioFileReader` streams it instead.
     """
     if sample_rate is not None:
-        _check_rate("sample_rate", sample_rate)
+        check_sample_rate("sample_rate", sample_rate)
     with AudioFileReader(path, start, seconds) as reader:
         parts = list(reader.chunks(check_finite=False))
         native_rate = reader.sample_rate
@@ -326,103 +316,11 @@ def _wav_declared_seconds(path: Path) -> float | None:
     return None
 
 
-class StreamingResampler:
-    """`resample` for a signal that arrives in pieces: the same band-limited kernel as
-    torchaudio.functional.resample, applied to each output block's own input span, so the pieces
-    put together equal resampling the whole signal (up to float rounding, ~1e-7), in memory bounded
-    by the kernel length. Call `push` per piece and `flush` once at the end."""
-
-    def __init__(self, from_sr: int, to_sr: int):
-        from torchaudio.functional.functional import _get_sinc_resample_kernel
-
-        _check_rate("from_sr", from_sr)
-        _check_rate("to_sr", to_sr)
-        gcd = math.gcd(from_sr, to_sr)
-        self.orig, self.new = from_sr // gcd, to_sr // gcd
-        self.identity = from_sr == to_sr
-        if not self.identity:
-            self.kernel, self.width = _get_sinc_resample_kernel(from_sr, to_sr, gcd, dtype=torch.float32)
-        self._buffer: torch.Tensor | None = None  # input samples from index _buffer_start on
-        self._buffer_start = 0
-        self._next_block = 0
-        self._pushed = 0
-        self._emitted = 0
-        self._channels: int | None = None  # None: pieces are [n]
-
-    def push(self, samples: torch.Tensor) -> torch.Tensor:
-        """Resample the next piece ([n] or [channels, n]); returns what is ready (may be empty)."""
-        samples = torch.as_tensor(samples, dtype=torch.float32)
-        self._channels = None if samples.dim() == 1 else samples.shape[0]
-        if self.identity:
-            return samples
-        squeeze = samples.dim() == 1
-        x = samples[None] if squeeze else samples
-        if self._buffer is None:
-            self._buffer = x.new_zeros((x.shape[0], self.width))  # silence before the first sample
-            self._buffer_start = -self.width
-        self._buffer = torch.cat([self._buffer, x], dim=1)
-        self._pushed += x.shape[1]
-        out = self._ready_blocks(self._pushed)
-        return out[0] if squeeze else out
-
-    def flush(self) -> torch.Tensor:
-        """The rest of the output: length ceil(n * to / from) in all, as `resample` gives."""
-        if self.identity or self._buffer is None:
-            return torch.zeros(0) if self._channels is None else torch.zeros(self._channels, 0)
-        squeeze = self._channels is None
-        end = self._pushed + self.width + self.orig
-        pad = self._buffer.new_zeros((self._buffer.shape[0], end - (self._buffer_start + self._buffer.shape[1])))
-        self._buffer = torch.cat([self._buffer, pad], dim=1)
-        out = self._ready_blocks(end)
-        target = -(-self.new * self._pushed // self.orig)  # ceil
-        excess = max(0, self._emitted - target)
-        out = out[:, : out.shape[1] - excess]
-        self._emitted -= excess
-        return out[0] if squeeze else out
-
-    def _ready_blocks(self, available_end: int) -> torch.Tensor:
-        # Output block i (samples i*new .. i*new+new-1) reads input [i*orig - width, i*orig + width + orig).
-        kernel_len = self.kernel.shape[-1]
-        last = (available_end - self.width - self.orig) // self.orig
-        channels = self._buffer.shape[0]
-        if last < self._next_block:
-            return self._buffer.new_zeros((channels, 0))
-        lo = self._next_block * self.orig - self.width - self._buffer_start
-        hi = last * self.orig - self.width + kernel_len - self._buffer_start
-        span = self._buffer[:, lo:hi]
-        blocks = torch.nn.functional.conv1d(span[:, None], self.kernel, stride=self.orig)  # [C, new, blocks]
-        out = blocks.transpose(1, 2).reshape(channels, -1)
-        self._next_block = last + 1
-        keep_from = self._next_block * self.orig - self.width - self._buffer_start
-        self._buffer = self._buffer[:, keep_from:].clone()
-        self._buffer_start += keep_from
-        self._emitted += out.shape[1]
-        return out
-
-
-def to_mono(samples: torch.Tensor) -> torch.Tensor:
-    """[channels, n] -> [n] by averaging channels (5.1 included: a plain mean keeps every source audible)."""
-    if samples.dim() == 1:
-        return samples
-    if samples.dim() != 2:
-        raise SoundvjError(f"samples: expected [n] or [channels, n], got shape {tuple(samples.shape)}")
-    return samples.mean(dim=0)
-
-
-def resample(samples: torch.Tensor, from_sr: int, to_sr: int) -> torch.Tensor:
-    """Band-limited (sinc) resampling along the last axis; a no-op when the rates match."""
-    _check_rate("from_sr", from_sr)
-    _check_rate("to_sr", to_sr)
-    if from_sr == to_sr:
-        return samples
-    return AF.resample(samples, from_sr, to_sr)
-
-
 def load_mono(
     path: str | Path, sample_rate: int = 44100, start: float = 0.0, seconds: float | None = None
 ) -> torch.Tensor:
     """Decode, downmix and resample: float32 [n] at `sample_rate`, ready for the mel front end."""
-    _check_rate("sample_rate", sample_rate)
+    check_sample_rate("sample_rate", sample_rate)
     decoded = decode_audio(path, None, start, seconds)
     # Downmix first: resampling one channel instead of six gives the same result (both are linear).
     return resample(to_mono(decoded.samples), decoded.sample_rate, sample_rate).contiguous()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from core.audio.decode import load_mono
 from core.errors import SoundvjError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -26,8 +27,6 @@ def demo_walk_available() -> bool:
 
 def demo_walk(sample_rate: int = 44100) -> torch.Tensor:
     """The walk as mono float32 [n] at `sample_rate`."""
-    from core.audio.decode import load_mono
-
     if not DEMO_WALK.is_file():
         raise SoundvjError(f"{DEMO_WALK}: the demo walk is missing from this installation")
     return load_mono(DEMO_WALK, sample_rate)
