@@ -1,8 +1,12 @@
-"""The embedded default model: built from a fixed seed, so the program runs with no download.
+"""The random-weights generator: built from a fixed seed, so it needs no file.
 
-Its weights are random, so it draws abstract, colourful patterns, not rain or fire; the motion still
-follows the sound through the sound models. For semantic pictures load a trained StyleGAN3 pickle
-(e.g. an LHQ 256 px StyleGAN3-T) with `--model PATH`.
+It is not the default model. `default` names the trained model shipped in
+`core/assets/default.safetensors` (a class-conditional StyleGAN3-T and its sound models; what it
+was trained on and its credits are in `core/assets/CREDITS.md` and `soundvj info --credits`). This
+generator is what `random` names, what `default` falls back to when that file is missing (a trimmed
+install), and what tests and benchmarks use for sizes that do not change when the shipped model
+does. Its weights are random, so it draws abstract, colourful patterns; the motion still follows
+the sound through the (seeded) sound models.
 """
 
 from __future__ import annotations
@@ -63,5 +67,5 @@ def _calibrate_colours(G: Generator, z: torch.Tensor) -> None:
 
 
 def default_generator() -> Generator:
-    """A fresh copy of the embedded default generator (CPU, eval mode)."""
+    """A fresh copy of the random-weights generator (CPU, eval mode), the same on every call."""
     return copy.deepcopy(_default_generator_cpu())  # callers may move or modify theirs
