@@ -17,10 +17,10 @@ import pytest
 from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from training.data import DataConfig, open_datasets
-from training.demo_data import scenes
-from training.demo_data import sources as S
-from training.demo_data.build import DemoSettings, build, missing_packages
-from training.demo_data.sounds import (
+from training.data.demo import scenes
+from training.data.demo import sources as S
+from training.data.demo.build import DemoSettings, build, missing_packages
+from training.data.demo.sounds import (
     SAMPLE_RATE,
     decode_wav_bytes,
     loop_to,
@@ -368,7 +368,7 @@ def test_build_from_the_installed_packages(tmp_path):
 def test_missing_packages_are_installed_with_apt_get_as_root(monkeypatch, tmp_path):
     import subprocess
 
-    import training.demo_data.build as build_module
+    import training.data.demo.build as build_module
 
     marker = tmp_path / "installed-by-apt"
     monkeypatch.setattr(S, "PACKAGE_MARKERS", {**S.PACKAGE_MARKERS, "fake-pkg": str(marker).lstrip("/")})

@@ -12,14 +12,14 @@ from core.cli import main
 from core.errors import SoundvjError
 from training.stages.classifier import ImageClassifier, classes_from_state, trained_classifier
 
-CLASSES = ("rain", "hum", "chirps", "crackle", "wind")  # training.synth_data's classes
+CLASSES = ("rain", "hum", "chirps", "crackle", "wind")  # training.data.synth's classes
 
 
 def _image_folder(root, size=32, clips=4, seed=0):
     """A folder per class of real frames from the procedural clips (every 3rd frame)."""
     from PIL import Image
 
-    from training.synth_data import SynthSettings, make_clip
+    from training.data.synth import SynthSettings, make_clip
 
     settings = SynthSettings(clips_per_class=clips, seconds=1.0, size=size, fps=12.0, seed=seed)
     for name in CLASSES:
@@ -80,7 +80,7 @@ def chain(tmp_path_factory):
 
 
 def test_eval_with_a_classifier_adds_its_accuracy(chain, tmp_path, capsys):
-    from training.evaluate import evaluate, format_table, summary_rows
+    from training.evaluation.evaluate import evaluate, format_table, summary_rows
     from training.export import export_model
 
     images = _image_folder(tmp_path / "images", size=32, clips=3)

@@ -179,7 +179,7 @@ def test_torchrun_two_gloo_ranks_agree_and_write_the_same_checkpoint_format(tmp_
 
 
 def test_data_scan_names_bad_clips(tmp_path, capsys):
-    from training.synth_data import SynthSettings, write_dataset
+    from training.data.synth import SynthSettings, write_dataset
 
     write_dataset(tmp_path, SynthSettings(clips_per_class=1, seconds=1.5, size=16))
     (tmp_path / "rain" / "broken.mp4").write_bytes(b"\x00\x01 not a video")
@@ -212,7 +212,7 @@ TINY_CLIP = ["stage.clip.embed_dim=16", "stage.clip.image_size=16", "stage.clip.
 
 def test_train_counts_skipped_clips_and_refuses_a_one_class_dataset(tmp_path, capsys):
     pytest.importorskip("open_clip", reason="the train extra (open_clip) is not installed")
-    from training.synth_data import SynthSettings, write_dataset
+    from training.data.synth import SynthSettings, write_dataset
 
     data = tmp_path / "data"
     write_dataset(data, SynthSettings(clips_per_class=1, seconds=1.5, size=16, fps=8.0))

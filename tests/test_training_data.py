@@ -19,7 +19,7 @@ from core.video_writer import Mp4Writer, probe_media
 from training.data import DataConfig, open_datasets
 from training.data.clips import list_clips
 from training.data.decoded import decode_frames
-from training.synth_data import CLASSES, SynthSettings, make_clip, write_dataset
+from training.data.synth import CLASSES, SynthSettings, make_clip, write_dataset
 
 MEL = MelConfig()
 SMALL = SynthSettings(clips_per_class=3, seconds=1.5, size=32)
@@ -302,20 +302,3 @@ def test_mel_strip_packing_is_exact_or_refused():
     assert strip is not None and strip.shape[1] < windows.shape[0] * windows.shape[2] / 5
     assert pack_windows(windows + torch.rand_like(windows), starts) is None  # inconsistent overlaps
     assert pack_windows(windows, [m + (t % 2) for t, m in enumerate(starts)]) is None  # wrong offsets
-
-
-def test_sample_video_has_the_frames_and_their_sound(synth_dir, tmp_path):
-    from training.sample_video import write_sample_video
-
-    train, _, _ = open_datasets(data_config(synth_dir, tmp_path), MEL, 32, verbose=False)
-    whole = train.whole_clip(0)
-    audio = train.clip_audio(0, MEL.sample_rate)
-    assert abs(audio.shape[0] / MEL.sample_rate - SMALL.seconds) < 0.01
-    frames = whole["frames"][:12]  # half a second at 24 fps
-    out = write_sample_video(tmp_path / "sample.mp4", frames, audio, MEL.sample_rate, 24.0)
-    info = probe_media(out)
-    assert info.frame_count == 12 and info.has_audio
-    assert abs(info.audio_duration - 0.5) < 0.01
-    with pytest.raises(ValueError, match="frames must be"):
-        write_sample_video(tmp_path / "bad.mp4", frames[0], audio, MEL.sample_rate, 24.0)
-    assert not (tmp_path / "bad.mp4").exists()

@@ -32,13 +32,13 @@ def exported(chain, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def rows(chain, exported):
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate
 
     return evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu")
 
 
 def test_eval_scores_every_held_out_clip_for_both_models(rows):
-    from training.evaluate import ALL_CLIPS, BASELINE, TRAINED
+    from training.evaluation.evaluate import ALL_CLIPS, BASELINE, TRAINED
 
     per_clip = [r for r in rows if r.clip != ALL_CLIPS]
     summary = [r for r in rows if r.clip == ALL_CLIPS]
@@ -61,14 +61,14 @@ def test_eval_scores_every_held_out_clip_for_both_models(rows):
 
 
 def test_eval_is_repeatable(rows, chain, exported):
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate
 
     again = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu")
     assert again == rows
 
 
 def test_eval_cli_prints_the_table_and_writes_the_csv(chain, exported, tmp_path, capsys):
-    from training.evaluate import run_cli
+    from training.evaluation.evaluate import run_cli
 
     out = tmp_path / "scores.csv"
     args = argparse.Namespace(model=str(exported), dataset=str(chain / "data"), clip=str(chain / "clip"),
@@ -83,7 +83,7 @@ def test_eval_cli_prints_the_table_and_writes_the_csv(chain, exported, tmp_path,
 
 
 def test_eval_bad_input_is_one_line_error(chain, exported):
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate
 
     with pytest.raises(SoundvjError, match="eval takes data settings only"):
         evaluate(exported, chain / "data", str(chain / "clip"), ["loop.steps=3"], device="cpu")
@@ -148,7 +148,7 @@ def test_eval_writes_a_contact_sheet_one_row_per_class(chain, exported, tmp_path
 
 
 def test_eval_confusion_counts_every_frame_and_agrees_with_the_accuracies(chain, exported, capsys):
-    from training.evaluate import evaluate, format_confusion
+    from training.evaluation.evaluate import evaluate, format_confusion
 
     confusion: dict = {}
     rows = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", confusion=confusion)
@@ -173,8 +173,8 @@ def test_eval_parts_measure_each_part_of_the_chain(chain, exported, rows, tmp_pa
     import torch
 
     from core.model import load_model
-    from training.clip_model import ClipConfig, build_clip
-    from training.evaluate import _clips, data_config, evaluate, format_parts, run_cli
+    from training.models.clip import ClipConfig, build_clip
+    from training.evaluation.evaluate import _clips, data_config, evaluate, format_parts, run_cli
 
     assert all(r.audio_zero_shot is None and r.inverter_zero_shot is None for r in rows)  # not asked for
     with_parts = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", parts=True)
@@ -220,7 +220,7 @@ def test_eval_parts_measure_each_part_of_the_chain(chain, exported, rows, tmp_pa
 def test_eval_timeline_splits_each_class_by_time_since_the_clip_began(chain, exported, rows, capsys, tmp_path):
     """--parts also counts, per class and span of frame indices (0-9, 10-29, 30+), the frames the CLIP calls right:
     the spans hold each clip's frames by index, and their sum is the class's frame-weighted zero-shot."""
-    from training.evaluate import TIME_SPANS, evaluate, format_timeline, run_cli
+    from training.evaluation.evaluate import TIME_SPANS, evaluate, format_timeline, run_cli
 
     timeline = {}
     again = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", parts=True,

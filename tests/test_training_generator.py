@@ -20,11 +20,11 @@ from core.model_file import load_generator, read_model_file
 from core.stylegan3.ops import backend
 from training.config import load_run_config
 from training.data.images import ImageFolderDataset
-from training.diff_augment import diff_augment, parse_policy
+from training.augment.diff_augment import diff_augment, parse_policy
 from training.loop import CHECKPOINT_NAME, load_checkpoint, train
-from training.pretrained import frozen_generator
+from training.stages.pretrained import frozen_generator
 from training.stages import generator as stage
-from training.stylegan_discriminator import Discriminator
+from training.models.stylegan_discriminator import Discriminator
 from tests.training_chain import kill_after_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

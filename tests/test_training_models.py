@@ -12,7 +12,7 @@ import torch.nn.functional as F
 pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
 
 from core.errors import SoundvjError  # noqa: E402
-from training.clip_model import (  # noqa: E402
+from training.models.clip import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,
     ClipConfig,
@@ -21,7 +21,7 @@ from training.clip_model import (  # noqa: E402
     clip_pixels,
     save_clip,
 )
-from training.discriminators import DiscriminatorConfig, ImageDiscriminator, VideoDiscriminator  # noqa: E402
+from training.models.discriminators import DiscriminatorConfig, ImageDiscriminator, VideoDiscriminator  # noqa: E402
 from training.losses import (  # noqa: E402
     LogitScale,
     encoder_loss,
@@ -29,7 +29,7 @@ from training.losses import (  # noqa: E402
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
-from training.mel_augment import level_shift, mix_recordings, spec_augment  # noqa: E402
+from training.augment.mel import level_shift, mix_recordings, spec_augment  # noqa: E402
 
 TINY_CLIP = ClipConfig(
     embed_dim=16,

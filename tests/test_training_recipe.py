@@ -15,7 +15,7 @@ import pytest
 
 from core.cli import main
 from core.errors import SoundvjError
-from training.recipe import load_recipe, run_recipe
+from training.recipes.recipe import load_recipe, run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ def test_state_carries_small_unfinished_checkpoints_and_half_precision_finished_
     import torch
 
     from training.loop import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from training.recipe import save_state
+    from training.recipes.recipe import save_state
 
     path = tmp_path / "r.yaml"
     path.write_text(f"""
@@ -182,7 +182,7 @@ def test_state_option_keeps_a_second_run_of_the_recipe_apart(tmp_path):
     import torch
 
     from training.loop import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from training.recipe import restore_state, save_state
+    from training.recipes.recipe import restore_state, save_state
 
     path = tmp_path / "r.yaml"
     path.write_text(f"name: r\nvars: {{runs: {tmp_path}/runs}}\nsteps: [{{name: a, stage: classifier}}]\n")
@@ -243,7 +243,7 @@ def test_more_steps_resume_a_finished_stage(tmp_path, capsys):
 
 
 def test_a_step_older_than_what_it_reads_runs_again(tmp_path):
-    from training.recipe import newer_inputs, refresh_stale, step_status
+    from training.recipes.recipe import newer_inputs, refresh_stale, step_status
 
     extra = """  - name: listing
     command: [presets, "{runs}/judge"]
@@ -295,7 +295,7 @@ def test_the_demo_recipes_seed_var_seeds_every_stage():
     """`--var seed=N` trains a sibling of the shipped run: every stage gets loop.seed=N; the default, 0, is
     loop.seed's own default, so runs made before the var existed stay done."""
     from training.loop import LoopConfig
-    from training.recipe import step_argv
+    from training.recipes.recipe import step_argv
 
     demo = Path(__file__).resolve().parents[1] / "training" / "recipes" / "demo.yaml"
     for seed, recipe in (("0", load_recipe(demo)), ("7", load_recipe(demo, {"seed": "7"}))):

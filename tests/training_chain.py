@@ -25,7 +25,7 @@ TINY_CLIP_KEYS = {
 
 
 def make_data(root: Path) -> Path:
-    from training.synth_data import SynthSettings, write_dataset
+    from training.data.synth import SynthSettings, write_dataset
 
     data = root / "data"
     if not (data / ".complete").exists():

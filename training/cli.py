@@ -5,7 +5,7 @@ imports `training`; registration imports nothing heavy (torch is imported when a
 
 Stages live in `STAGES`: the command name, the module (which exposes a frozen `Config` dataclass and
 `build(config: RunConfig, ctx: BuildContext) -> Stage`, see `training.loop`) and its default YAML.
-`train export` calls `training.export.run_cli(args)` and `eval` calls `training.evaluate.run_cli(args)`
+`train export` calls `training.export.run_cli(args)` and `eval` calls `training.evaluation.evaluate.run_cli(args)`
 with the parsed arguments defined here.
 """
 
@@ -122,7 +122,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from training.recipe import load_recipe, run_recipe, step_argv, step_status, why_stale
+    from training.recipes.recipe import load_recipe, run_recipe, step_argv, step_status, why_stale
 
     variables = {}
     for item in args.variables:
@@ -181,7 +181,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 
     r = stages.add_parser("recipe", help="run a recipe (a chain of steps, e.g. data -> generator -> ... -> export) "
                           "in resumable pieces", description="Run a recipe's unfinished steps for at most one piece "
-                          "(its piece_hours, or --hours); run it again to continue. See training/recipe.py.")
+                          "(its piece_hours, or --hours); run it again to continue. See training/recipes/recipe.py.")
     r.add_argument("recipe", help="recipe YAML, e.g. training/recipes/demo.yaml")
     r.add_argument("--hours", type=float, default=None, help="this piece's time budget (default: the recipe's piece_hours)")
     r.add_argument("--step", default=None, metavar="NAME", help="run only this step")
@@ -233,7 +233,7 @@ def _cmd_data_scan(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from training.synth_data import CLASSES, SynthSettings, write_dataset
+    from training.data.synth import CLASSES, SynthSettings, write_dataset
 
     settings = SynthSettings(clips_per_class=args.clips_per_class, seconds=args.seconds, size=args.size,
                              fps=args.fps, seed=args.seed)
@@ -248,7 +248,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_demo(args: argparse.Namespace) -> int:
-    from training.demo_data.build import run_cli
+    from training.data.demo.build import run_cli
 
     return run_cli(args)
 
@@ -296,10 +296,10 @@ def register_data(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     try:
-        from training.evaluate import run_cli
+        from training.evaluation.evaluate import run_cli
     except ModuleNotFoundError as e:
-        if e.name in ("training.evaluate",):
-            raise SoundvjError("eval: not available in this version (training/evaluate.py)") from None
+        if e.name in ("training.evaluation.evaluate",):
+            raise SoundvjError("eval: not available in this version (training/evaluation/evaluate.py)") from None
         raise
     return int(run_cli(args) or 0)
 

@@ -19,7 +19,7 @@ from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from core.model import SoundvjModel, save_full_model
 from core.sound import SoundModels, SoundModelsConfig
-from training.pretrained import (
+from training.stages.pretrained import (
     AUDIO_ENCODER_STAGE,
     INVERTER_STAGE,
     STEPPER_STAGE,

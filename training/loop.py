@@ -17,7 +17,7 @@ A stage (`training/stages/<name>.py`) supplies only what is its own, as a `Stage
 * `write_samples(out_dir, step)` (optional): sample grids/videos, on rank 0 only, under
   `torch.no_grad()`, with the modules in eval mode and the RNG state forked (so writing samples never
   changes the training run); use the plain modules you captured at build time, never DDP ones.
-  `training.sample_video.write_sample_video` writes a short mp4 of generated frames with their sound.
+  `training.evaluation.samples` writes sample grids and short mp4s of generated frames with their sound.
 
 The loop owns everything else:
 

@@ -1,5 +1,5 @@
 """The training losses of METHOD.md: contrastive (stage 1 and `train clip`), L_enc (stages 2 and 3),
-and least-squares GAN (stage 3). The input augmentations are in `training.mel_augment`.
+and least-squares GAN (stage 3). The input augmentations are in `training.augment.mel`.
 """
 
 from __future__ import annotations

@@ -109,14 +109,6 @@ class ClipDataset(Dataset):
         return out
 
 
-    def clip_audio(self, clip_index: int, sample_rate: int) -> torch.Tensor:
-        """The mono samples of one clip at `sample_rate` (decoded now, not cached; for sample videos)."""
-        from core.audio.decode import load_mono
-
-        clip = self.clips[clip_index]
-        return load_mono(clip.entry.path, sample_rate)
-
-
 def frames_to_float(frames: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float32 [T, 3, H, W] in [-1, 1]."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()

@@ -19,14 +19,14 @@ import torch
 from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from core.sound import AudioEncoder, AudioEncoderConfig
-from training.clip_model import ClipConfig, build_clip
+from training.models.clip import ClipConfig, build_clip
 from training.config import RunConfig, setting
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import LogitScale, info_nce
-from training.mel_augment import spec_augment
-from training.pretrained import frozen_generator
+from training.augment.mel import spec_augment
+from training.stages.pretrained import frozen_generator
 from training.schedules import warmup_schedule
-from training.stage_data import check_classes, frames_to_generator_range, open_stage_datasets
+from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
 
 def trained_classifier(path: str | Path, device: torch.device | str = "cpu") -> ImageClassifier:
     """The classifier of a `train classifier` run folder (or checkpoint), in eval mode; one-line errors."""
-    from training.pretrained import module_state, read_stage_checkpoint, stage_config_from
+    from training.stages.pretrained import module_state, read_stage_checkpoint, stage_config_from
 
     payload = read_stage_checkpoint(path, STAGE_NAME, "--classifier")
     config = stage_config_from(payload, Config, path)

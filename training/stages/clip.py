@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from training.clip_model import ClipConfig, build_clip, caption
+from training.models.clip import ClipConfig, build_clip, caption
 from training.config import RunConfig, setting
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import info_nce
-from training.pretrained import frozen_generator
+from training.stages.pretrained import frozen_generator
 from training.schedules import warmup_schedule
-from training.stage_data import check_classes, frames_to_generator_range, open_stage_datasets
+from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ NVIDIA's StyleGAN3 recipe (`train.py`, `loss.py`, `training_loop.py`), per step 
 * optional Gaussian blur of everything D sees, sigma `blur_sigma` fading to 0 over `blur_fade_kimg`
   (NVIDIA uses 10 px over batch x 200/32 kimg for R, none for T).
 
-Decisions of this project: DiffAugment (`training.diff_augment`) on real and fake before D (NVIDIA's
+Decisions of this project: DiffAugment (`training.augment.diff_augment`) on real and fake before D (NVIDIA's
 StyleGAN3 uses ADA; DiffAugment has no adaptive state and is cheap on a CPU); optional random x-flips
 of the real images. Training runs the ops' pure-PyTorch path (`fast-torch`): the C++ kernel has no
 backward, and a kernel build landing mid-run must not change the numbers.
@@ -46,10 +46,10 @@ from core.errors import SoundvjError
 from core.stylegan3.networks import Generator
 from training.config import RunConfig, setting
 from training.data.images import ImageFolderDataset
-from training.diff_augment import diff_augment, parse_policy
+from training.augment.diff_augment import diff_augment, parse_policy
 from training.loop import BuildContext, Stage, StepContext
-from training.samples import write_grid
-from training.stylegan_discriminator import Discriminator
+from training.evaluation.samples import write_grid
+from training.models.stylegan_discriminator import Discriminator
 
 GENERATOR_FILE = "generator.safetensors"
 STAGE_NAME = "generator"

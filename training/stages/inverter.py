@@ -32,15 +32,15 @@ from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from core.sound import InversionEncoderConfig, SoundInversionEncoder
 from core.stylegan3.networks import Generator
-from training.clip_model import ClipConfig, build_clip
+from training.models.clip import ClipConfig, build_clip
 from training.config import RunConfig, setting
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss
-from training.mel_augment import level_shift, mix_recordings, spec_augment
-from training.pretrained import frozen_generator, generator_metadata, trained_audio_encoder
-from training.samples import items_per_class, write_grid
+from training.augment.mel import level_shift, mix_recordings, spec_augment
+from training.stages.pretrained import frozen_generator, generator_metadata, trained_audio_encoder
+from training.evaluation.samples import items_per_class, write_grid
 from training.schedules import warmup_schedule
-from training.stage_data import check_classes, open_stage_datasets
+from training.data.stage_datasets import check_classes, open_stage_datasets
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import SoundvjError
-from training.demo_data import scenes
-from training.demo_data.sources import PHOTO_SHARE, PhotoSource, photos_of
+from training.data.demo import scenes
+from training.data.demo.sources import PHOTO_SHARE, PhotoSource, photos_of
 
 # Photographs are decoded once at about this width (the packages ship up to 5120 px).
 PHOTO_WIDTH = 1280

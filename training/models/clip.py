@@ -33,8 +33,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from core.errors import SoundvjError
-from core.model_file import atomic_write_path, check_writable_folder
+from core.atomic_write import atomic_path
+from core.errors import SoundvjError, one_line
+from core.model_file import check_writable_folder
 
 CLIP_FORMAT = "soundvj-clip"
 CLIP_FORMAT_VERSION = "1"
@@ -234,11 +235,6 @@ def _build_named(config: ClipConfig) -> torch.nn.Module:
         raise SoundvjError(f"clip.architecture: cannot build {config.architecture!r} offline ({e})") from None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _from_training_checkpoint(path: Path, payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A `soundvj train clip` checkpoint: the trained CLIP's tensors and, as metadata, its sizes."""
     if payload.get("stage_name") != "clip" or "clip" not in payload.get("modules", {}):
@@ -275,11 +271,11 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise SoundvjError(f"{path}: not a readable .safetensors CLIP checkpoint ({_first_line(e)})") from None
+            raise SoundvjError(f"{path}: not a readable .safetensors CLIP checkpoint ({one_line(e, first_line_only=True)})") from None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no code from the file
     except Exception as e:
-        raise SoundvjError(f"{path}: not a readable CLIP checkpoint ({_first_line(e)})") from None
+        raise SoundvjError(f"{path}: not a readable CLIP checkpoint ({one_line(e, first_line_only=True)})") from None
     if isinstance(data, dict) and data.get("format") == "soundvj-train-checkpoint":
         return _from_training_checkpoint(path, data)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
@@ -304,7 +300,7 @@ def _config_from_file(path: Path, config: ClipConfig, meta: dict[str, str]) -> C
         caption_template = meta.get("clip.caption_template", config.caption_template)
         return dataclasses.replace(config, caption_template=caption_template, **{k: sizes[k] for k in ARCHITECTURE_KEYS})
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SoundvjError(f"{path}: metadata 'clip.architecture' is damaged ({_first_line(e)})") from None
+        raise SoundvjError(f"{path}: metadata 'clip.architecture' is damaged ({one_line(e, first_line_only=True)})") from None
 
 
 def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str) -> None:
@@ -363,13 +359,6 @@ def save_clip(path: str | os.PathLike, clip: ClipModel) -> Path:
         "clip.architecture": json.dumps(clip.config.architecture_dict(), sort_keys=True),
         "clip.caption_template": clip.config.caption_template,
     }
-    tmp = atomic_write_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

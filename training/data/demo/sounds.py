@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import SoundvjError
-from training.demo_data.sources import SoundSource
+from training.data.demo.sources import SoundSource
 
 SAMPLE_RATE = 44100
 TARGET_RMS_DB = -20.0

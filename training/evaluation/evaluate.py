@@ -241,7 +241,7 @@ def evaluate(
     models (the baseline's seeded E_A does not embed in the CLIP's space).
     """
     from core.model import SoundvjModel, load_model, seeded_sound_models
-    from training.clip_model import ClipConfig, build_clip
+    from training.models.clip import ClipConfig, build_clip
 
     data = data_config(dataset, list(overrides))
     model = load_model(model_path, device=device)
@@ -282,7 +282,7 @@ def write_contact_sheet(path: str | Path, frames: dict[str, list[torch.Tensor]],
     from PIL import Image, ImageDraw
 
     from training.loop import atomic_write_bytes
-    from training.samples import grid_image
+    from training.evaluation.samples import grid_image
 
     if not frames:
         raise SoundvjError("--sheet: no frames were generated (no held-out clips)")

@@ -33,9 +33,9 @@ from typing import Callable
 import numpy as np
 
 from core.errors import SoundvjError
-from training.demo_data import sources as S
-from training.demo_data.images import Photo, class_look, load_photos
-from training.demo_data.sounds import (
+from training.data.demo import sources as S
+from training.data.demo.images import Photo, class_look, load_photos
+from training.data.demo.sounds import (
     SAMPLE_RATE,
     cut_training_clip,
     demo_walk,
@@ -308,7 +308,7 @@ def credits_list(recordings: dict, photos: dict[str, list[Photo]], look_origins:
     for label, what in (("fire", "fire crackle"), ("wind", "wind")):
         if S.PROCEDURAL_SOUND_SHARE.get(label, 0.0) > 0:
             items.append({"kind": "sound", "file": "procedural", "span": "", "package": "soundvj",
-                          "licence": "same as soundvj", "credit": f"soundvj procedural {what} (training/demo_data/sounds.py)",
+                          "licence": "same as soundvj", "credit": f"soundvj procedural {what} (training/data/demo/sounds.py)",
                           "class": label, "use": "train", "seconds": None})
     return {
         "dataset": "soundvj demo set (soundvj data demo)",

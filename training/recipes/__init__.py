@@ -1,0 +1,2 @@
+"""Recipes: YAML chains of soundvj commands run in resumable pieces (`recipe`), and the recipes
+themselves (`demo.yaml`)."""
