@@ -19,9 +19,10 @@ from PyQt6 import QtCore, QtGui  # noqa: E402
 from core.params import Params  # noqa: E402
 from core.video_writer import probe_media  # noqa: E402
 from tests.pipeline_helpers import tiny_model  # noqa: E402
-from visualizer.main_window import MainWindow  # noqa: E402
-from visualizer.session import InputChoice, LiveSession  # noqa: E402
 from tests.live_helpers import write_wav  # noqa: E402
+from visualizer.main_window import MainWindow, delete_window_now  # noqa: E402
+from visualizer.session import InputChoice, LiveSession  # noqa: E402
+
 
 @pytest.fixture
 def app_window(qtbot, tmp_path, monkeypatch):
@@ -34,18 +35,19 @@ def app_window(qtbot, tmp_path, monkeypatch):
     session = LiveSession(tiny_model(), Params(alpha=0.3, fps=24), InputChoice(file=str(audio), loop=True))
     window = MainWindow(session, record_folder=str(tmp_path))
     session.on_message = window.message.emit
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    session.worker.start()
-    session.use_source(session.source_choice)
-    yield window, session, tmp_path
-    window.close()
+    try:
+        window.show()
+        qtbot.waitExposed(window)
+        session.worker.start()
+        session.use_source(session.source_choice)
+        yield window, session, tmp_path
+    finally:
+        delete_window_now(window)  # not left to the garbage collector (see delete_window_now)
 
 
 def _frames_drawn(window, n, qtbot, timeout=15000):
-    start = window._frames_drawn
-    qtbot.waitUntil(lambda: window._frames_drawn >= start + n, timeout=timeout)
+    start = window.frames_drawn
+    qtbot.waitUntil(lambda: window.frames_drawn >= start + n, timeout=timeout)
 
 
 def test_window_opens_and_shows_a_picture(app_window, qtbot):

@@ -83,7 +83,7 @@ def test_full_disk_stops_the_recording_and_the_show_goes_on(tmp_path, qtbot):
     render thread keeps making frames, and no half-written file is left under the name."""
     from core.params import Params
     from tests.pipeline_helpers import tiny_model
-    from visualizer.main_window import MainWindow
+    from visualizer.main_window import MainWindow, delete_window_now
     from visualizer.session import InputChoice, LiveSession
 
     mount = tmp_path / "tiny"
@@ -96,22 +96,23 @@ def test_full_disk_stops_the_recording_and_the_show_goes_on(tmp_path, qtbot):
         session = LiveSession(tiny_model(), Params(), InputChoice(file=str(wav), loop=True))
         window = MainWindow(session, record_folder=str(mount))
         session.on_message = window.message.emit
-        qtbot.addWidget(window)
-        window.show()
-        session.worker.start()
-        session.use_source(session.source_choice)
-        # Incompressible noise frames at crf 0 fill 300 kB fast.
-        rec = session.start_recording(mount / "full.mp4", crf=0)
-        qtbot.waitUntil(lambda: rec.state == "failed", timeout=60000)
-        assert "full.mp4" in rec.error and ("space" in rec.error.lower() or "error" in rec.error.lower())
-        frames_then = session.worker.frames.peek()[0].index
-        qtbot.waitUntil(lambda: session.worker.frames.peek()[0].index > frames_then + 10, timeout=10000)
-        qtbot.waitUntil(lambda: "full.mp4" in window.record_label.text(), timeout=5000)
-        leftovers = [p.name for p in mount.iterdir() if p.name.startswith(".full.mp4")]
-        assert not leftovers
-        if (mount / "full.mp4").exists():  # what was written must play
-            assert probe_media(mount / "full.mp4").frame_count > 0
-        window.close()
+        try:
+            window.show()
+            session.worker.start()
+            session.use_source(session.source_choice)
+            # Incompressible noise frames at crf 0 fill 300 kB fast.
+            rec = session.start_recording(mount / "full.mp4", crf=0)
+            qtbot.waitUntil(lambda: rec.state == "failed", timeout=60000)
+            assert "full.mp4" in rec.error and ("space" in rec.error.lower() or "error" in rec.error.lower())
+            frames_then = session.worker.frames.peek()[0].index
+            qtbot.waitUntil(lambda: session.worker.frames.peek()[0].index > frames_then + 10, timeout=10000)
+            qtbot.waitUntil(lambda: "full.mp4" in window.record_label.text(), timeout=5000)
+            leftovers = [p.name for p in mount.iterdir() if p.name.startswith(".full.mp4")]
+            assert not leftovers
+            if (mount / "full.mp4").exists():  # what was written must play
+                assert probe_media(mount / "full.mp4").frame_count > 0
+        finally:
+            delete_window_now(window)  # not left to the garbage collector (see delete_window_now)
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 

@@ -93,16 +93,15 @@ def test_microphone_path_end_to_end(null_sink, tmp_path):
 
 @needs_display  # qtbot makes a QApplication before the test body runs; without a display Qt aborts
 def test_unplugged_input_gives_a_message_and_a_rescan_finds_it_again(null_sink, qtbot, tmp_path):
-    from visualizer.main_window import MainWindow
+    from visualizer.main_window import MainWindow, delete_window_now
 
     session = LiveSession(tiny_model(), Params(), InputChoice(device=PULSE_DEVICE))
     window = MainWindow(session)
     session.on_message = window.message.emit
-    qtbot.addWidget(window)
-    window.show()
-    session.worker.start()
-    session.use_source(session.source_choice)
     try:
+        window.show()
+        session.worker.start()
+        session.use_source(session.source_choice)
         qtbot.waitUntil(lambda: session.input_state()[0] == "running", timeout=10000)
         null_sink.unload()  # the interface is unplugged mid-set
         qtbot.waitUntil(lambda: session.input_state()[0] == "lost", timeout=10000)
@@ -118,7 +117,7 @@ def test_unplugged_input_gives_a_message_and_a_rescan_finds_it_again(null_sink, 
             playback.wait(10)
             qtbot.waitUntil(lambda: session.worker.status.peek()[0].level_rms > 0.1, timeout=5000)
     finally:
-        window.close()
+        delete_window_now(window)  # not left to the garbage collector (see delete_window_now)
 
 
 @needs_display

@@ -60,7 +60,7 @@ def run_app(args: argparse.Namespace) -> int:
     # Qt and the widgets load only once every input check passed: a bad flag fails fast without them.
     from PyQt6 import QtCore, QtWidgets
 
-    from visualizer.main_window import MainWindow
+    from visualizer.main_window import MainWindow, delete_window_now
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("soundvj")
@@ -118,7 +118,7 @@ def run_app(args: argparse.Namespace) -> int:
         app.exec()
     finally:
         session.stop()
-        window.close()
+        delete_window_now(window)  # here, on the UI thread, while the QApplication still exists
     if outcome["error"]:
         print(f"soundvj: error: {outcome['error']}", file=sys.stderr)
         return 1

@@ -102,6 +102,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self._timer.timeout.connect(self.poll)
         self._timer.start(POLL_MS)
 
+    @property
+    def frames_drawn(self) -> int:
+        """Frames this window has drawn so far (each new frame the poll found in the worker's slot)."""
+        return self._frames_drawn
+
     # -- panels -----------------------------------------------------------------------------------
 
     def _build_input_panel(self) -> QtWidgets.QGroupBox:
@@ -487,8 +492,27 @@ class MainWindow(QtWidgets.QMainWindow):
         self.message_line.setText(text)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        """Stop polling, the session (render thread, input, recording) and the output window; the
+        widgets themselves go with `delete_window_now` (or the app's event loop)."""
         self._timer.stop()
+        QtWidgets.QApplication.instance().removeEventFilter(self)  # a closed window takes no more keys
         self.session.stop()
         if self._output is not None:
             self._output.close()
+            self._output.deleteLater()  # a top-level window without a parent: nothing else deletes it
+            self._output = None
         super().closeEvent(event)
+
+
+def delete_window_now(window: QtWidgets.QWidget) -> None:
+    """Close `window` and destroy it and its widgets now, on the calling (UI) thread.
+
+    Left to Python, a window is destroyed when the garbage collector breaks its reference cycles
+    (signal connections, key lambdas): at a moment nobody chose, on whichever thread allocates then
+    (the render thread, an audio callback), with part of its Python side already cleared, and
+    possibly while the UI thread paints another OpenGL view. Destroying an OpenGL widget that way can
+    crash the process. `deleteLater` alone does not help if no event loop runs before a collection.
+    """
+    window.close()
+    window.deleteLater()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
