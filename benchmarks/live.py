@@ -81,8 +81,8 @@ def main() -> None:
         threading.Thread(target=feeder, args=(ring, args.block, stop), daemon=True).start()
     time.sleep(0.5)
     ring.read_new()  # start from now
-    worker._stats.all_latency.clear()
-    frames0, dropped0 = worker._stats.frames, worker._stats.dropped
+    worker.clear_latencies()
+    frames0, dropped0 = worker.frames_made, worker.deadlines_dropped
     rss0 = rss_mb()
     worker.start()
     t0 = time.monotonic()
@@ -90,7 +90,7 @@ def main() -> None:
     last_frames, last_t = frames0, t0
     while time.monotonic() - t0 < args.seconds:
         time.sleep(min(10.0, args.seconds / 4))
-        now, frames = time.monotonic(), worker._stats.frames
+        now, frames = time.monotonic(), worker.frames_made
         samples_fps.append((frames - last_frames) / (now - last_t))
         last_frames, last_t = frames, now
     worker.stop()
@@ -98,8 +98,8 @@ def main() -> None:
     if mic is not None:
         mic.stop()
     elapsed = time.monotonic() - t0
-    frames = worker._stats.frames - frames0
-    dropped = worker._stats.dropped - dropped0
+    frames = worker.frames_made - frames0
+    dropped = worker.deadlines_dropped - dropped0
     lat = np.array(worker.latencies) * 1000
     times = worker.pipeline.times.as_ms_per_frame()
     print(f"model:          {model.source}, {model.generator.img_resolution} px, device {model.device}")

@@ -107,14 +107,14 @@ def test_seed_change_crossfades_the_latent(model):
     start = time.monotonic()
     worker.set_params(Params(seed=2, alpha=0.2), fade_seconds=1.0)
     worker.tick(now=start + 0.5)
-    assert worker._latent_fade is not None  # two sequences run side by side during the fade
+    assert worker.crossfading_seeds  # two sequences run side by side during the fade
     # A cut to the new seed restarts at the new seed's latent; the fade starts near the old one.
     cut = RenderWorker(model, ArraySource(noise(4.0)), Params(seed=1, alpha=0.2))
     cut.tick()
     cut.set_params(Params(seed=2, alpha=0.2), fade_seconds=0.0)
     cut.tick()
     worker.tick(now=start + 2.0)
-    assert worker._latent_fade is None and worker.params.seed == 2
+    assert not worker.crossfading_seeds and worker.params.seed == 2
 
 
 def test_running_worker_takes_a_change_within_two_frames(model):

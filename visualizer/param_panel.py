@@ -56,12 +56,14 @@ class _Control(QtWidgets.QWidget):
         row.addWidget(self.box)
         self._updating = False
 
-    def value(self):
+    def value(self) -> float | int | None:
+        """The control's value; None while "auto" is ticked."""
         if self.auto is not None and self.auto.isChecked():
             return None
         return self.box.value()
 
-    def set_value(self, value) -> None:
+    def set_value(self, value: float | int | None) -> None:
+        """Show `value` (None: tick "auto") without emitting `edited`."""
         self._updating = True
         try:
             if self.auto is not None:

@@ -26,6 +26,7 @@ import numpy as np
 from core.errors import SoundvjError, one_line
 from core.video_writer import Mp4Writer, check_output_path
 from visualizer.mailbox import LatestSlot
+from visualizer.render_worker import PublishedFrame
 
 
 class SessionRecorder:
@@ -70,7 +71,7 @@ class SessionRecorder:
 
     # -- render thread ----------------------------------------------------------------------------
 
-    def feed(self, frame, audio: np.ndarray) -> None:
+    def feed(self, frame: PublishedFrame, audio: np.ndarray) -> None:
         """Take the newest shown frame and the audio heard since the previous call; returns at once."""
         if self.state != "recording" or self._stopping.is_set():
             return

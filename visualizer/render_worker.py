@@ -176,7 +176,27 @@ class RenderWorker(threading.Thread):
 
     @property
     def latencies(self) -> list[float]:
+        """Audio-to-frame latencies (seconds) of the frames so far, at most `keep_latencies` of them."""
         return list(self._stats.all_latency)
+
+    def clear_latencies(self) -> None:
+        """Forget the latencies kept so far (a benchmark measures from after its warm-up)."""
+        self._stats.all_latency.clear()
+
+    @property
+    def frames_made(self) -> int:
+        """Frames made and published since the worker was created."""
+        return self._stats.frames
+
+    @property
+    def deadlines_dropped(self) -> int:
+        """Frame deadlines skipped because a frame came out late (never made up for later)."""
+        return self._stats.dropped
+
+    @property
+    def crossfading_seeds(self) -> bool:
+        """True while a seed change crossfades: the old and the new latent sequence run side by side."""
+        return self._latent_fade is not None
 
     # -- the loop ---------------------------------------------------------------------------------
 

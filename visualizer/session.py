@@ -142,7 +142,8 @@ class LiveSession:
         self.target = params
         self.worker.set_params(params, fade_seconds, name)
 
-    def set_param(self, name: str, value) -> Params:
+    def set_param(self, name: str, value: object) -> Params:
+        """Change one parameter at once (no fade); returns the new target."""
         params = self.target.replace(**{name: value})
         self.set_params(params)
         return params
