@@ -15,7 +15,8 @@ from core.errors import SoundvjError
 from core.stylegan3.live_synthesis import LiveSynthesis, LiveSynthesisOptions
 from core.stylegan3.networks import SynthesisLayer
 from core.stylegan3.ops import backend
-from tests.conftest import fixture_generator, requires_cuda
+from tests.conftest import requires_cuda
+from tests.parity_fixtures import fixture_generator
 
 VARIANTS = ["t64", "r64"]
 # fp16 against fp32 on the same weights (images in about [-1, 1]): float16 keeps ~3 decimal digits
@@ -47,8 +48,8 @@ def test_fp16_layers_are_nvidias(sg3_fixtures, variant):
 
 
 def _small_generator():
-    """A StyleGAN3-T small enough for CPU float16 convs (which take PyTorch's slow reference kernels:
-    ~76 s for one 64 px fixture frame; the forced-fp16 t64 image was 0.0008 max abs from the official one)."""
+    """A StyleGAN3-T small enough for CPU float16 convs, which run PyTorch's slow reference kernels
+    (far too slow for a test at the 64 px fixtures' size)."""
     from core.stylegan3.networks import Generator
 
     torch.manual_seed(3)
