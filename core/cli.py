@@ -8,10 +8,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Sequence
 
 from core.errors import SoundvjError
+from core.model_credits import credit_lines, summary_lines
+from core.model_file import (
+    builtin_model_file,
+    check_not_an_input,
+    check_writable_folder,
+    describe_generator,
+    generator_from_pickle,
+    is_builtin_model,
+    load_generator,
+    model_kind,
+    read_model_file,
+    save_model,
+)
+from core.presets import list_presets
+from core.render import register_cli as register_render_cli
+from core.stylegan3.nvidia_pickle import list_pickle_contents
+from core.stylegan3.ops.backend import describe_backend
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -30,11 +48,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from core.model_file import describe_generator, load_generator
-    from core.stylegan3.ops.backend import describe_backend
-
-    from core.model_file import builtin_model_file, is_builtin_model
-
     G = load_generator(args.model or "default", device=args.device)
     if args.backend:
         print(describe_backend(G))  # the measured (or cached) times for this model, and the choice
@@ -54,15 +67,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
           f"{facts['parameters']:,} parameters")
     print(f"device:       {facts['device']}")
     if args.model and Path(args.model).suffix == ".pkl":
-        from core.stylegan3.nvidia_pickle import list_pickle_contents
-
         networks = [f"{k} ({v.rsplit('.', 1)[-1]})" for k, v in list_pickle_contents(args.model).items() if v]
         print(f"networks:     {', '.join(networks)}")
     sound = _sound_summary(args.model)
     if sound:
         print(f"sound models: {sound}")
-    from core.model_credits import credit_lines, summary_lines
-
     metadata = _model_metadata(args.model)
     for line in summary_lines(metadata):
         print(line)
@@ -76,8 +85,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _model_file(model: str | None) -> Path | None:
     """The file a model argument names (the shipped default's file for "default"), None for the random one."""
-    from core.model_file import builtin_model_file, is_builtin_model
-
     return builtin_model_file(model) if is_builtin_model(model) else Path(model)  # type: ignore[arg-type]
 
 
@@ -86,8 +93,6 @@ def _model_metadata(model: str | None) -> dict[str, str]:
     path = _model_file(model)
     if path is None:
         return {}
-    from core.model_file import model_kind, read_model_file
-
     return dict(read_model_file(path).metadata) if model_kind(path) == "safetensors" else {}
 
 
@@ -95,19 +100,13 @@ def _sound_summary(model: str | None) -> str | None:
     path = _model_file(model)
     if path is None:
         return "embedded (seeded, untrained)"
-    from core.model_file import model_kind
-
     if model_kind(path) == "pickle":
         return "none in the file (seeded defaults are used)"
-    from core.model_file import read_model_file
-
     contents = read_model_file(path)
     return "present" if contents.sound_state else "none in the file (seeded defaults are used)"
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from core.model_file import check_not_an_input, check_writable_folder, generator_from_pickle, save_model
-
     out = Path(args.output)
     check_not_an_input(out, {"network pickle": args.network})
     if out.suffix != ".safetensors":
@@ -120,8 +119,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from core.presets import list_presets
-
     presets = list_presets()
     width = max((len(p.name) for p in presets), default=4)
     for p in presets:
@@ -173,11 +170,7 @@ def _extra_commands() -> list[Callable]:
     `soundvj.commands` entry-point group, so core never imports those packages. Each entry point names
     a `register_cli(subparsers)` function that must import nothing heavy (no Qt) at registration.
     """
-    from importlib.metadata import entry_points
-
-    from core.render import register_cli
-
-    registrars: list[Callable] = [register_cli]
+    registrars: list[Callable] = [register_render_cli]
     seen = {"render"}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if ep.name in seen:

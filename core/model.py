@@ -15,25 +15,29 @@ from typing import Callable
 
 import torch
 
+from core import model_file
+from core.audio.demo import demo_soundscape
 from core.audio.mel import MelConfig
+from core.audio.windows import WindowConfig, mel_windows
+from core.default_model import default_generator
 from core.device import pick_device
 from core.errors import SoundvjError, short_repr
-from core import model_file
 from core.model_file import (
-    builtin_model_file,
-    is_builtin_model,
     build_generator,
+    builtin_model_file,
     generator_from_pickle,
+    is_builtin_model,
     model_kind,
     read_model_file,
     save_model,
 )
 from core.sound import SoundModels, SoundModelsConfig
 from core.stylegan3.networks import Generator
+from core.stylegan3.ops import backend as ops_backend
 
 SOUND_SEED = 7
-# Untrained stand-ins only need to be sound-dependent and fast: at width 8, E_A + E_I take
-# under 10 ms a frame on 2 CPU cores.
+# Untrained stand-ins only need to be sound-dependent and fast: width 8 keeps E_A + E_I a small
+# part of a frame's time on a 2-core CPU.
 SEEDED_SOUND_WIDTH = 8
 
 
@@ -109,9 +113,6 @@ def _standardise_heads(sound: SoundModels) -> None:
     """Centre and scale each E_I head's input over a reference soundscape (folded into its linear
     layer). An untrained backbone answers every sound with nearly the same features; removing that
     common part leaves the part that differs between sounds, so different sounds get different pictures."""
-    from core.audio.demo import demo_soundscape
-    from core.audio.windows import WindowConfig, mel_windows
-
     mel = MelConfig()
     windows = mel_windows(demo_soundscape(seconds=24.0, sample_rate=mel.sample_rate), mel, WindowConfig(fps=4.0))
     inputs: list[torch.Tensor] = []
@@ -196,8 +197,6 @@ def load_model(
     if is_builtin_model(path):
         shipped = builtin_model_file(path)
         if shipped is None:
-            from core.default_model import default_generator
-
             G = default_generator()
             model = SoundvjModel(G, seeded_sound_models(G), MelConfig(), "embedded default (random weights)", True)
             return _choose_ops_backend(model.to(dev))
@@ -225,9 +224,7 @@ def load_model(
 
 def _choose_ops_backend(model: SoundvjModel) -> SoundvjModel:
     """The fastest StyleGAN3 ops for this model on this machine: measured once (< 3 s), then cached."""
-    from core.stylegan3.ops import backend
-
-    backend.choose_for_model(model.generator)
+    ops_backend.choose_for_model(model.generator)
     return model
 
 

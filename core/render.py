@@ -36,6 +36,7 @@ from core.model import SoundvjModel, load_model
 from core.model_file import check_not_an_input
 from core.params import Params, add_cli_arguments, params_from_cli
 from core.pipeline import FramePipeline
+from core.presets import load_preset
 from core.stylegan3.ops import backend as ops_backend
 from core.video_writer import (
     AAC_SAMPLE_RATES,
@@ -50,9 +51,8 @@ from core.video_writer import (
 DEMO_SECONDS = 24.0
 DEMO_MAX_SECONDS = 3600.0  # the demo soundscape's own limit
 MAX_BATCH = 64  # frames in flight; more only costs memory
-# Memory an output size needs beyond the model, measured here (libx264 preset medium, 2 cores): a
-# 60-frame 4096x4096 render peaked 3.3 GB above a render at the model's size, about 160 bytes a
-# pixel held by the encoder (look-ahead and frame threads) and ~22 for scaling and conversion.
+# Memory an output size needs beyond the model, per output pixel: most is held by the encoder
+# (libx264's look-ahead and frame threads, preset medium), the rest by scaling and conversion.
 BYTES_PER_OUTPUT_PIXEL = 185
 SIZE_NOTE_BYTES = 1 << 30  # above this, say up front what the size will need
 CHUNK_SECONDS = 0.5  # audio pushed per windower call; any size gives the same windows
@@ -390,8 +390,6 @@ def check_render_args(args: argparse.Namespace) -> tuple[tuple[int, int] | None,
     size = parse_size(args.size) if args.size else None
     params = Params()
     if args.preset:
-        from core.presets import load_preset
-
         params = load_preset(args.preset).apply(params)
     return size, params_from_cli(args, params)
 

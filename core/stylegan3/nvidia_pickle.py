@@ -87,8 +87,8 @@ class _Budget:
 # The unpickler itself: Python's own implementation (not the C one), so each opcode can be checked
 # before its result is used. The C unpickler builds dict keys and set items by hashing them, and
 # hashing a 200,000-deep tuple recurses in C until the process crashes (no exception to catch);
-# here a tuple nested deeper than _MAX_NESTING is refused the moment it is built. Speed is no issue:
-# the opcodes are few (tensor data comes in a few large byte strings), 0.3 s for a 114 MB snapshot.
+# here a tuple nested deeper than _MAX_NESTING is refused the moment it is built. The pure-Python
+# unpickler is fast enough: the opcodes are few (tensor data comes in a few large byte strings).
 
 
 def _counted(operation: Callable[[Any], None]) -> Callable[[Any], None]:
