@@ -9,8 +9,11 @@ import av
 import numpy as np
 import pytest
 
+from core.params import Params
 from core.video_writer import probe_media
 from tests.live_helpers import SR, write_wav
+from tests.pipeline_helpers import tiny_model
+from visualizer.session import InputChoice, LiveSession
 
 needs_display = pytest.mark.skipif(
     not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
@@ -81,10 +84,8 @@ def test_scripted_file_run_records_exactly_the_file(tmp_path):
 def test_full_disk_stops_the_recording_and_the_show_goes_on(tmp_path, qtbot):
     """A 300 kB tmpfs fills within a second of recording: the recorder stops with a message, the
     render thread keeps making frames, and no half-written file is left under the name."""
-    from core.params import Params
-    from tests.pipeline_helpers import tiny_model
+    # The window's modules need PyQt6; the rest of this file runs without it (it checks the hint).
     from visualizer.main_window import MainWindow, delete_window_now
-    from visualizer.session import InputChoice, LiveSession
 
     mount = tmp_path / "tiny"
     mount.mkdir()

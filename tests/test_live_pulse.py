@@ -93,6 +93,7 @@ def test_microphone_path_end_to_end(null_sink, tmp_path):
 
 @needs_display  # qtbot makes a QApplication before the test body runs; without a display Qt aborts
 def test_unplugged_input_gives_a_message_and_a_rescan_finds_it_again(null_sink, qtbot, tmp_path):
+    # Qt widgets: imported only by the test that has a display (the others run without one).
     from visualizer.main_window import MainWindow, delete_window_now
 
     session = LiveSession(tiny_model(), Params(), InputChoice(device=PULSE_DEVICE))

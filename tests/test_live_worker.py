@@ -19,7 +19,7 @@ from tests.live_helpers import wait_for
 from tests.pipeline_helpers import tiny_model
 from visualizer.mailbox import LatestSlot
 from visualizer.recorder import SessionRecorder
-from visualizer.render_worker import RenderWorker
+from visualizer.render_worker import RenderWorker, load_model_async
 
 SR = 44100
 
@@ -197,8 +197,6 @@ def test_recorder_stops_at_max_seconds(model, tmp_path):
 
 
 def test_model_swap_happens_between_frames(model):
-    from visualizer.render_worker import load_model_async
-
     worker = RenderWorker(model, ArraySource(noise(5.0)))
     assert worker.tick().image.shape == (32, 32, 3)
     loaded = threading.Event()

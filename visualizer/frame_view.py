@@ -34,6 +34,7 @@ class FrameView(QtWidgets.QWidget):
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
 
     def _init_vispy(self, layout: QtWidgets.QVBoxLayout) -> None:
+        # vispy loads only when OpenGL is asked for: with --no-gl (or no GL at all) the QLabel view plays.
         import vispy
 
         vispy.use("pyqt6")
