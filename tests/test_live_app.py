@@ -151,3 +151,22 @@ def test_output_window_fullscreen_and_escape(app_window, qtbot):
     qtbot.keyClick(window.view, QtCore.Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: not out.isFullScreen(), timeout=5000)
     assert out.view.grab_rgb().std() > 5
+
+
+def test_closing_destroys_both_windows_at_once(qtbot, tmp_path):
+    """The windows (and their OpenGL views) are destroyed when closed, on this thread, not later by
+    the garbage collector on whichever thread happens to allocate (which can crash the process)."""
+    from PyQt6 import QtWidgets, sip
+
+    session = LiveSession(tiny_model(), Params(fps=24), InputChoice(file=str(write_wav(tmp_path / "n.wav", 2.0))))
+    window = MainWindow(session)
+    try:
+        window.show()
+        qtbot.waitExposed(window)
+        out = window.output_window()
+        out.show_on_screen(0, fullscreen=False)
+        qtbot.waitExposed(out)
+    finally:
+        delete_window_now(window)
+    assert sip.isdeleted(window) and sip.isdeleted(out)
+    assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
