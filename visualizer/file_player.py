@@ -117,6 +117,7 @@ class FilePlayer:
 
     @property
     def output_device_name(self) -> str | None:
+        """The name of the output device in use, or None (the wall clock)."""
         return None if self._output is None else self._output.name
 
     @property

@@ -58,6 +58,7 @@ class FrameView(QtWidgets.QWidget):
         self.backend = "qlabel"
 
     def show_frame(self, rgb: np.ndarray) -> None:
+        """Draw `rgb` (uint8 [H, W, 3]), scaled to fit with its aspect kept."""
         self._last = rgb
         if self.backend == "vispy":
             if self._image is None or self._shape != rgb.shape:

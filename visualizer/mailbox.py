@@ -25,6 +25,7 @@ class LatestSlot(Generic[T]):
         self._taken_seq = 0
 
     def put(self, value: T) -> int:
+        """Store `value` (overwriting the one there); returns its sequence number."""
         with self._lock:
             if self._seq > self._taken_seq and self._value is not None:
                 self.overwritten += 1

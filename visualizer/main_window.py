@@ -38,6 +38,8 @@ Right/Left  noise +/- 0.1
 
 
 class MainWindow(QtWidgets.QMainWindow):
+    """The control window of a `LiveSession`: the picture, scopes and panels, the keys, and the output window it
+    opens; `closeEvent` stops the session (see `delete_window_now` for destroying it)."""
     message = QtCore.pyqtSignal(str)  # from any thread; shown in the status bar and the message line
 
     def __init__(self, session: LiveSession, use_gl: bool = True, record_folder: str | None = None) -> None:
@@ -239,6 +241,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.set_params(params)
 
     def nudge(self, name: str, step: float) -> None:
+        """Step parameter `name` by `step`, clamped to its range (the arrow keys)."""
         s = spec(name)
         value = min(s.maximum, max(s.minimum, getattr(self.session.target, name) + step))
         params = self.session.set_param(name, round(value, 6))
@@ -267,6 +270,7 @@ class MainWindow(QtWidgets.QMainWindow):
             frozen.set()
 
     def toggle_recording(self) -> None:
+        """Start a recording to a new timestamped file in the record folder, or stop the running one."""
         rec = self.session.recorder
         if rec is not None and rec.active:
             self.session.stop_recording(wait=False)
@@ -281,6 +285,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._output.show_on_screen(index, fullscreen=self._output.isFullScreen())
 
     def output_window(self) -> OutputWindow:
+        """The output window, made on first use."""
         if self._output is None:
             self._output = OutputWindow(use_gl=self.use_gl)
         return self._output
@@ -332,6 +337,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.device_combo.setCurrentIndex(i)
 
     def rescan_devices(self) -> None:
+        """Re-initialise PortAudio, refill the device list, and reopen the chosen device if it came back."""
         devices = self._list_devices(rescan=True)
         self._fill_devices(devices)
         wanted = self.session.source_choice
@@ -434,6 +440,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- polling ----------------------------------------------------------------------------------
 
     def poll(self) -> None:
+        """Draw the newest frame and refresh the scopes, status bar, input and record panels (the timer's slot)."""
         worker = self.session.worker
         frame, self._frame_seq = worker.frames.take_new(self._frame_seq)
         if frame is not None:

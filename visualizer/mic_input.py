@@ -123,6 +123,7 @@ class MicInput:
 
     @property
     def device_rate_in_use(self) -> int | None:
+        """The rate the device was opened at (None while no stream is open)."""
         active = self._active
         return None if active is None else active.rate
 

@@ -9,6 +9,7 @@ from visualizer.frame_view import FrameView
 
 
 class OutputWindow(QtWidgets.QWidget):
+    """A frameless window showing only the picture (`view`), for a projector or a second screen."""
     def __init__(self, use_gl: bool = True) -> None:
         super().__init__(None, QtCore.Qt.WindowType.Window | QtCore.Qt.WindowType.FramelessWindowHint)
         self.setWindowTitle("soundvj output")
@@ -20,6 +21,7 @@ class OutputWindow(QtWidgets.QWidget):
         self.resize(640, 640)
 
     def show_on_screen(self, index: int, fullscreen: bool = True) -> None:
+        """Show on screen `index` (the primary screen if there is no such screen), fullscreen or not."""
         screens = QtGui.QGuiApplication.screens()
         screen = screens[index] if 0 <= index < len(screens) else QtGui.QGuiApplication.primaryScreen()
         self.setScreen(screen)

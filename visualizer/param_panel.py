@@ -139,6 +139,7 @@ class ParamPanel(QtWidgets.QWidget):
         self.set_params(params)
 
     def params(self) -> Params:
+        """The snapshot the controls show."""
         return self._params
 
     def set_params(self, params: Params) -> None:

@@ -84,10 +84,12 @@ class SessionRecorder:
 
     @property
     def seconds(self) -> float:
+        """Seconds of audio recorded so far."""
         return self.samples_recorded / self.sample_rate
 
     @property
     def bytes_written(self) -> int:
+        """Size of the file being written (0 before it exists)."""
         writer = self._writer
         for candidate in ((writer.temp_path,) if writer else ()) + (self.path,):
             try:
@@ -98,6 +100,7 @@ class SessionRecorder:
 
     @property
     def active(self) -> bool:
+        """True while recording."""
         return self.state == "recording"
 
     def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
@@ -108,6 +111,7 @@ class SessionRecorder:
             self._thread.join(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the recorder's thread to end; True if it did within `timeout`."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

@@ -74,11 +74,14 @@ class PublishedFrame:
 
     @property
     def latency(self) -> float:
+        """Seconds from the newest sample's arrival to this frame's publication."""
         return self.shown_at - self.audio_arrival
 
 
 @dataclass(frozen=True)
 class RenderStatus:
+    """What the status bar shows, published after every frame: frame and drop counts, fps and latency
+    over the last STATUS_WINDOW frames, the input level, and what plays."""
     frames: int
     dropped: int
     fps: float
@@ -146,6 +149,7 @@ class RenderWorker(threading.Thread):
     # -- control (any thread) ---------------------------------------------------------------------
 
     def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "") -> None:
+        """Go to `params`, crossfading over `fade_seconds`, from the next frame on (returns at once)."""
         self.commands.put(ParamCommand(params, fade_seconds, name))
 
     def swap_model(self, model: SoundvjModel) -> None:
@@ -153,14 +157,17 @@ class RenderWorker(threading.Thread):
         self.models.put(model)
 
     def add_sink(self, sink: FrameSink) -> None:
+        """Feed every frame from now on to `sink` too (e.g. a recorder)."""
         with self._sinks_lock:
             self.sinks = [*self.sinks, sink]
 
     def remove_sink(self, sink: FrameSink) -> None:
+        """Stop feeding `sink`."""
         with self._sinks_lock:
             self.sinks = [s for s in self.sinks if s is not sink]
 
     def stop(self, timeout: float = 5.0) -> None:
+        """End the loop after the current frame and wait up to `timeout` seconds for the thread."""
         self._stop_event.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
@@ -172,6 +179,7 @@ class RenderWorker(threading.Thread):
 
     @property
     def model(self) -> SoundvjModel:
+        """The model that makes the frames now."""
         return self._model
 
     @property
@@ -201,6 +209,7 @@ class RenderWorker(threading.Thread):
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """The frame loop (see the module docstring); errors become one-line messages, never an exit."""
         next_deadline = time.monotonic()
         while not self._stop_event.is_set():
             period = 1.0 / self._params_now.fps

@@ -30,6 +30,7 @@ class MelScope(pg.PlotWidget):
         self.last: np.ndarray | None = None
 
     def show_window(self, mel: np.ndarray) -> None:
+        """Show the mel window `mel` ([n_mels, W], values in [0, 1])."""
         self.last = mel
         self.image.setImage(mel, levels=(0.0, 1.0), autoLevels=False)
         self.setRange(xRange=(0, mel.shape[1]), yRange=(0, mel.shape[0]), padding=0)
@@ -56,9 +57,11 @@ class LevelMeter(pg.PlotWidget):
 
     @staticmethod
     def to_db(x: float) -> float:
+        """`x` (linear amplitude) in dB, floored at METER_FLOOR_DB."""
         return max(METER_FLOOR_DB, 20 * math.log10(x)) if x > 0 else METER_FLOOR_DB
 
     def show_level(self, peak: float, rms: float, clipped: bool, now: float) -> None:
+        """Show peak and RMS (linear) in dB; a clip keeps the light red for CLIP_HOLD_SECONDS."""
         heights = [self.to_db(peak) - METER_FLOOR_DB, self.to_db(rms) - METER_FLOOR_DB]
         self.bars.setOpts(height=heights)
         if clipped:

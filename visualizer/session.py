@@ -75,11 +75,13 @@ class LiveSession:
         self.use_source(self.source_choice)
 
     def stop(self) -> None:
+        """Finish any recording, close the input, stop the render thread."""
         self.stop_recording(wait=True)
         self._close_input()
         self.worker.stop()
 
     def message(self, text: str) -> None:
+        """Keep `text` (the last 50 messages) and pass it to `on_message`."""
         with self._lock:
             self.messages.append(text)
             del self.messages[:-50]
@@ -139,6 +141,7 @@ class LiveSession:
     # -- parameters and presets -------------------------------------------------------------------
 
     def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "") -> None:
+        """Make `params` the target, crossfading over `fade_seconds`; `name` labels the look."""
         self.target = params
         self.worker.set_params(params, fade_seconds, name)
 
@@ -205,6 +208,8 @@ class LiveSession:
     def start_recording(self, path: str | os.PathLike, max_seconds: float | None = None,
                         on_done: Callable[[SessionRecorder], None] | None = None,
                         crf: int = 20) -> SessionRecorder | None:
+        """Record what is shown and heard to `path` (returns at once); the running recorder if one runs,
+        None with a message if the path is unusable."""
         if self.recorder is not None and self.recorder.active:
             return self.recorder
         res = self.model.generator.img_resolution
@@ -228,6 +233,7 @@ class LiveSession:
         return recorder
 
     def stop_recording(self, wait: bool = False) -> None:
+        """Finish the recording; `wait` until the file is closed."""
         rec = self.recorder
         if rec is not None:
             rec.stop(wait=wait)
