@@ -169,10 +169,24 @@ class Mp4Writer:
         self.width, self.height = int(width), int(height)
         self.frame_count = 0
 
+        self._take_audio_track(audio, sample_rate, audio_channels)
+        self._open_temp_container()
+        try:
+            self._add_streams(crf, preset)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = False
+
+    def _take_audio_track(
+        self, audio: torch.Tensor | np.ndarray | None, sample_rate: int | None, audio_channels: int | None
+    ) -> None:
+        """Check the audio arguments and set up the whole track (`audio=`), a live one, or none."""
         self._samples: np.ndarray | None = None  # the whole track, when given up front
         # Live track: chunks received but not yet encoded, oldest first (None when not live).
         self._pending: deque[np.ndarray] | None = None
         self._pending_count = 0
+        self._samples_sent = 0
         self.sample_rate: int | None = None
         self.audio_channels: int | None = None
         if audio is not None:
@@ -194,8 +208,9 @@ class Mp4Writer:
                 )
             self.sample_rate, self.audio_channels = int(sample_rate), int(audio_channels)
             self._pending = deque()
-        self._samples_sent = 0
 
+    def _open_temp_container(self) -> None:
+        """Create the temp file beside the output and open it as the mp4/mov container."""
         container_format = "mov" if self.path.suffix.lower() == ".mov" else "mp4"
         # The writer spans many calls, so the atomic_path block is entered here and ended by
         # close() (rename over the output) or abort() (remove). PyAV is given the container format,
@@ -223,25 +238,23 @@ class Mp4Writer:
         except BaseException:
             self._finish_output(keep=False)
             raise
-        try:
-            self._video = self._container.add_stream(
-                "libx264", rate=self.fps, options={"crf": str(int(crf)), "preset": preset}
-            )
-            self._video.width, self._video.height = self.width, self.height
-            self._video.pix_fmt = "yuv420p"
-            self._video.codec_context.time_base = 1 / self.fps  # pts counts frames
-            ctx = self._video.codec_context
-            ctx.color_primaries = ctx.color_trc = ctx.colorspace = AVCOL_BT709
-            ctx.color_range = AVCOL_RANGE_MPEG
-            self._audio = None
-            if self.audio_channels is not None:
-                layout = "mono" if self.audio_channels == 1 else "stereo"
-                self._audio = self._container.add_stream("aac", rate=self.sample_rate, layout=layout)
-                self._audio.codec_context.time_base = Fraction(1, self.sample_rate)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = False
+
+    def _add_streams(self, crf: int, preset: str) -> None:
+        """The H.264 video stream (BT.709, tagged) and, with an audio track, the AAC stream."""
+        self._video = self._container.add_stream(
+            "libx264", rate=self.fps, options={"crf": str(int(crf)), "preset": preset}
+        )
+        self._video.width, self._video.height = self.width, self.height
+        self._video.pix_fmt = "yuv420p"
+        self._video.codec_context.time_base = 1 / self.fps  # pts counts frames
+        ctx = self._video.codec_context
+        ctx.color_primaries = ctx.color_trc = ctx.colorspace = AVCOL_BT709
+        ctx.color_range = AVCOL_RANGE_MPEG
+        self._audio = None
+        if self.audio_channels is not None:
+            layout = "mono" if self.audio_channels == 1 else "stereo"
+            self._audio = self._container.add_stream("aac", rate=self.sample_rate, layout=layout)
+            self._audio.codec_context.time_base = Fraction(1, self.sample_rate)
 
     @staticmethod
     def _prepare_audio(audio: torch.Tensor | np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:

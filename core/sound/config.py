@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from core.errors import SoundvjError
 
@@ -34,6 +34,9 @@ def _check_blocks(owner: str, value: Any, lo: int = 1, hi: int = 16) -> None:
         )
 
 
+_Config = TypeVar("_Config", bound="_DictMixin")
+
+
 class _DictMixin:
     """to_dict()/from_dict() for the flat configs; from_dict rejects unknown keys, fills missing ones with defaults."""
 
@@ -47,7 +50,7 @@ class _DictMixin:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any):  # -> Self
+    def from_dict(cls: type[_Config], data: Any) -> _Config:
         if not isinstance(data, dict):
             raise SoundvjError(f"{cls.section}: expected a mapping of settings, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -154,6 +154,7 @@ class SoundInversionEncoder(WSpaceModule):
 
     def _fused_heads(self) -> list[tuple[str, "FusedStyleHeads"]]:
         """The style heads of each level as one FusedStyleHeads, rebuilt whenever a parameter changed."""
+        # `_version` is torch's in-place write counter: the only sign that an optimizer step changed a weight.
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.styles.parameters())
         if getattr(self, "_fused_key", None) != key:
             groups: dict[str, list[MapToStyle]] = {}

@@ -428,6 +428,7 @@ def _load_from_bytes(budget: _Budget, data: Any) -> _SavedStorage:
     typed = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     if not isinstance(typed, torch.storage.TypedStorage):
         raise _Refused("a tensor's storage does not decode to a storage")
+    # What typed.untyped() returns, without its warning that TypedStorage is going away.
     return _SavedStorage(typed._untyped_storage, typed.dtype)
 
 
