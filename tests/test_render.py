@@ -161,15 +161,15 @@ def test_sigterm_mid_render_leaves_nothing(tmp_path, tiny_model_file):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob(".killed.mp4.partial-*")):
+    while time.time() < deadline and not list(tmp_path.glob(".killed.mp4.*.partial")):
         time.sleep(0.2)
-    assert list(tmp_path.glob(".killed.mp4.partial-*")), "the render never started writing"
+    assert list(tmp_path.glob(".killed.mp4.*.partial")), "the render never started writing"
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert out.read_bytes() == b"previous render"
-    assert not list(tmp_path.glob(".killed.mp4.partial-*"))
+    assert not list(tmp_path.glob(".killed.mp4.*.partial"))
 
 
 def test_model_file_carries_sound_models(tmp_path, capsys):
