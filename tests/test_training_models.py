@@ -21,7 +21,7 @@ from training.models.clip import (  # noqa: E402
     clip_pixels,
     save_clip,
 )
-from training.models.discriminators import DiscriminatorConfig, ImageDiscriminator, VideoDiscriminator  # noqa: E402
+from training.models.discriminators import ImageDiscriminator, VideoDiscriminator  # noqa: E402
 from training.losses import (  # noqa: E402
     LogitScale,
     encoder_loss,
@@ -310,11 +310,6 @@ def test_conditional_discriminators_score_against_the_given_class(kind):
         d(x, torch.tensor([0]))
     with pytest.raises(ValueError, match="unconditional"):
         plain(x, torch.tensor([0, 1]))
-
-
-def test_discriminator_config_rejects_even_temporal_kernel():
-    with pytest.raises(SoundvjError, match="discriminators.temporal_kernel"):
-        DiscriminatorConfig(temporal_kernel=2)
 
 
 # ---------------------------------------------------------------- core hook used by training

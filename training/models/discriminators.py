@@ -16,32 +16,11 @@ frame is judged against real frames of its own class, not of any class (beyond t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-
-from core.errors import SoundvjError
 
 LRELU_SLOPE = 0.2
 NUM_BLOCKS = 4
 MIN_SIZE = 2**NUM_BLOCKS * 2  # the last block must keep at least 2x2
-
-
-@dataclass(frozen=True)
-class DiscriminatorConfig:
-    """Widths of D_I and D_V (config keys; 64 is pix2pix's PatchGAN)."""
-
-    image_width: int = 64
-    video_width: int = 32
-    temporal_kernel: int = 3
-
-    def __post_init__(self) -> None:
-        for name, lo, hi in (("image_width", 1, 512), ("video_width", 1, 512), ("temporal_kernel", 1, 9)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise SoundvjError(f"discriminators.{name}: expected an integer in [{lo}, {hi}], got {value!r}")
-        if self.temporal_kernel % 2 == 0:
-            raise SoundvjError(f"discriminators.temporal_kernel: expected an odd number, got {self.temporal_kernel}")
 
 
 def _channels(width: int) -> list[int]:
