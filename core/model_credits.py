@@ -16,6 +16,7 @@ CREDITS_KEY = "training.credits"
 
 
 def _json(metadata: dict[str, str], key: str) -> Any:
+    """The JSON value stored under `key`; None when absent or unreadable (a damaged file is not an error here)."""
     try:
         return json.loads(metadata[key]) if key in metadata else None
     except (TypeError, json.JSONDecodeError):
@@ -23,11 +24,14 @@ def _json(metadata: dict[str, str], key: str) -> Any:
 
 
 def class_names(metadata: dict[str, str]) -> list[str] | None:
+    """The class names a class-conditional generator was trained on (class-index order), read from
+    `CLASSES_KEY`; [] for an unconditional generator, None when the metadata does not say (or is damaged)."""
     names = _json(metadata, CLASSES_KEY)
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def credit_entries(metadata: dict[str, str]) -> list[dict]:
+    """The per-file credit entries stored under `CREDITS_KEY` (a list, or the first list in an object)."""
     data = _json(metadata, CREDITS_KEY)
     if isinstance(data, dict):  # {"files": [...], ...} or similar: the first list of entries in it
         data = next((v for v in data.values() if isinstance(v, list)), [])

@@ -16,7 +16,8 @@ import pytest
 
 from core.audio.mel import MelConfig
 from core.errors import SoundvjError
-from training.data import DataConfig, open_datasets
+from training.data.config import DataConfig
+from training.data.datasets import open_datasets
 from training.data.demo import scenes
 from training.data.demo import sources as S
 from training.data.demo.build import DemoSettings, build, missing_packages

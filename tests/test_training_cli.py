@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.cli
+import training.stages
 from core.cli import main
-from training.cli import StageEntry
+from training.stages import StageEntry
 from training.loop import CHECKPOINT_NAME, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ TOY_ARGS = ["--set", "loop.batch_size=4", "--set", "loop.progress=false", "--set
 @pytest.fixture()
 def toy_stage(monkeypatch):
     """`soundvj train toy` runs the loop's test stage through the real CLI path."""
-    monkeypatch.setitem(training.cli.STAGES, "toy", StageEntry("tests.training_toy", "no-such-file.yaml", "test stage"))
+    monkeypatch.setitem(training.stages.STAGES, "toy", StageEntry("tests.training_toy", "no-such-file.yaml", "test stage"))
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -84,7 +84,7 @@ def test_resume_with_another_config_is_refused_and_leaves_the_checkpoint(toy_sta
 
 
 def test_unavailable_stage_module_is_a_one_line_error(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(training.cli.STAGES, "ghost", StageEntry("training.stages.ghost", "ghost.yaml", "absent"))
+    monkeypatch.setitem(training.stages.STAGES, "ghost", StageEntry("training.stages.ghost", "ghost.yaml", "absent"))
     code, _, err = run_cli(["train", "ghost", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "train ghost: this stage is not available" in err
 
@@ -248,9 +248,9 @@ def test_print_config_shows_the_resolved_config(toy_stage, tmp_path, capsys):
 
 CLI_WITH_TOY = """
 import sys
-import training.cli
+import training.stages
 from core.cli import main
-training.cli.STAGES["toy"] = training.cli.StageEntry("tests.training_toy", "none.yaml", "test stage")
+training.stages.STAGES["toy"] = training.stages.StageEntry("tests.training_toy", "none.yaml", "test stage")
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -16,7 +16,8 @@ from core.audio.mel import MelConfig
 from core.audio.windows import WindowConfig, mel_windows, window_mel_frames
 from core.errors import SoundvjError
 from core.video_writer import Mp4Writer, probe_media
-from training.data import DataConfig, open_datasets
+from training.data.config import DataConfig
+from training.data.datasets import open_datasets
 from training.data.clips import list_clips
 from training.data.decoded import decode_frames
 from training.data.synth import CLASSES, SynthSettings, make_clip, write_dataset

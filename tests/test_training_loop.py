@@ -12,16 +12,11 @@ import pytest
 import torch
 
 from core.errors import SoundvjError
+from core.atomic_write import write_bytes_atomic
 from tests import training_toy
-from training.config import apply_overrides, from_dict, identity, load_run_config, read_yaml, setting
-from training.loop import (
-    CHECKPOINT_NAME,
-    Stage,
-    atomic_write_bytes,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from training.config import identity, load_run_config
+from training.loop import CHECKPOINT_NAME, Stage, load_checkpoint, save_checkpoint, train
+from training.settings import apply_overrides, from_dict, read_yaml, setting
 
 
 def toy_config(*overrides: str):
@@ -132,14 +127,14 @@ def test_identity_leaves_out_resumable_keys():
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "checkpoint.pt"
-    atomic_write_bytes(target, b"old")
+    write_bytes_atomic(target, b"old")
 
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError):
-        atomic_write_bytes(target, b"new" * 1000)
+        write_bytes_atomic(target, b"new" * 1000)
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temp file left

@@ -270,7 +270,7 @@ def test_a_step_older_than_what_it_reads_runs_again(tmp_path):
 
 
 def test_settings_added_to_the_code_later_do_not_make_old_checkpoints_differ():
-    from training.config import identity_differences
+    from training.settings import identity_differences
 
     defaults = {"stage": {"lr": 0.1, "new_flag": False}}
     saved = {"stage": {"lr": 0.1}}  # written before new_flag existed
@@ -282,7 +282,7 @@ def test_settings_added_to_the_code_later_do_not_make_old_checkpoints_differ():
 
 
 def test_a_path_setting_naming_the_same_folder_is_the_same_setting(tmp_path):
-    from training.config import identity_differences
+    from training.settings import identity_differences
 
     (tmp_path / "runs" / "clip").mkdir(parents=True)
     (tmp_path / "moved").symlink_to(tmp_path / "runs")
@@ -294,7 +294,7 @@ def test_a_path_setting_naming_the_same_folder_is_the_same_setting(tmp_path):
 def test_the_demo_recipes_seed_var_seeds_every_stage():
     """`--var seed=N` trains a sibling of the shipped run: every stage gets loop.seed=N; the default, 0, is
     loop.seed's own default, so runs made before the var existed stay done."""
-    from training.loop import LoopConfig
+    from training.config import LoopConfig
     from training.recipes.recipe import step_argv
 
     demo = Path(__file__).resolve().parents[1] / "training" / "recipes" / "demo.yaml"

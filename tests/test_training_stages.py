@@ -427,7 +427,9 @@ def test_stepper_burn_in_trains_the_clip_from_the_state_its_windows_reached(chai
     from the state the k windows before the clip left (k = 0: the paper's fresh start); only the clip is drawn."""
     from training.config import load_run_config
     from training.loop import BuildContext
-    from training.stages.pretrained import frozen_generator, trained_audio_encoder, trained_inversion_encoder
+    from training.stages.audio_encoder import trained_audio_encoder
+    from training.stages.inverter import trained_inversion_encoder
+    from training.stages.pretrained import frozen_generator
     from training.stages import stage_module
     from training.stages.stepper import burn_in
     from tests.training_chain import stage_overrides

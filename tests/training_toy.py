@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from training.config import RunConfig, load_run_config, setting
+from training.config import RunConfig, load_run_config
 from training.loop import BuildContext, Stage, StepContext, train
+from training.settings import setting
 
 
 @dataclass(frozen=True)

@@ -1,53 +1,26 @@
-"""The training subcommands: `soundvj train <stage>`, `soundvj train export`, `soundvj data scan|synth`, `soundvj eval`.
+"""The training subcommands: `soundvj train <stage>`, `soundvj train export|recipe`, `soundvj data
+scan|synth|demo`, `soundvj eval`.
 
 They register through the `soundvj.commands` entry-point group (pyproject.toml), so `core.cli` never
-imports `training`; registration imports nothing heavy (torch is imported when a command runs).
-
-Stages live in `STAGES`: the command name, the module (which exposes a frozen `Config` dataclass and
-`build(config: RunConfig, ctx: BuildContext) -> Stage`, see `training.loop`) and its default YAML.
-`train export` calls `training.export.run_cli(args)` and `eval` calls `training.evaluation.evaluate.run_cli(args)`
-with the parsed arguments defined here.
+imports `training`. Registration runs for every soundvj command, so it imports only the stage registry
+(`training.stages.STAGES`, for the help lines); each command imports the modules it runs (torch, PyAV)
+inside its function. `train export` calls `training.export.run_cli(args)` and `eval` calls
+`training.evaluation.evaluate.run_cli(args)` with the parsed arguments defined here.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import yaml
 
 from core.errors import SoundvjError
-
-if TYPE_CHECKING:
-    from training.config import RunConfig
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-@dataclass(frozen=True)
-class StageEntry:
-    module: str
-    config_file: str  # in training/configs/
-    help: str
-
-
-STAGES: dict[str, StageEntry] = {
-    "clip": StageEntry("training.stages.clip", "clip.yaml",
-                       "train a small open_clip model on a dataset's frames and class captions"),
-    "audio-encoder": StageEntry("training.stages.audio_encoder", "audio_encoder.yaml",
-                                "stage 1: the audio encoder E_A into CLIP space (InfoNCE)"),
-    "inverter": StageEntry("training.stages.inverter", "inverter.yaml",
-                           "stage 2: the sound inversion encoder E_I (L_enc)"),
-    "stepper": StageEntry("training.stages.stepper", "stepper.yaml",
-                          "stage 3: the latent stepper, with image and video discriminators"),
-    "classifier": StageEntry("training.stages.classifier", "classifier.yaml",
-                             "an image classifier trained only on real images: the second judge of `eval --classifier`"),
-    "generator": StageEntry("training.stages.generator", "generator.yaml",
-                            "a StyleGAN3 generator (T or R) from an image folder (a folder per class: conditional)"),
-}
+from training.config import run_config_dict
+from training.stages import STAGES, stage_module, stage_run_config
 
 EXIT_BY_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
 
@@ -56,32 +29,10 @@ EXIT_BY_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
 # train
 
 
-def stage_run_config(stage: str, overrides: list[str] | tuple[str, ...], data: str | None = None,
-                     config: str | None = None, base: dict | None = None) -> RunConfig:
-    """The RunConfig `soundvj train STAGE [--data D] [--config F] [--set ...]` runs: the config file (else,
-    unless resuming from `base`, the stage's default file), then `--data`, then the `--set` overrides."""
-    from training.config import load_run_config
-
-    entry = STAGES[stage]
-    module = importlib.import_module(entry.module)
-    config_path = Path(config) if config else None
-    if config_path is None and base is None:
-        default = CONFIG_DIR / entry.config_file
-        config_path = default if default.exists() else None
-    all_overrides = ([f"data.path={data}"] if data else []) + list(overrides)
-    return load_run_config(stage, module.Config, config_path, all_overrides, base=base)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.loop import CHECKPOINT_NAME, load_checkpoint, train
+    from training.loop import CHECKPOINT_NAME, load_checkpoint, train  # torch: only when training runs
 
-    entry = STAGES[args.stage]
-    try:
-        module = importlib.import_module(entry.module)
-    except ModuleNotFoundError as e:
-        if e.name and entry.module.startswith(e.name):
-            raise SoundvjError(f"train {args.stage}: this stage is not available in this version ({entry.module})") from None
-        raise
+    module = stage_module(args.stage)
     run_dir = Path(args.out) if args.out else Path("runs") / args.stage
     resume = None
     base = None
@@ -91,10 +42,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             base = load_checkpoint(resume)["config"]  # resume with the config it was written with
     config = stage_run_config(args.stage, args.overrides, data=args.data, config=args.config, base=base)
     if args.print_config:
-        import yaml
-
-        from training.config import run_config_dict
-
         print(yaml.safe_dump(run_config_dict(config), sort_keys=False), end="")
         return 0
     result = train(config, module.build, run_dir, resume=resume)
@@ -106,14 +53,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _is_main_process() -> bool:
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     try:
-        from training.export import run_cli
+        from training.export import run_cli  # torch: only when exporting
     except ModuleNotFoundError as e:
         if e.name in ("training.export",):
             raise SoundvjError("train export: not available in this version (training/export.py)") from None
@@ -122,7 +67,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from training.recipes.recipe import load_recipe, run_recipe, step_argv, step_status, why_stale
+    from training.recipes.recipe import load_recipe, run_recipe, step_argv, step_status, why_stale  # torch
 
     variables = {}
     for item in args.variables:
@@ -201,7 +146,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_data_scan(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from training.data.clips import check_clip, list_clips
+    from training.data.clips import check_clip, list_clips  # PyAV and torch: only when scanning
 
     entries = list_clips(args.dir, args.kind)
     listed = Counter(e.label for e in entries)
@@ -233,7 +178,7 @@ def _cmd_data_scan(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from training.data.synth import CLASSES, SynthSettings, write_dataset
+    from training.data.synth import CLASSES, SynthSettings, write_dataset  # numpy, PyAV: only when writing
 
     settings = SynthSettings(clips_per_class=args.clips_per_class, seconds=args.seconds, size=args.size,
                              fps=args.fps, seed=args.seed)
@@ -248,7 +193,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_demo(args: argparse.Namespace) -> int:
-    from training.data.demo.build import run_cli
+    from training.data.demo.build import run_cli  # numpy, PyAV: only when building
 
     return run_cli(args)
 
@@ -296,7 +241,7 @@ def register_data(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     try:
-        from training.evaluation.evaluate import run_cli
+        from training.evaluation.evaluate import run_cli  # torch: only when evaluating
     except ModuleNotFoundError as e:
         if e.name in ("training.evaluation.evaluate",):
             raise SoundvjError("eval: not available in this version (training/evaluation/evaluate.py)") from None

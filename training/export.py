@@ -10,27 +10,23 @@ The file is written by `core.model.save_full_model` (atomically).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from core.audio.mel import MelConfig
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 from core.model import SoundvjModel, save_full_model
+from core.model_credits import CREDITS_KEY
 from core.sound import SoundModels, SoundModelsConfig
-from training.stages.pretrained import (
-    AUDIO_ENCODER_STAGE,
-    INVERTER_STAGE,
-    STEPPER_STAGE,
-    frozen_generator,
-    generator_metadata,
-    module_state,
-    read_stage_checkpoint,
-    stage_config_from,
-    trained_audio_encoder,
-    trained_inversion_encoder,
-)
+from training.loop import load_checkpoint
+from training.stages import AUDIO_ENCODER_STAGE, INVERTER_STAGE, STEPPER_STAGE
+from training.stages import stepper as stepper_stage
+from training.stages.audio_encoder import trained_audio_encoder
+from training.stages.inverter import trained_inversion_encoder
+from training.stages.pretrained import frozen_generator, generator_metadata, module_state, read_stage_checkpoint, stage_config_from
 
 
 def assemble_sound_models(
@@ -40,8 +36,6 @@ def assemble_sound_models(
     generator: str | None = None,
 ) -> SoundvjModel:
     """The generator and the three trained sound models of a finished chain, on the CPU, eval mode."""
-    from training.stages import stepper as stepper_stage
-
     cpu = torch.device("cpu")
     payload = read_stage_checkpoint(stepper_run, STEPPER_STAGE, "stepper run")
     config: stepper_stage.Config = stage_config_from(payload, stepper_stage.Config, stepper_run)
@@ -65,7 +59,7 @@ def assemble_sound_models(
     try:
         sound.latent_stepper.load_state_dict(module_state(payload, "latent_stepper", stepper_run))
     except RuntimeError as e:
-        raise SoundvjError(f"{stepper_run}: its latent stepper does not fit its config ({str(e).splitlines()[0]})") from None
+        raise SoundvjError(f"{stepper_run}: its latent stepper does not fit its config ({one_line(e, first_line_only=True)})") from None
     w_avg = G.mapping.w_avg.detach().cpu()
     for name, module in (("inverter", sound.inversion_encoder), ("stepper", sound.latent_stepper)):
         if not torch.allclose(module.w_avg, w_avg, atol=1e-5):
@@ -84,8 +78,6 @@ MAX_CREDITS_BYTES = 256 * 1024  # the credits ride in the safetensors header; a 
 
 def read_credits(path: str | Path) -> str:
     """The training data's credits file (JSON: a list of per-file entries, or an object), as compact JSON."""
-    import json
-
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -127,14 +119,12 @@ def export_model(out: str | Path, runs: list[str | Path], generator: str | None 
         by_stage[STEPPER_STAGE], by_stage.get(AUDIO_ENCODER_STAGE), by_stage.get(INVERTER_STAGE), generator
     )
     if credits_text is not None:
-        model.metadata["training.credits"] = credits_text
+        model.metadata[CREDITS_KEY] = credits_text
     return save_full_model(out, model)
 
 
 def read_checkpoint_stage(path: str | Path) -> str:
     """Which `train <stage>` wrote the checkpoint at `path` (a run folder or a checkpoint file)."""
-    from training.loop import load_checkpoint
-
     return str(load_checkpoint(path).get("stage_name"))
 
 

@@ -50,7 +50,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,35 +60,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from core.atomic_write import write_bytes_atomic
 from core.errors import SoundvjError
-from training.config import (
-    RunConfig,
-    config_differences,
-    identity,
-    setting,
-    write_config_yaml,
-)
+from training.config import LoopConfig, RunConfig, config_differences, identity, run_config_dict, write_config_yaml
 
 CHECKPOINT_FORMAT = "soundvj-train-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 SCALARS_NAME = "scalars.csv"
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """The loop's settings (the `loop:` section of a stage config)."""
-
-    steps: int = setting(1000, min=1, resumable=True, help="total optimisation steps of the run")
-    batch_size: int = setting(8, min=1, help="clips per batch, per process")
-    seed: int = setting(0, min=0, help="seeds module init, data order and the per-rank RNG streams")
-    checkpoint_every: int = setting(200, min=0, resumable=True, help="steps between checkpoints (0: only at the end)")
-    log_every: int = setting(10, min=1, resumable=True, help="steps between scalar log rows")
-    sample_every: int = setting(0, min=0, resumable=True, help="steps between sample grids/videos (0: only at the end)")
-    num_workers: int = setting(0, min=0, max=64, resumable=True, help="DataLoader worker processes per rank")
-    device: str = setting("auto", resumable=True, help="auto, cpu, cuda (torchrun: each rank its local GPU)")
-    bf16: bool = setting(False, help="bf16 autocast on CUDA (ignored on CPU)")
-    progress: bool = setting(True, resumable=True, help="show the tqdm progress bar (rank 0)")
 
 
 @dataclass(frozen=True)
@@ -151,51 +129,14 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic files
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync it, rename it over `path`, fsync the folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make results unreadable to others
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+# Checkpoint files
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """`torch.save(payload)` to `path` atomically: a killed writer leaves `path` as it was."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -401,7 +342,7 @@ class ScalarLog:
         if len(kept) != len(rows):
             out = io.StringIO()
             csv.writer(out).writerows(kept)
-            atomic_write_bytes(self.path, out.getvalue().encode("utf-8"))
+            write_bytes_atomic(self.path, out.getvalue().encode("utf-8"))
 
     def write(self, step: int, values: Mapping[str, float]) -> None:
         now = time.time()
@@ -464,8 +405,6 @@ def checkpoint_payload(
     `rank_states[r]` is rank r's `{"rng": ..., "pending_losses": {"sums": ..., "count": ...}}`: its RNG
     states and the losses summed since the last log row, so a resumed run logs the same rows.
     """
-    from training.config import run_config_dict
-
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -764,7 +703,6 @@ __all__ = [
     "Stage",
     "StepContext",
     "TrainResult",
-    "atomic_write_bytes",
     "load_checkpoint",
     "save_checkpoint",
     "train",

@@ -1,5 +1,10 @@
 """Training data: labelled audio clips and labelled video clips with sound, decoded once and cached.
 
+Modules: `config` (the `data:` section), `clips` (listing and checking clips), `decoded` (the decode
+cache), `datasets` (the clip datasets and their held-out split), `stage_datasets` (what a stage asks
+of them), `images` (image folders for `train generator` / `train classifier`), `synth` (the procedural
+set of `soundvj data synth`) and `demo` (the labelled set of `soundvj data demo`).
+
 Layouts (`data.path`):
 
 * a folder per class: `DIR/<class name>/<clip>.<ext>`; the folder name is the class label;
@@ -16,8 +21,3 @@ Unreadable, silent (RMS below `data.silence_db` dBFS) and too-short clips are sk
 (`soundvj data scan DIR` names them). Decoded clips are cached (`data.cache_dir`, default
 `DIR/.soundvj-cache`) as memory-mapped .npy files keyed by the file and the settings.
 """
-
-from training.data.config import DataConfig
-from training.data.datasets import ClipDataset, DatasetReport, open_datasets
-
-__all__ = ["ClipDataset", "DataConfig", "DatasetReport", "open_datasets"]

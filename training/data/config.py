@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from training.config import setting
+from training.settings import setting
 
 
 @dataclass(frozen=True)

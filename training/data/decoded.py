@@ -32,12 +32,12 @@ import av
 import numpy as np
 import torch
 
+from core.atomic_write import write_bytes_atomic
 from core.audio.decode import load_mono
 from core.audio.mel import MelConfig, MelSpectrogramFrontEnd
 from core.audio.windows import WindowConfig, frame_end_sample, mel_windows, num_video_frames
 from core.errors import SoundvjError
 from training.data.clips import ClipEntry, Problem, check_audio
-from training.loop import atomic_write_bytes
 
 CACHE_VERSION = 3  # bumped whenever decoding changes, so old cache entries are not reused
 
@@ -87,7 +87,7 @@ def _clip_key(path: Path) -> str:
 def _save_npy(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array))
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def decode_frames(path: Path, fps: float, count: int, resolution: int) -> np.ndarray:
@@ -173,7 +173,7 @@ class DecodedCache:
                 meta = None if missing else meta
         if meta is None:
             meta = self._decode(entry, mel_path, frames_path)
-            atomic_write_bytes(meta_path, json.dumps(meta).encode())
+            write_bytes_atomic(meta_path, json.dumps(meta).encode())
         if meta.get("problem"):
             return Problem(entry.path, meta["problem"]["kind"], meta["problem"]["reason"])
         if meta["frames"] < need_frames:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import torch
 
+from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from training.config import RunConfig
+from training.data.datasets import open_datasets
 
 
 def open_stage_datasets(
     run: RunConfig, resolution: int, need_frames: bool, min_clip_frames: int = 1, verbose: bool = True
 ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """(training split, held-out split) of the run's dataset, frames at `resolution` px."""
-    from core.audio.mel import MelConfig
-    from training.data.datasets import open_datasets
-
     data = run.data
     if need_frames and data.kind != "video":
         raise SoundvjError(

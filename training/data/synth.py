@@ -209,7 +209,7 @@ def make_clip(name: str, index: int, settings: SynthSettings) -> tuple[np.ndarra
 
 def write_dataset(out_dir: str | Path, settings: SynthSettings, progress: Callable[[str], None] | None = None) -> list[Path]:
     """Write every class's clips under `out_dir/<class>/`; returns the paths written."""
-    from core.video_writer import Mp4Writer
+    from core.video_writer import Mp4Writer  # PyAV: optional in core; make_clip needs none
 
     root = Path(out_dir)
     try:

@@ -40,7 +40,18 @@ from typing import Any
 
 import torch
 
+from core.atomic_write import write_bytes_atomic
+from core.audio.mel import MelConfig
 from core.errors import SoundvjError
+from core.model import SoundvjModel, load_model, seeded_sound_models
+from core.params import Params
+from core.pipeline import FramePipeline
+from training.data.config import DataConfig
+from training.data.datasets import open_datasets
+from training.evaluation.samples import grid_image
+from training.models.clip import ClipConfig, build_clip
+from training.settings import apply_overrides, from_dict
+from training.stages.classifier import trained_classifier
 
 TRAINED = "trained"
 BASELINE = "untrained baseline"
@@ -69,9 +80,6 @@ class EvalRow:
 
 def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
     """The `data:` settings of the evaluation: training's defaults, audio only, `--set data.*` applied."""
-    from training.config import apply_overrides, from_dict
-    from training.data.config import DataConfig
-
     base = {"data": {"path": str(dataset), "kind": "audio"}}  # sounds and labels are all eval needs
     for item in overrides:
         if not item.strip().startswith("data."):
@@ -81,9 +89,6 @@ def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
 
 
 def _clips(data: Any):
-    from core.audio.mel import MelConfig
-    from training.data.datasets import open_datasets
-
     train, holdout, _ = open_datasets(data, MelConfig(), verbose=False)
     clips = holdout if data.holdout_fraction > 0 else train
     if not clips.clips:
@@ -103,9 +108,6 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
     class, class the frame was called) are added under "clip" and, with a judge, "classifier" (rows in
     the order of "classes", columns of "judge_classes"). With `timeline`, per class name a tensor [len(TIME_SPANS),
     3]: per span of frame indices, the frames the CLIP and the judge put in the class, and the frames."""
-    from core.params import Params
-    from core.pipeline import FramePipeline
-
     device = model.device
     params = Params(seed=seed, fps=data.fps, window_seconds=data.window_seconds)
     chance = 1.0 / len(clips.classes)
@@ -240,8 +242,6 @@ def evaluate(
     `parts` adds the per-part columns (see the module docstring) to the rows of the model's own trained sound
     models (the baseline's seeded E_A does not embed in the CLIP's space).
     """
-    from core.model import SoundvjModel, load_model, seeded_sound_models
-    from training.models.clip import ClipConfig, build_clip
 
     data = data_config(dataset, list(overrides))
     model = load_model(model_path, device=device)
@@ -254,8 +254,6 @@ def evaluate(
     clips = _clips(data)
     judge = None
     if classifier is not None:
-        from training.stages.classifier import trained_classifier
-
         judge = trained_classifier(classifier, model.device)
         missing = [c for c in clips.classes if c not in judge.classes]
         if missing:
@@ -281,9 +279,6 @@ def write_contact_sheet(path: str | Path, frames: dict[str, list[torch.Tensor]],
     the first latent settling). Frames under 128 px are enlarged (nearest) so a person can see them."""
     from PIL import Image, ImageDraw
 
-    from training.loop import atomic_write_bytes
-    from training.evaluation.samples import grid_image
-
     if not frames:
         raise SoundvjError("--sheet: no frames were generated (no held-out clips)")
     rows, names = [], sorted(frames)
@@ -306,7 +301,7 @@ def write_contact_sheet(path: str | Path, frames: dict[str, list[torch.Tensor]],
         draw.text((4, int(2 + (i + 0.5) * row_height) - 6), name, fill=(230, 230, 230))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    write_bytes_atomic(Path(path), buffer.getvalue())
     return Path(path)
 
 
@@ -372,14 +367,13 @@ def format_timeline(timeline: dict[str, torch.Tensor], judged: bool) -> str:
 
 def write_csv(path: Path, rows: list[EvalRow]) -> Path:
     """All rows as CSV, written atomically."""
-    from training.loop import atomic_write_bytes
 
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow([f.name for f in fields(EvalRow)])
     for row in rows:
         writer.writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in asdict(row).values()])
-    atomic_write_bytes(Path(path), text.getvalue().encode("utf-8"))
+    write_bytes_atomic(Path(path), text.getvalue().encode("utf-8"))
     return Path(path)
 
 

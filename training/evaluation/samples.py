@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.atomic_write import write_bytes_atomic
+
 
 def items_per_class(dataset: torch.utils.data.Dataset, num_classes: int, per_class: int) -> list[list[dict]]:
     """Up to `per_class` items of each class, spread evenly over that class's items (a fixed grid: the
@@ -44,17 +46,16 @@ def write_grid(path: Path, rows: list[torch.Tensor]) -> Path:
     """A PNG grid (see `grid_image`), written atomically."""
     from PIL import Image
 
-    from training.loop import atomic_write_bytes
-
     buffer = io.BytesIO()
     Image.fromarray(grid_image(rows)).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
 def write_sample_video(path: Path, frames: torch.Tensor, fps: float, audio_path: str | Path, seconds: float) -> Path:
     """An mp4 of `frames` [T, 3, H, W] in [-1, 1] with the first `seconds` of `audio_path`'s sound
     (the sound the frames were generated from), written atomically by core's Mp4Writer."""
+    # PyAV: optional in core, needed only for the sample videos (the grids need none)
     from core.audio.decode import decode_audio
     from core.video_writer import Mp4Writer
 

@@ -33,6 +33,7 @@ runs again. A run folder that is replaced is renamed `<name>.replaced-<UTC time>
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -43,10 +44,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from core.atomic_write import atomic_path, write_text_atomic
 from core.errors import SoundvjError
+from training.config import RunConfig, config_differences
+from training.loop import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from training.settings import read_yaml
+from training.stages import STAGES, stage_run_config
 
 DONE_NAME = "DONE"
-CHECKPOINT_NAME = "checkpoint.pt"
 # After SIGTERM a stage finishes its step and writes a checkpoint; a generator step can take a while.
 STOP_GRACE_SECONDS = 300.0
 _STEP_KEYS = {"name", "command", "stage", "args", "set", "creates", "keep", "state_precision"}
@@ -99,8 +106,6 @@ def _expand(text: str, variables: dict[str, str], where: str) -> str:
 def load_recipe(path: str | Path, variables: dict[str, str] | None = None, state_dir: str | Path | None = None) -> Recipe:
     """Read and check a recipe file; `variables` override its `vars`, `state_dir` its state folder (e.g. a
     second, independent run of the same recipe). One-line errors name the field."""
-    from training.config import read_yaml
-
     path = Path(path)
     data = read_yaml(path)
     where = str(path)
@@ -157,8 +162,6 @@ def load_recipe(path: str | Path, variables: dict[str, str] | None = None, state
         overrides = tuple(f"{k}={_expand(_yaml_scalar(v), merged, f'{at}.set.{k}')}" for k, v in overrides_raw.items())
         stage = raw.get("stage")
         if stage is not None:
-            from training.cli import STAGES
-
             if stage not in STAGES:
                 raise SoundvjError(f"{at}: unknown stage {stage!r}; expected one of {sorted(STAGES)}")
             if "creates" in raw:
@@ -188,8 +191,6 @@ def _yaml_scalar(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
-        import json
-
         return json.dumps(value)
     return str(value)
 
@@ -198,22 +199,16 @@ def _yaml_scalar(value: object) -> str:
 # State carried between machines
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
+def copy_file_atomic(src: Path, dst: Path) -> None:
+    """Copy `src` to `dst` so that `dst` is never half a copy (a killed piece leaves the old one)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _strip_for_later_steps(src: Path, dst: Path, half: bool = False) -> None:
     """A finished stage's checkpoint without optimiser, scheduler and RNG state: what later steps read
     (with `half`, its float32 weights as float16; loading casts them back)."""
-    import torch
-
-    from training.loop import load_checkpoint, save_checkpoint
-
     payload = load_checkpoint(src)
     for key in ("optimizers", "schedulers", "rng", "pending_losses"):
         payload.pop(key, None)
@@ -234,17 +229,17 @@ def save_state(recipe: Recipe, step: RecipeStep, log: Callable[[str], None] = la
         if done:
             _strip_for_later_steps(checkpoint, state / CHECKPOINT_NAME, step.state_precision == "half")
         elif checkpoint.stat().st_size <= recipe.max_state_mb * 1e6:
-            _copy_atomic(checkpoint, state / CHECKPOINT_NAME)
+            copy_file_atomic(checkpoint, state / CHECKPOINT_NAME)
         else:
             (state / CHECKPOINT_NAME).unlink(missing_ok=True)  # an older carried one would not match
             log(f"[{step.name}] not carried: its checkpoint is {checkpoint.stat().st_size / 1e6:.0f} MB "
                 f"(max_state_mb {recipe.max_state_mb:g}); on a fresh machine this stage starts again")
     for name in step.keep:
         if (run_dir / name).exists():
-            _copy_atomic(run_dir / name, state / name)
+            copy_file_atomic(run_dir / name, state / name)
     if done:
         state.mkdir(parents=True, exist_ok=True)
-        (state / DONE_NAME).write_text((run_dir / DONE_NAME).read_text())
+        write_text_atomic(state / DONE_NAME, (run_dir / DONE_NAME).read_text())
 
 
 def restore_state(recipe: Recipe, step: RecipeStep) -> bool:
@@ -255,7 +250,7 @@ def restore_state(recipe: Recipe, step: RecipeStep) -> bool:
     restored = False
     for src in sorted(state.iterdir()):
         if src.is_file() and not src.name.startswith("."):
-            _copy_atomic(src, run_dir / src.name)
+            copy_file_atomic(src, run_dir / src.name)
             restored = True
     return restored
 
@@ -330,10 +325,8 @@ def newer_inputs(recipe: Recipe, step: RecipeStep) -> list[str]:
     return out
 
 
-def _recipe_run_config(step: RecipeStep):
+def _recipe_run_config(step: RecipeStep) -> RunConfig:
     """The RunConfig `step_argv` would give the stage now (its --data / --config and `set`)."""
-    from training.cli import stage_run_config
-
     options = {arg: value for arg, value in zip(step.args, step.args[1:]) if arg in ("--data", "--config")}
     return stage_run_config(step.stage, step.overrides, data=options.get("--data"), config=options.get("--config"))
 
@@ -341,9 +334,6 @@ def _recipe_run_config(step: RecipeStep):
 def settings_differences(recipe: Recipe, step: RecipeStep) -> tuple[list[str], bool]:
     """(how the run folder's checkpoint was configured unlike the recipe's stage now, True if only
     loop.steps grew and the full checkpoint is there to resume). ([], False) when nothing differs."""
-    from training.config import config_differences
-    from training.loop import load_checkpoint
-
     checkpoint = recipe.run_dir(step) / CHECKPOINT_NAME
     if step.stage is None or not checkpoint.exists():
         return [], False

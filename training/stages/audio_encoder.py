@@ -13,20 +13,23 @@ does not fit a CPU); the audio-image term (the authors' code has only audio-text
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from core.sound import AudioEncoder, AudioEncoderConfig
-from training.models.clip import ClipConfig, build_clip
-from training.config import RunConfig, setting
+from training.augment.mel import spec_augment
+from training.config import RunConfig
+from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import LogitScale, info_nce
-from training.augment.mel import spec_augment
-from training.stages.pretrained import frozen_generator
+from training.models.clip import ClipConfig, build_clip
 from training.schedules import warmup_schedule
-from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
+from training.settings import setting
+from training.stages import AUDIO_ENCODER_STAGE
+from training.stages.pretrained import frozen, frozen_generator, module_state, read_stage_checkpoint, stage_config_from
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,11 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         train_step=train_step,
     )
 
+
+def trained_audio_encoder(path: str | Path, key: str, device: torch.device) -> AudioEncoder:
+    """E_A from a `train audio-encoder` checkpoint (named by config field `key`), frozen, on `device`."""
+    payload = read_stage_checkpoint(path, AUDIO_ENCODER_STAGE, key)
+    config = stage_config_from(payload, Config, path)
+    encoder = AudioEncoder(model_config(config))
+    encoder.load_state_dict(module_state(payload, "audio_encoder", path))
+    return frozen(encoder.to(device))

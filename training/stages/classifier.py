@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 from core.errors import SoundvjError
-from training.config import RunConfig, setting
+from training.config import RunConfig
+from training.data.images import ImageFolderDataset
 from training.loop import BuildContext, Stage, StepContext
 from training.schedules import warmup_schedule
-
-STAGE_NAME = "classifier"
-
+from training.settings import setting
+from training.stages import CLASSIFIER_STAGE
+from training.stages.pretrained import module_state, read_stage_checkpoint, stage_config_from
 
 @dataclass(frozen=True)
 class Config:
@@ -98,8 +99,6 @@ def _split(labels: torch.Tensor, every: int) -> tuple[list[int], list[int]]:
 
 
 def build(run: RunConfig, ctx: BuildContext) -> Stage:
-    from training.data.images import ImageFolderDataset
-
     config: Config = run.stage
     device = ctx.device
     images = ImageFolderDataset(run.data.path, config.resolution, verbose=ctx.is_main)
@@ -152,9 +151,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
 
 def trained_classifier(path: str | Path, device: torch.device | str = "cpu") -> ImageClassifier:
     """The classifier of a `train classifier` run folder (or checkpoint), in eval mode; one-line errors."""
-    from training.stages.pretrained import module_state, read_stage_checkpoint, stage_config_from
-
-    payload = read_stage_checkpoint(path, STAGE_NAME, "--classifier")
+    payload = read_stage_checkpoint(path, CLASSIFIER_STAGE, "--classifier")
     config = stage_config_from(payload, Config, path)
     state = module_state(payload, "classifier", path)
     model = ImageClassifier(classes_from_state(state), config.width)

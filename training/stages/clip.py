@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from training.models.clip import ClipConfig, build_clip, caption
-from training.config import RunConfig, setting
+from training.config import RunConfig
+from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import info_nce
-from training.stages.pretrained import frozen_generator
+from training.models.clip import ClipConfig, build_clip, caption
 from training.schedules import warmup_schedule
-from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
+from training.settings import setting
+from training.stages.pretrained import frozen_generator
 
 
 @dataclass(frozen=True)

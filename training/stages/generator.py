@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +44,19 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import SoundvjError
+from core.model_credits import CLASSES_KEY
+from core.model_file import save_model
 from core.stylegan3.networks import Generator
-from training.config import RunConfig, setting
+from core.stylegan3.ops import backend
+from training.config import RunConfig
+from training.settings import setting
+from training.stages import GENERATOR_FILE, GENERATOR_STAGE
 from training.data.images import ImageFolderDataset
 from training.augment.diff_augment import diff_augment, parse_policy
 from training.loop import BuildContext, Stage, StepContext
 from training.evaluation.samples import write_grid
 from training.models.stylegan_discriminator import Discriminator
 
-GENERATOR_FILE = "generator.safetensors"
-STAGE_NAME = "generator"
 # NVIDIA's StyleGAN3 enables lazy G regularisation (interval 4) with path-length weight 0: the only
 # effect is Adam's lr x 4/5 and beta2 ** (4/5) for G. Kept, so the numbers match the recipe.
 G_REG_INTERVAL = 4
@@ -179,11 +183,9 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
 def export_generator(path: Path, G_ema: Generator, classes: list[str], dataset: ImageFolderDataset,
                      kimg: float) -> Path:
     """G_ema as a soundvj model file (atomic), with the class names and training facts in its metadata."""
-    from core.model_file import save_model
-
     metadata = {
-        "training.stage": STAGE_NAME,
-        "training.classes": json.dumps(classes),
+        "training.stage": GENERATOR_STAGE,
+        CLASSES_KEY: json.dumps(classes),
         "training.images": str(len(dataset)),
         "training.kimg": f"{kimg:.3f}",
     }
@@ -193,8 +195,6 @@ def export_generator(path: Path, G_ema: Generator, classes: list[str], dataset: 
 
 
 def build(run: RunConfig, ctx: BuildContext) -> Stage:
-    from core.stylegan3.ops import backend
-
     config: Config = run.stage
     check_config(run)
     device = ctx.device
@@ -206,8 +206,6 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     policy = parse_policy(config.augment)
     dataset = ImageFolderDataset(run.data.path, config.resolution, verbose=ctx.is_main)
     if ctx.is_main:
-        import sys
-
         print(f"train generator: {dataset.root}: {dataset.describe()}", file=sys.stderr)
     classes = dataset.classes if dataset.conditional else []
     c_dim = dataset.c_dim

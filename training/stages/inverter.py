@@ -30,17 +30,28 @@ import torch
 
 from core.audio.mel import MelConfig
 from core.errors import SoundvjError
+from core.model_credits import class_names
 from core.sound import InversionEncoderConfig, SoundInversionEncoder
 from core.stylegan3.networks import Generator
-from training.models.clip import ClipConfig, build_clip
-from training.config import RunConfig, setting
+from training.augment.mel import level_shift, mix_recordings, spec_augment
+from training.config import RunConfig
+from training.data.stage_datasets import check_classes, open_stage_datasets
+from training.evaluation.samples import items_per_class, write_grid
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss
-from training.augment.mel import level_shift, mix_recordings, spec_augment
-from training.stages.pretrained import frozen_generator, generator_metadata, trained_audio_encoder
-from training.evaluation.samples import items_per_class, write_grid
+from training.models.clip import ClipConfig, build_clip
 from training.schedules import warmup_schedule
-from training.data.stage_datasets import check_classes, open_stage_datasets
+from training.settings import setting
+from training.stages import INVERTER_STAGE
+from training.stages.audio_encoder import trained_audio_encoder
+from training.stages.pretrained import (
+    frozen,
+    frozen_generator,
+    generator_metadata,
+    module_state,
+    read_stage_checkpoint,
+    stage_config_from,
+)
 
 
 @dataclass(frozen=True)
@@ -71,10 +82,7 @@ class Config:
 
 def generator_classes(spec: str) -> list[str] | None:
     """The class names a trained conditional generator carries in its model file (None: not known)."""
-    import json
-
-    text = generator_metadata(spec).get("training.classes")
-    return list(json.loads(text)) if text else None
+    return class_names(generator_metadata(spec))
 
 
 @torch.no_grad()
@@ -206,3 +214,15 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         train_step=train_step,
         write_samples=write_samples,
     )
+
+
+def trained_inversion_encoder(path: str | Path, key: str, G: Generator, device: torch.device) -> SoundInversionEncoder:
+    """E_I from a `train inverter` checkpoint (named by config field `key`), sized for `G`, frozen, on `device`."""
+    payload = read_stage_checkpoint(path, INVERTER_STAGE, key)
+    config = stage_config_from(payload, Config, path)
+    encoder = SoundInversionEncoder(model_config(config, G))
+    state = module_state(payload, "inversion_encoder", path)
+    if tuple(state["w_avg"].shape) != (G.w_dim,):
+        raise SoundvjError(f"{key}: {path} was trained for w_dim {state['w_avg'].shape[0]}, the generator has {G.w_dim}")
+    encoder.load_state_dict(state)
+    return frozen(encoder.to(device))

@@ -1,5 +1,6 @@
-"""What a stage reads from outside its own run, frozen: the generator and the sound models trained by
-an earlier stage (read from that stage's checkpoint, with the sizes its config gave them).
+"""What a stage reads from outside its own run, frozen: the generator, and the checkpoints of earlier
+stages (read with the sizes their config gave them; each stage module loads its own trained model from
+such a checkpoint, e.g. `audio_encoder.trained_audio_encoder`).
 
 The chain: `train clip` -> `train audio-encoder` (E_A) -> `train inverter` (E_I, E_A frozen) ->
 `train stepper` (E_A, E_I frozen unless fine-tuned). Each later stage names the earlier checkpoints
@@ -14,14 +15,11 @@ from typing import Any
 import torch
 
 from core.errors import SoundvjError
-from core.model_file import load_generator
+from core.model_file import load_generator, model_kind, read_model_file
 from core.stylegan3.networks import Generator
-
-# Stage names as the CLI spells them (`soundvj train <name>`), which checkpoints record.
-CLIP_STAGE = "clip"
-AUDIO_ENCODER_STAGE = "audio-encoder"
-INVERTER_STAGE = "inverter"
-STEPPER_STAGE = "stepper"
+from training.loop import CHECKPOINT_NAME, load_checkpoint
+from training.settings import from_dict
+from training.stages import GENERATOR_FILE, GENERATOR_STAGE
 
 
 def frozen(module: torch.nn.Module) -> torch.nn.Module:
@@ -31,15 +29,9 @@ def frozen(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-GENERATOR_STAGE = "generator"
-GENERATOR_FILE = "generator.safetensors"  # G_ema, written by `train generator` at every checkpoint
-
-
 def generator_path(spec: str) -> str:
     """The file a generator spec names: a `train generator` run folder (or its checkpoint.pt) becomes
     its exported G_ema; anything else ("default", a model file, a pickle) is returned as given."""
-    from training.loop import CHECKPOINT_NAME
-
     path = Path(spec) if spec and spec != "default" else None
     if path is not None and (path.is_dir() or path.name == CHECKPOINT_NAME):
         folder = path if path.is_dir() else path.parent
@@ -54,9 +46,8 @@ def generator_path(spec: str) -> str:
 
 
 def generator_metadata(spec: str) -> dict[str, str]:
-    """The free-form metadata of the generator's model file (e.g. `training.classes`); {} for others."""
-    from core.model_file import model_kind, read_model_file
-
+    """The free-form metadata of the generator's model file (e.g. its class names, read with
+    `core.model_credits.class_names`); {} for a generator that is not a soundvj model file."""
     path = Path(generator_path(spec))
     if str(path) == "default" or not path.is_file() or model_kind(path) != "safetensors":
         return {}
@@ -72,8 +63,6 @@ def frozen_generator(spec: str, device: torch.device) -> Generator:
 
 def read_stage_checkpoint(path: str | Path, stage_name: str, key: str) -> dict:
     """The checkpoint of an earlier `train <stage_name>` run named by config field `key`; one-line errors."""
-    from training.loop import load_checkpoint
-
     if not str(path):
         raise SoundvjError(f"{key}: expected the run folder (or checkpoint.pt) of a `train {stage_name}` run")
     try:
@@ -89,8 +78,6 @@ def read_stage_checkpoint(path: str | Path, stage_name: str, key: str) -> dict:
 
 def stage_config_from(payload: dict, config_type: type, path: str | Path) -> Any:
     """The stage config a checkpoint was trained with, as `config_type`."""
-    from training.config import from_dict
-
     try:
         return from_dict(config_type, payload.get("config", {}).get("stage", {}), "stage")
     except SoundvjError as e:
@@ -98,34 +85,8 @@ def stage_config_from(payload: dict, config_type: type, path: str | Path) -> Any
 
 
 def module_state(payload: dict, name: str, path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of module `name` in a checkpoint's payload; a one-line error if it holds none."""
     modules = payload.get("modules", {})
     if name not in modules:
         raise SoundvjError(f"{path}: holds no {name!r} module (it has {sorted(modules)})")
     return modules[name]
-
-
-def trained_audio_encoder(path: str | Path, key: str, device: torch.device) -> torch.nn.Module:
-    """E_A from a `train audio-encoder` checkpoint, frozen, on `device`."""
-    from core.sound import AudioEncoder
-    from training.stages import audio_encoder as stage
-
-    payload = read_stage_checkpoint(path, AUDIO_ENCODER_STAGE, key)
-    config = stage_config_from(payload, stage.Config, path)
-    encoder = AudioEncoder(stage.model_config(config))
-    encoder.load_state_dict(module_state(payload, "audio_encoder", path))
-    return frozen(encoder.to(device))
-
-
-def trained_inversion_encoder(path: str | Path, key: str, G: Generator, device: torch.device) -> torch.nn.Module:
-    """E_I from a `train inverter` checkpoint, sized for `G`, frozen, on `device`."""
-    from core.sound import SoundInversionEncoder
-    from training.stages import inverter as stage
-
-    payload = read_stage_checkpoint(path, INVERTER_STAGE, key)
-    config = stage_config_from(payload, stage.Config, path)
-    encoder = SoundInversionEncoder(stage.model_config(config, G))
-    state = module_state(payload, "inversion_encoder", path)
-    if tuple(state["w_avg"].shape) != (G.w_dim,):
-        raise SoundvjError(f"{key}: {path} was trained for w_dim {state['w_avg'].shape[0]}, the generator has {G.w_dim}")
-    encoder.load_state_dict(state)
-    return frozen(encoder.to(device))

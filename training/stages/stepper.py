@@ -54,16 +54,18 @@ import torch
 from core.errors import SoundvjError
 from core.sound import LatentStepper, LatentStepperConfig
 from core.stylegan3.networks import Generator
-from training.models.clip import ClipConfig, build_clip
-from training.config import RunConfig, setting
-from training.models.discriminators import ImageDiscriminator, VideoDiscriminator
+from training.config import RunConfig
+from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
+from training.evaluation.samples import items_per_class, write_grid, write_sample_video
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss, lsgan_discriminator_loss, lsgan_generator_loss
-from training.stages.pretrained import frozen_generator, trained_audio_encoder, trained_inversion_encoder
-from training.evaluation.samples import items_per_class, write_grid, write_sample_video
+from training.models.clip import ClipConfig, build_clip
+from training.models.discriminators import ImageDiscriminator, VideoDiscriminator
 from training.schedules import decay_schedule
-from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
-from training.stages.inverter import check_embed_dims, class_latents
+from training.settings import setting
+from training.stages.audio_encoder import trained_audio_encoder
+from training.stages.inverter import check_embed_dims, class_latents, trained_inversion_encoder
+from training.stages.pretrained import frozen_generator
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ CLIP_CRF = 0
 
 
 def _write_clip(path: Path, audio: np.ndarray, look: Callable[[float], np.ndarray], t0: float, settings: DemoSettings) -> None:
-    from core.video_writer import Mp4Writer
+    from core.video_writer import Mp4Writer  # PyAV: optional in core, needed only to write clips
 
     frames = max(1, int(round(len(audio) / SAMPLE_RATE * settings.fps)))
     with Mp4Writer(path, settings.fps, settings.size, settings.size, audio=audio[None], sample_rate=SAMPLE_RATE,

@@ -93,7 +93,7 @@ def decode_wav_bytes(blob: bytes, where: str) -> tuple[np.ndarray, int]:
 def _resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     import torch
 
-    from core.audio.decode import resample
+    from core.audio.decode import resample  # PyAV: optional in core; the scenes and images need none
 
     if from_rate == to_rate:
         return x.astype(np.float32, copy=False)
@@ -117,7 +117,7 @@ def load_recording(source: SoundSource, root: Path, catalogues: dict[Path, list]
         samples = _resample(x, rate, SAMPLE_RATE)
         credit = name
     else:
-        from core.audio.decode import load_mono
+        from core.audio.decode import load_mono  # PyAV: optional in core, needed only to decode recordings
 
         samples = load_mono(path, SAMPLE_RATE).numpy()
         credit = source.credit
