@@ -5,10 +5,9 @@ Run by hand (about four hours on 2 CPU cores, in pieces of at most two):
     SOUNDVJ_RECIPE_REPRODUCE=/some/dir ./dev.sh test tests/test_recipe_reproduces.py -s
 
 DIR holds the data and run folders, DIR/state the pieces' small checkpoints (or SOUNDVJ_RECIPE_STATE,
-e.g. a folder in the repository, committed between pieces so that the run continues on another machine:
-the same as `soundvj train recipe training/recipes/demo.yaml --state S --var runs=DIR/runs --var
-data=DIR/data`). Nothing committed under training/recipes/demo-state is used, so every stage trains from
-step 0. Then the exported model must meet the shipped model's bar: at most 25 MB, and on the held-out
+a folder carried between pieces so that the run continues on another machine: the same as `soundvj train
+recipe training/recipes/demo.yaml --state S --var runs=DIR/runs --var data=DIR/data`). The recipe's own
+state folder (training/recipes/demo-state) is not used, so every stage trains from step 0. Then the exported model must meet the shipped model's bar: at most 25 MB, and on the held-out
 recordings zero-shot accuracy >= 80 % with the project's CLIP and >= 80 % with the classifier trained
 only on real images.
 """

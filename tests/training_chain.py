@@ -1,5 +1,5 @@
 """A tiny trained chain for the stage, export and eval tests: procedural clips, a 32-px generator, a
-tiny CLIP, and a few steps of each stage, built once per test session (idempotent per folder)."""
+tiny CLIP, and a few steps of each stage, built once per pytest run (idempotent per folder)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from core.atomic_write import write_bytes_atomic
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 from training.config import LoopConfig, RunConfig, config_differences, identity, run_config_dict, write_config_yaml
 
 CHECKPOINT_FORMAT = "soundvj-train-checkpoint"
@@ -152,8 +152,7 @@ def load_checkpoint(path: str | Path) -> dict:
         text = str(e)
         if "WeightsUnpickler error:" in text:  # torch's long advice; the reason is on this line
             text = text.split("WeightsUnpickler error:", 1)[1].split(".", 1)[0]
-        detail = " ".join(text.split())[:160]
-        raise SoundvjError(f"checkpoint {str(path)!r}: not a readable soundvj training checkpoint ({detail})") from None
+        raise SoundvjError(f"checkpoint {str(path)!r}: not a readable soundvj training checkpoint ({one_line(text, 160)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise SoundvjError(f"checkpoint {str(path)!r}: not a soundvj training checkpoint (format {CHECKPOINT_FORMAT!r})")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -449,8 +448,7 @@ def _load_into_stage(path: Path, payload: dict, stage: Stage) -> None:
             try:
                 obj.load_state_dict(saved[name])
             except (RuntimeError, ValueError, KeyError) as e:
-                detail = " ".join(str(e).split())[:160]
-                raise SoundvjError(f"checkpoint {str(path)!r}: {kind[:-1]} {name!r} does not fit ({detail})") from None
+                raise SoundvjError(f"checkpoint {str(path)!r}: {kind[:-1]} {name!r} does not fit ({one_line(e, 160)})") from None
 
 
 def _gather_rank_state(env: DistributedEnv, sums: dict[str, float], count: int) -> list[dict]:

@@ -15,7 +15,7 @@ import av
 import torch
 
 from core.audio.decode import decode_audio, to_mono
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".mp4", ".mkv", ".webm")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
@@ -138,6 +138,5 @@ def _check_video_stream(path: Path) -> Problem | None:
             for _ in container.decode(container.streams.video[0]):
                 return None
     except av.FFmpegError as e:
-        text = " ".join(str(getattr(e, "strerror", None) or e).split())
-        return Problem(path, "unreadable", f"unreadable: video could not be decoded ({text})")
+        return Problem(path, "unreadable", f"unreadable: video could not be decoded ({one_line(e)})")
     return Problem(path, "unreadable", "unreadable: the video stream has no frames")

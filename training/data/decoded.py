@@ -36,7 +36,7 @@ from core.atomic_write import write_bytes_atomic
 from core.audio.decode import load_mono
 from core.audio.mel import MelConfig, MelSpectrogramFrontEnd
 from core.audio.windows import WindowConfig, frame_end_sample, mel_windows, num_video_frames
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 from training.data.clips import ClipEntry, Problem, check_audio
 
 CACHE_VERSION = 3  # bumped whenever decoding changes, so old cache entries are not reused
@@ -120,8 +120,7 @@ def decode_frames(path: Path, fps: float, count: int, resolution: int) -> np.nda
                 while len(out) < count and len(out) / fps < end - slack:
                     out.append(current[1])
     except av.FFmpegError as e:
-        text = " ".join(str(getattr(e, "strerror", None) or e).split())
-        raise SoundvjError(f"video file {str(path)!r}: could not be decoded ({text})") from None
+        raise SoundvjError(f"video file {str(path)!r}: could not be decoded ({one_line(e)})") from None
     if not out:
         raise SoundvjError(f"video file {str(path)!r}: the video stream has no frames")
     return np.stack(out)

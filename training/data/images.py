@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from core.errors import SoundvjError
+from core.errors import SoundvjError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 NAMED_PROBLEMS = 10  # unreadable files named on stderr; the rest are counted
@@ -82,7 +82,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 images.append(load_image(file, resolution))
                 labels.append(label)
             except Exception as e:  # PIL raises many kinds for broken files; the file is what matters
-                problems.append((file, " ".join(str(e).split())[:100] or type(e).__name__))
+                problems.append((file, one_line(e, 100)))
         self.skipped = [p for p, _ in problems]
         if problems and verbose:
             print(f"data: skipped {len(problems)} unreadable image file(s) in {root}:", file=sys.stderr)

@@ -4,7 +4,7 @@ A recipe is a YAML file (see `training/recipes/demo.yaml`)::
 
     name: demo
     vars: {data: runs/demo/data, runs: runs/demo}     # {data}, {runs} expand in every string below
-    state: demo-state                                 # relative to the recipe file: carried between machines
+    state: demo-state                                 # beside the recipe file (the default <name>-state)
     piece_hours: 2.0                                  # one `soundvj train recipe` call runs at most this long
     steps:
       - name: data                                    # a plain soundvj command, done when `creates` exists
@@ -21,8 +21,10 @@ folder holds a checkpoint is resumed from it. When the piece's time is up, the r
 
 Why a state folder: the run folders are large and stay on the machine that ran them, but a later piece
 may run on a fresh machine. After every piece each stage's checkpoint is copied into the state folder
-(the recipe's small, committed memory): a finished stage keeps only its weights and config (no optimiser
-state), the stage in progress its whole checkpoint. A missing run folder is restored from there.
+(the recipe's small memory, which whoever runs the recipe carries between machines; git ignores
+`training/recipes/*-state/`, so it never enters the repository): a finished stage keeps only its weights
+and config (no optimiser state), the stage in progress its whole checkpoint. A missing run folder is
+restored from there.
 
 A changed recipe retrains what it changed, and what reads it. A stage whose run was made with other
 settings than the recipe's now (compared as a resume compares them) starts again; one that only needs
@@ -71,7 +73,7 @@ class RecipeStep:
     overrides: tuple[str, ...] = ()
     creates: str | None = None
     keep: tuple[str, ...] = ()  # files of the run folder that later steps read (carried in the state)
-    # "half": a finished stage's weights are carried as float16 (half the committed size) - for frozen
+    # "half": a finished stage's weights are carried as float16 (half the carried size) - for frozen
     # inputs of later steps whose exact bits do not matter (e.g. a CLIP with a 49k-token embedding).
     state_precision: str = "full"
 
@@ -85,7 +87,7 @@ class Recipe:
     piece_hours: float
     steps: tuple[RecipeStep, ...] = field(default_factory=tuple)
     # An unfinished stage's whole checkpoint (with optimiser state) is carried only up to this size;
-    # a larger one restarts on a fresh machine instead of bloating the committed state.
+    # a larger one restarts on a fresh machine instead of bloating the carried state.
     max_state_mb: float = 20.0
 
     @property

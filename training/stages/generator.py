@@ -200,8 +200,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     device = ctx.device
     backend.set_backend("fast-torch")  # see the module docstring
     if config.threads:
-        # Measured here: with other processes on the 2 cores, 2 threads ran 6x slower than 1 (OpenMP
-        # threads wait for each other); on idle cores 2 threads are faster.
+        # When other processes share the cores, OpenMP threads wait for each other: one thread can be
+        # several times faster than two (docs/ has the measurement); on idle cores more threads are faster.
         torch.set_num_threads(config.threads)
     policy = parse_policy(config.augment)
     dataset = ImageFolderDataset(run.data.path, config.resolution, verbose=ctx.is_main)

@@ -17,8 +17,8 @@ Also beyond the paper (off by default): `spec_augment` and `level_db` alter the 
 one E_A turns into the target), so E_I may learn the kind of sound rather than one recording's level and
 details; `mix_same_class` makes new recordings of a kind by mixing windows of two clips of the same class
 (E_A's target is then the mix's). Trained on a few files per class, E_I maps an unheard recording wherever
-its nearest training file's quirks point (on the demo data: a held-out night-insects loop to the birds
-look); on a validation split none of the three moved that beyond one run's noise (README, Training).
+its nearest training file's quirks point; these three aim at that (docs/ records what they did on the
+demo data).
 """
 
 from __future__ import annotations

@@ -18,29 +18,26 @@ Beyond the paper (off by default), as in `train inverter`: with a class-conditio
 names are the dataset's, `lambda_class_w` adds `||w_tilde_t - w_class(label)||^2` on the stepper's
 proposals (w_tilde_t = w_{t-1} + (w_t - w_{t-1}) / alpha, the point each frame moves toward): on the frames
 themselves the start from w_0 dominates the distance and the term would teach the stepper to overshoot.
-Without it the only pull in W is lambda_b's toward w_avg, the average over all classes; on the demo data
-that bias drew rain toward the city-road look (held-out rain: E_I alone 0.55 rain, with the stepper 0.06).
-The term alone did not cure that on the demo data (with lambda_b 0.1 and weight 100: still 0.06); the
-numbers are in training/recipes/demo.yaml, whose stepper leaves it off.
+Without it the only pull in W is lambda_b's toward w_avg, the average over all classes, which can draw a
+class toward another class's look.
 
 Also beyond the paper (off by default): `lambda_delta` adds `||w_tilde_t - w_hat(t)||^2`, the square of the
 stepper's own term d_t, so its proposals stay near what E_I makes of the same window. The GAN and CLIP terms
-can pull a class's frames away from E_I's (a rerun of the demo recipe's stepper on the same inputs lost wind
-to the CLIP and rain to the classifier, where E_I alone kept both, per `soundvj eval --parts`); with the term
-the frames keep E_I's meaning and the stepper adds motion around it.
+can pull a class's frames away from E_I's (`soundvj eval --parts` shows which part loses a class); with the
+term the frames keep E_I's meaning and the stepper adds motion around it.
 
 Also beyond the paper (off by default): `burn_in_frames` = K runs the stepper, without gradient and without
 frames, over up to K windows that come before each training clip (k drawn per step from 0..K), and trains the
 clip from the state it reached. The paper trains on 10-frame clips that start from an empty GRU state, but
-live, and in `eval`, the stepper runs for hundreds of frames: on the demo data a rerun's frames were called
-wind 0.70 of the time in their first 10 frames, 0.22 in frames 10-30 and 0.00 after 30, while E_I alone stayed at
-1.00, and clearing the GRU state every 10 frames brought them back (0.93). The state after 10 frames was
-never trained; with burn-in it is.
+live, and in `eval`, the stepper runs for hundreds of frames, so without burn-in the states a long rollout
+reaches are never trained (`eval --parts` prints the accuracy by time since the clip began).
 
 Also beyond the paper (off by default): `conditional_discriminators` makes D_I and D_V class-conditional
 (projection). The paper's discriminators compare a frame with real frames of any class, so once they win
-(on the demo data D's loss fell to 0.08) their gradient pulls every class toward whatever look is least
-fake; conditioned on the clip's class they compare rain frames with real rain frames.
+their gradient pulls every class toward whatever look is least fake; conditioned on the clip's class they
+compare rain frames with real rain frames.
+
+docs/ records what each of these did on the demo data.
 """
 
 from __future__ import annotations

@@ -10,15 +10,14 @@ character, not its level.
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.atomic_write import atomic_open
 from core.errors import SoundvjError
 from training.data.demo.sources import SoundSource
 
@@ -268,21 +267,11 @@ def demo_walk(heldout: dict[str, list[Recording]], order: tuple[str, ...], segme
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """16-bit PCM mono WAVE, written to a temp file, fsynced, then renamed into place."""
+    """16-bit PCM mono WAVE, written atomically (core.atomic_write)."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with wave.open(f, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(sample_rate)
-                w.writeframes(pcm)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm)

@@ -5,7 +5,7 @@ Paths are relative to the source root (`--source-root`, default "/"), so tests c
 fake tree with the same layout. OpenSFX ships its samples in one catalogue file (`opensfx.cat`); a sample
 is named by its index there, and its credit is the text the catalogue stores with it.
 
-Choices, and why (measured on the installed packages, see the module's report in the issue note):
+Choices, and why (from listening to and measuring the installed packages' files):
 
 * `winter/sounds/wind.ogg` is the same recording as the held-out `winter_forest/sounds/wind.ogg`
   (sample correlation 0.999 at lag 0, only the gain differs), so it is used nowhere.
