@@ -178,6 +178,25 @@ def test_torchrun_two_gloo_ranks_agree_and_write_the_same_checkpoint_format(tmp_
     assert ddp["step"] == 6
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_torchrun_ranks_end_their_gloo_threads_before_the_interpreter_exits(tmp_path):
+    """train() destroys the process group for real: no gloo thread is left to be torn down at exit."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    dumps = tmp_path / "threads"
+    dumps.mkdir()
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "tests.training_toy", str(tmp_path / "ddp"),
+         "--set", "loop.steps=2", *TOY_ARGS, "--dump-threads", str(dumps)],
+        cwd=REPO, env=python_env(), capture_output=True, timeout=280,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    for rank in (0, 1):
+        left = (dumps / f"threads{rank}.txt").read_text().split()
+        assert not [name for name in left if "gloo" in name], f"rank {rank} still runs {left}"
+
+
 def test_data_scan_names_bad_clips(tmp_path, capsys):
     from training.data.synth import SynthSettings, write_dataset
 

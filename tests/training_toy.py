@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--set", action="append", default=[], dest="overrides")
     p.add_argument("--dump-params", metavar="DIR", help="each rank saves its final parameters as DIR/rank<N>.pt")
+    p.add_argument("--dump-threads", metavar="DIR",
+                   help="each rank writes the names of its native threads left after training to DIR/threads<N>.txt")
     args = p.parse_args(argv)
     config = load_run_config("toy", ToyConfig, None, args.overrides)
     built = []
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dump_params:
         stage, rank = built[0]
         torch.save(stage.modules["net"].state_dict(), Path(args.dump_params) / f"rank{rank}.pt")
+    if args.dump_threads:
+        names = sorted((task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir())
+        (Path(args.dump_threads) / f"threads{built[0][1]}.txt").write_text("\n".join(names) + "\n")
     if result.interrupted_by is not None:
         return 128 + int(result.interrupted_by)
     return 0

@@ -58,6 +58,13 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 import torch.distributed as dist
+# Imported before any process group exists, on purpose: torch.distributed.nn's functions take
+# `group=group.WORLD` as a default argument, evaluated when the module is first imported. DDP imports it
+# lazily, i.e. after init_process_group, and then those default arguments hold the default group for the
+# life of the process: destroy_process_group() cannot free it, gloo's threads run on into interpreter
+# shutdown, and tearing them down there aborts a rank now and then ("terminate called without an active
+# exception").
+import torch.distributed.nn  # noqa: F401
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from core.atomic_write import write_bytes_atomic
@@ -271,6 +278,7 @@ def init_distributed(device_name: str) -> DistributedEnv:
     if world_size <= 1:
         return DistributedEnv(rank=0, local_rank=0, world_size=1, device=device, active=False)
     if not dist.is_initialized():
+        # torch.distributed.nn is imported at the top of this module, before any group exists (see there).
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistributedEnv(rank=dist.get_rank(), local_rank=local_rank, world_size=dist.get_world_size(),
                           device=device, active=True)
@@ -530,9 +538,10 @@ def train(
         return result
     finally:
         if env.active:
-            # Every rank reaches this point before any tears gloo down: a rank that destroyed its group
-            # while the other still wrote its checkpoint aborted in gloo's C++ ("terminate called without
-            # an active exception", about 1 run in 15 here). After an error the peers may never arrive.
+            # Every rank reaches this point before any tears its group down, so no rank closes its
+            # connections while another still writes its checkpoint. After an error the peers may never
+            # arrive. destroy_process_group() then ends gloo's threads (see init_distributed), before
+            # the interpreter shuts down.
             if finished:
                 dist.barrier()
             dist.destroy_process_group()
