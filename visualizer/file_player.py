@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from core.audio.decode import decode_audio, resample, to_mono
+from core.audio.decode import decode_audio
+from core.audio.resampling import resample, to_mono
 from core.errors import SoundvjError, one_line
 from visualizer.portaudio import (
     GIVE_UP_SECONDS,

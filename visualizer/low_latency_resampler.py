@@ -1,6 +1,6 @@
 """Rate conversion for a live input that never ends, with the least delay the filter allows.
 
-core's `core.audio.decode.StreamingResampler` reproduces torchaudio's `resample` for a file read in
+core's `core.audio.resampling.StreamingResampler` reproduces torchaudio's `resample` for a file read in
 pieces: it emits output in whole blocks (to_sr / gcd samples each) and needs a `flush` at the end of
 the file. A microphone whose device cannot run at the model's rate has no end, and every millisecond
 of delay shows in the picture, so this one emits each output sample as soon as the filter's look-ahead
