@@ -549,20 +549,45 @@ def train(
 
 def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path | None, env: DistributedEnv) -> TrainResult:
     loop: LoopConfig = config.loop
-    checkpoint_path = run_dir / CHECKPOINT_NAME
+    resume_path, payload = _read_resume(resume, config)
+    _prepare_run_dir(run_dir, config, payload, env)
 
-    payload = None
-    resume_path = None
-    if resume is not None:
-        resume_path = Path(resume)
-        if resume_path.is_dir():
-            resume_path = resume_path / CHECKPOINT_NAME
-        payload = load_checkpoint(resume_path)
-        check_resume_matches(resume_path, payload, config)
+    # Same seed on every rank for build(): identical initial modules (DDP broadcasts rank 0's anyway).
+    seed_everything(loop.seed)
+    ctx = BuildContext(device=env.device, rank=env.rank, world_size=env.world_size, run_dir=run_dir, is_main=env.is_main)
+    stage: Stage = build(config, ctx)
+    if not stage.modules or not stage.optimizers:
+        raise SoundvjError(f"train {config.stage_name}: the stage has no trainable modules or optimisers")
+
+    progress = _resume_into(stage, resume_path, payload, loop, env)
+    if progress.step >= loop.steps:
+        if env.is_main:
+            print(f"soundvj: the checkpoint is at step {progress.step}, loop.steps is {loop.steps}: nothing to do "
+                  f"(raise it with --set loop.steps=N)", file=sys.stderr)
+        return TrainResult(step=progress.step, checkpoint=resume_path, interrupted_by=None, last_losses={})
+    sampler = _sampler(config, stage.dataset, env)
+    return _run_steps(config, stage, sampler, run_dir, env, progress)
+
+
+def _read_resume(resume: str | Path | None, config: RunConfig) -> tuple[Path | None, dict | None]:
+    """(checkpoint path, payload) of `resume` (a checkpoint or a run folder), checked against `config`."""
+    if resume is None:
+        return None, None
+    resume_path = Path(resume)
+    if resume_path.is_dir():
+        resume_path = resume_path / CHECKPOINT_NAME
+    payload = load_checkpoint(resume_path)
+    check_resume_matches(resume_path, payload, config)
+    return resume_path, payload
+
+
+def _prepare_run_dir(run_dir: Path, config: RunConfig, payload: dict | None, env: DistributedEnv) -> None:
+    """Refuse a run folder that is a file, or holds a checkpoint a fresh run would overwrite; rank 0 creates
+    it, clears a killed writer's temp files and writes config.yaml; every rank waits for that."""
     # Checked on every rank (read-only), so under torchrun all ranks stop with the same one-line error.
     if run_dir.exists() and not run_dir.is_dir():
         raise SoundvjError(f"run directory {str(run_dir)!r}: exists and is not a folder")
-    if payload is None and checkpoint_path.exists():
+    if payload is None and (run_dir / CHECKPOINT_NAME).exists():
         raise SoundvjError(
             f"run directory {str(run_dir)!r}: already holds {CHECKPOINT_NAME}; pass --resume to continue "
             "that run, or choose another --out"
@@ -577,39 +602,44 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
     if env.active:
         dist.barrier()
 
-    # Same seed on every rank for build(): identical initial modules (DDP broadcasts rank 0's anyway).
-    seed_everything(loop.seed)
-    ctx = BuildContext(device=env.device, rank=env.rank, world_size=env.world_size, run_dir=run_dir, is_main=env.is_main)
-    stage: Stage = build(config, ctx)
-    if not stage.modules or not stage.optimizers:
-        raise SoundvjError(f"train {config.stage_name}: the stage has no trainable modules or optimisers")
 
-    start_step = 0
-    sums: dict[str, float] = {}  # losses since the last log row
-    count = 0
-    if payload is not None:
-        _load_into_stage(resume_path, payload, stage)
-        start_step = int(payload["step"])
-        saved_rng = payload.get("rng") or []
-        if payload.get("world_size") != env.world_size and env.is_main:
-            print(f"soundvj: note: the checkpoint was written by {payload.get('world_size')} processes, now "
-                  f"{env.world_size}: training continues, but not bit for bit", file=sys.stderr)
-        if env.rank < len(saved_rng) and payload.get("world_size") == env.world_size:
-            restore_rng_state(saved_rng[env.rank])
-            pending = (payload.get("pending_losses") or [{}] * len(saved_rng))[env.rank]
-            sums, count = dict(pending.get("sums", {})), int(pending.get("count", 0))
-        else:
-            seed_everything(loop.seed * 1000 + 1 + env.rank + start_step)
-    else:
+@dataclass
+class _Progress:
+    """Where the run stands: steps done, losses summed since the last log row (and how many steps they
+    cover), the last logged means, and the step of the last checkpoint (-1: none written or resumed)."""
+
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+    last_saved: int = -1
+
+
+def _resume_into(stage: Stage, resume_path: Path | None, payload: dict | None, loop: LoopConfig,
+                 env: DistributedEnv) -> _Progress:
+    """Load the checkpoint into the stage and restore this rank's RNG streams and pending losses (a fresh
+    run: seed this rank's own stream). Same ranks as before: bit for bit; another world size: reseeded."""
+    if payload is None:
         seed_everything(loop.seed * 1000 + 1 + env.rank)  # per-rank augmentation/noise streams
+        return _Progress()
+    _load_into_stage(resume_path, payload, stage)
+    progress = _Progress(step=int(payload["step"]), last_saved=int(payload["step"]))
+    saved_rng = payload.get("rng") or []
+    if payload.get("world_size") != env.world_size and env.is_main:
+        print(f"soundvj: note: the checkpoint was written by {payload.get('world_size')} processes, now "
+              f"{env.world_size}: training continues, but not bit for bit", file=sys.stderr)
+    if env.rank < len(saved_rng) and payload.get("world_size") == env.world_size:
+        restore_rng_state(saved_rng[env.rank])
+        pending = (payload.get("pending_losses") or [{}] * len(saved_rng))[env.rank]
+        progress.sums, progress.count = dict(pending.get("sums", {})), int(pending.get("count", 0))
+    else:
+        seed_everything(loop.seed * 1000 + 1 + env.rank + progress.step)
+    return progress
 
-    if start_step >= loop.steps:
-        if env.is_main:
-            print(f"soundvj: the checkpoint is at step {start_step}, loop.steps is {loop.steps}: nothing to do "
-                  f"(raise it with --set loop.steps=N)", file=sys.stderr)
-        return TrainResult(step=start_step, checkpoint=resume_path, interrupted_by=None, last_losses={})
 
-    dataset = stage.dataset
+def _sampler(config: RunConfig, dataset: Dataset, env: DistributedEnv) -> ResumableDistributedSampler:
+    """The run's sampler, after checking the dataset is map-style and holds a batch for every process."""
+    loop: LoopConfig = config.loop
     try:
         n_items = len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -619,66 +649,68 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
             f"data: {n_items} training items are fewer than loop.batch_size={loop.batch_size} x "
             f"{env.world_size} process(es); use a smaller batch or more data"
         )
-    sampler = ResumableDistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, seed=loop.seed)
-    batches_per_epoch = sampler.num_samples // loop.batch_size
+    return ResumableDistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, seed=loop.seed)
 
+
+def _epoch_loader(config: RunConfig, stage: Stage, sampler: ResumableDistributedSampler, env: DistributedEnv,
+                  step: int) -> DataLoader:
+    """The batches from `step` to the end of its epoch (the data position is the step count)."""
+    loop: LoopConfig = config.loop
+    epoch, offset = divmod(step, sampler.num_samples // loop.batch_size)
+    sampler.set_epoch(epoch)
+    sampler.start_index = offset * loop.batch_size
+    # A dedicated generator: creating the iterator must not draw from the global RNG.
+    loader_rng = torch.Generator().manual_seed(loop.seed * 1_000_003 + epoch)
+    return DataLoader(stage.dataset, batch_size=loop.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=loop.num_workers, collate_fn=stage.collate_fn,
+                      generator=loader_rng, pin_memory=env.device.type == "cuda")
+
+
+def _run_steps(config: RunConfig, stage: Stage, sampler: ResumableDistributedSampler, run_dir: Path,
+               env: DistributedEnv, progress: _Progress) -> TrainResult:
+    """The steps from `progress.step` to loop.steps, or to a signal: log rows, checkpoints and samples."""
+    loop: LoopConfig = config.loop
+    checkpoint_path = run_dir / CHECKPOINT_NAME
     modules = _wrap_ddp(stage.modules, env)
     for m in stage.modules.values():
         m.train()
 
-    log = ScalarLog(run_dir, start_step) if env.is_main else None
+    log = ScalarLog(run_dir, progress.step) if env.is_main else None
     bar = None
     if env.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=loop.steps, initial=start_step, unit="step", desc=f"train {config.stage_name}",
+        bar = tqdm(total=loop.steps, initial=progress.step, unit="step", desc=f"train {config.stage_name}",
                    disable=not loop.progress, dynamic_ncols=True, file=sys.stderr)
-
-    step = start_step
-    last: dict[str, float] = {}
-    last_saved = start_step if payload is not None else -1
     interrupted: int | None = None
 
     def write_checkpoint() -> None:
-        nonlocal last_saved
-        states = _gather_rank_state(env, sums, count)
+        states = _gather_rank_state(env, progress.sums, progress.count)
         if env.is_main:
-            save_checkpoint(checkpoint_path, checkpoint_payload(config, step, stage, states, env.world_size))
-        last_saved = step
+            save_checkpoint(checkpoint_path, checkpoint_payload(config, progress.step, stage, states, env.world_size))
+        progress.last_saved = progress.step
 
     try:
         with _StopFlag() as stop:
-            while step < loop.steps and interrupted is None:
-                epoch, offset = divmod(step, batches_per_epoch)
-                sampler.set_epoch(epoch)
-                sampler.start_index = offset * loop.batch_size
-                # A dedicated generator: creating the iterator must not draw from the global RNG.
-                loader_rng = torch.Generator().manual_seed(loop.seed * 1_000_003 + epoch)
-                loader = DataLoader(dataset, batch_size=loop.batch_size, sampler=sampler, drop_last=True,
-                                    num_workers=loop.num_workers, collate_fn=stage.collate_fn,
-                                    generator=loader_rng, pin_memory=env.device.type == "cuda")
-                for batch in loader:
+            while progress.step < loop.steps and interrupted is None:
+                for batch in _epoch_loader(config, stage, sampler, env, progress.step):
                     batch = move_to_device(batch, env.device)
-                    sctx = StepContext(step=step, total_steps=loop.steps, modules=modules, plain=stage.modules,
+                    sctx = StepContext(step=progress.step, total_steps=loop.steps, modules=modules, plain=stage.modules,
                                        device=env.device, rank=env.rank, world_size=env.world_size, bf16=loop.bf16)
                     losses = {k: _as_float(v) for k, v in stage.train_step(batch, sctx).items()}
                     for s in stage.schedulers.values():
                         s.step()
-                    step += 1
+                    progress.step += 1
+                    step = progress.step
                     for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
+                        progress.sums[k] = progress.sums.get(k, 0.0) + v
+                    progress.count += 1
                     if bar is not None:
                         shown = losses.get("loss", next(iter(losses.values()), float("nan")))
                         bar.set_postfix_str(f"loss {shown:.4g}", refresh=False)
                         bar.update(1)
                     if step % loop.log_every == 0 or step == loop.steps:
-                        means = _mean_over_ranks(env, {k: v / count for k, v in sums.items()})
-                        last = means
-                        if log is not None:
-                            rates = {f"lr/{name}": o.param_groups[0]["lr"] for name, o in stage.optimizers.items()}
-                            log.write(step, {**{f"loss/{k}": v for k, v in means.items()}, **rates})
-                        sums, count = {}, 0
+                        _log_row(progress, stage, env, log)
                     if (loop.checkpoint_every and step % loop.checkpoint_every == 0) or step == loop.steps:
                         write_checkpoint()
                     if env.is_main and ((loop.sample_every and step % loop.sample_every == 0) or step == loop.steps):
@@ -689,7 +721,7 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
                         break
                     if step >= loop.steps:
                         break
-            if interrupted is not None and last_saved != step:
+            if interrupted is not None and progress.last_saved != progress.step:
                 write_checkpoint()
     finally:
         if bar is not None:
@@ -698,10 +730,21 @@ def _train(config: RunConfig, build: Callable, run_dir: Path, resume: str | Path
             log.close()
     if env.is_main and interrupted is not None:
         name = signal.Signals(interrupted).name
-        print(f"soundvj: {name}: stopped at step {step}; checkpoint {checkpoint_path} (continue with --resume)",
+        print(f"soundvj: {name}: stopped at step {progress.step}; checkpoint {checkpoint_path} (continue with --resume)",
               file=sys.stderr)
-    return TrainResult(step=step, checkpoint=checkpoint_path if last_saved >= 0 else None,
-                       interrupted_by=interrupted, last_losses=last)
+    return TrainResult(step=progress.step, checkpoint=checkpoint_path if progress.last_saved >= 0 else None,
+                       interrupted_by=interrupted, last_losses=progress.last)
+
+
+def _log_row(progress: _Progress, stage: Stage, env: DistributedEnv, log: ScalarLog | None) -> None:
+    """The losses averaged over the steps since the last row and over ranks (and, on rank 0, written with
+    the learning rates); the sums start again."""
+    means = _mean_over_ranks(env, {k: v / progress.count for k, v in progress.sums.items()})
+    progress.last = means
+    if log is not None:
+        rates = {f"lr/{name}": o.param_groups[0]["lr"] for name, o in stage.optimizers.items()}
+        log.write(progress.step, {**{f"loss/{k}": v for k, v in means.items()}, **rates})
+    progress.sums, progress.count = {}, 0
 
 
 __all__ = [
