@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from core.errors import SoundvjError
 from core.sound import LatentStepper, LatentStepperConfig
@@ -129,6 +130,31 @@ def burn_in(stepper: LatentStepper, w0: torch.Tensor, w_hats: torch.Tensor, embe
     return w, hidden
 
 
+def open_clip_data(run: RunConfig, resolution: int) -> tuple[Dataset, Dataset, list[str]]:
+    """(training split, held-out split, class names) of clips of data.clip_frames frames; with burn-in, each
+    item also holds the stage.burn_in_frames windows before its clip (the burn-in's sound)."""
+    lead = run.stage.burn_in_frames
+    if not lead:
+        dataset, holdout = open_stage_datasets(run, resolution, need_frames=True, min_clip_frames=2)
+        return dataset, holdout, check_classes(dataset)
+    if run.data.clip_frames < 2:
+        raise SoundvjError(f"data.clip_frames: `train stepper` trains on clips of frames; expected >= 2, "
+                           f"got {run.data.clip_frames}")
+    longer = dataclasses.replace(run, data=dataclasses.replace(run.data, clip_frames=run.data.clip_frames + lead))
+    try:
+        dataset, holdout = open_stage_datasets(longer, resolution, need_frames=True)
+    except SoundvjError as error:
+        raise SoundvjError(f"{error} (data.clip_frames {run.data.clip_frames} + stage.burn_in_frames {lead}: "
+                           "every item holds both)") from error
+    classes = check_classes(dataset)
+    covered = {dataset.labels[clip_index] for clip_index, _ in dataset.items}  # type: ignore[attr-defined]
+    short = [c for i, c in enumerate(classes) if i not in covered]
+    if short:
+        raise SoundvjError(f"stage.burn_in_frames: no training clip of {', '.join(short)} is "
+                           f"{run.data.clip_frames + lead} frames long (data.clip_frames + stage.burn_in_frames)")
+    return dataset, holdout, classes
+
+
 def build(run: RunConfig, ctx: BuildContext) -> Stage:
     config: Config = run.stage
     device = ctx.device
@@ -139,27 +165,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     audio_encoder = trained_audio_encoder(config.audio_encoder, "stage.audio_encoder", device)
     check_embed_dims(clip.embed_dim, audio_encoder.embed_dim, config.audio_encoder)
     inverter = trained_inversion_encoder(config.inverter, "stage.inverter", G, device)
-    lead = config.burn_in_frames
-    if not lead:
-        dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=True, min_clip_frames=2)
-    else:
-        if run.data.clip_frames < 2:
-            raise SoundvjError(f"data.clip_frames: `train stepper` trains on clips of frames; expected >= 2, "
-                               f"got {run.data.clip_frames}")
-        # Items carry the windows before the clip too: the burn-in's sound.
-        longer = dataclasses.replace(run, data=dataclasses.replace(run.data, clip_frames=run.data.clip_frames + lead))
-        try:
-            dataset, holdout = open_stage_datasets(longer, G.img_resolution, need_frames=True)
-        except SoundvjError as error:
-            raise SoundvjError(f"{error} (data.clip_frames {run.data.clip_frames} + stage.burn_in_frames {lead}: "
-                               "every item holds both)") from error
-    classes = check_classes(dataset)
-    if lead:
-        covered = {dataset.labels[clip_index] for clip_index, _ in dataset.items}
-        short = [c for i, c in enumerate(classes) if i not in covered]
-        if short:
-            raise SoundvjError(f"stage.burn_in_frames: no training clip of {', '.join(short)} is "
-                               f"{run.data.clip_frames + lead} frames long (data.clip_frames + stage.burn_in_frames)")
+    dataset, holdout, classes = open_clip_data(run, G.img_resolution)
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
@@ -190,76 +196,152 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         ),
     }
     schedulers = {name: decay_schedule(opt, config.lr_decay, config.decay_every) for name, opt in optimizers.items()}
-    discriminators = (image_d, video_d)
+    chain = FrozenChain(G, clip, audio_encoder, inverter, class_text, w_class)
+    training = StepperTraining(run, chain, stepper, (image_d, video_d), optimizers, num_classes, device)
+    samples = StepperSamples(run, chain, stepper, holdout, classes, device)
+    return Stage(
+        modules=modules,
+        optimizers=optimizers,
+        schedulers=schedulers,
+        dataset=dataset,
+        train_step=training.train_step,
+        write_samples=samples.write,
+    )
 
-    def sound(mel: torch.Tensor, inversion: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+
+@dataclass(frozen=True)
+class FrozenChain:
+    """What the stepper trains against, all frozen: the generator, CLIP, E_A and E_I (unless fine-tuned),
+    CLIP's embeddings of the class captions, and the class latents (None when lambda_class_w is off)."""
+
+    G: Generator
+    clip: torch.nn.Module
+    audio_encoder: torch.nn.Module
+    inverter: torch.nn.Module
+    class_text: torch.Tensor
+    w_class: torch.Tensor | None
+
+    def sound(self, mel: torch.Tensor, inversion: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """(E_A embeddings [B, T, D], E_I's w_hat [B, T, num_ws, w_dim]) for mel windows [B, T, n_mels, W]."""
         batch, frames = mel.shape[:2]
         flat = mel.flatten(0, 1)
         with torch.no_grad():
-            embeds = audio_encoder(flat).float().view(batch, frames, -1)
-        return embeds, inversion(flat).float().view(batch, frames, G.num_ws, G.w_dim)
+            embeds = self.audio_encoder(flat).float().view(batch, frames, -1)
+        return embeds, inversion(flat).float().view(batch, frames, self.G.num_ws, self.G.w_dim)
 
-    def latents(mel: torch.Tensor, inversion: torch.nn.Module, step_module: torch.nn.Module,
-                rng: torch.Generator | None, context: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim], E_I's w_hat [B, T, num_ws,
-        w_dim]) for mel windows [B, T, n_mels, W], from w_0 = mapping(z), or with `context` windows [B, K, n_mels, W]
-        from the state a rollout over them reached (then w_0 is that rollout's last latent)."""
+
+def rollout(chain: FrozenChain, stepper: LatentStepper, config: Config, mel: torch.Tensor, inversion: torch.nn.Module,
+            step_module: torch.nn.Module, rng: torch.Generator | None, context: torch.Tensor | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ws [B, T, num_ws, w_dim], E_A embeddings [B, T, D], w_0 [B, num_ws, w_dim], E_I's w_hat [B, T, num_ws,
+    w_dim]) for mel windows [B, T, n_mels, W], from w_0 = mapping(z), or with `context` windows [B, K, n_mels, W]
+    from the state a rollout over them reached (then w_0 is that rollout's last latent). `step_module` runs
+    the rollout (the DDP-wrapped stepper while training); the burn-in runs the plain `stepper`."""
+    G = chain.G
+    device = mel.device
+    with torch.no_grad():
+        z = torch.randn([mel.shape[0], G.z_dim], generator=rng).to(device)
+        w0 = G.mapping(z, torch.zeros([mel.shape[0], G.c_dim], device=device))
+    hidden = None
+    if context is not None and context.shape[1]:
         with torch.no_grad():
-            z = torch.randn([mel.shape[0], G.z_dim], generator=rng).to(device)
-            w0 = G.mapping(z, torch.zeros([mel.shape[0], G.c_dim], device=device))
-        hidden = None
-        if context is not None and context.shape[1]:
-            with torch.no_grad():
-                context_embeds, context_w_hats = sound(context, inversion)
-            w0, hidden = burn_in(stepper, w0, context_w_hats, context_embeds, config.alpha, config.noise_std, rng)
-        embeds, w_hats = sound(mel, inversion)
-        ws = step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng, hidden=hidden)
-        return ws, embeds, w0, w_hats
+            context_embeds, context_w_hats = chain.sound(context, inversion)
+        w0, hidden = burn_in(stepper, w0, context_w_hats, context_embeds, config.alpha, config.noise_std, rng)
+    embeds, w_hats = chain.sound(mel, inversion)
+    ws = step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng, hidden=hidden)
+    return ws, embeds, w0, w_hats
 
-    def train_step(batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
+
+class StepperTraining:
+    """One training step: the stepper against D_I, D_V and L_enc (plus the optional terms), then the
+    discriminators on real vs. the step's fake frames."""
+
+    def __init__(self, run: RunConfig, chain: FrozenChain, stepper: LatentStepper,
+                 discriminators: tuple[torch.nn.Module, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 num_classes: int, device: torch.device):
+        self.config: Config = run.stage
+        self.chain = chain
+        self.stepper = stepper
+        self.discriminators = discriminators
+        self.optimizers = optimizers
+        self.num_classes = num_classes
+        self.device = device
+
+    def train_step(self, batch: dict, step: StepContext) -> dict[str, torch.Tensor]:
+        config, chain = self.config, self.chain
         mel, labels = batch["mel"], batch["label"]
         real = frames_to_generator_range(batch["frames"])  # [B, T, 3, H, W]
         context = None
+        lead = config.burn_in_frames
         if lead:
             k = int(torch.randint(0, lead + 1, ()))  # global RNG: checkpointed; k = 0 is the paper's fresh start
             context = mel[:, lead - k : lead]
             mel, real = mel[:, lead:], real[:, lead:]
         b, t = real.shape[:2]
-        inversion = step.modules["inversion_encoder"] if config.finetune_inverter else inverter
+        frame_labels = labels.repeat_interleave(t) if self.num_classes else None
+        clip_labels = labels if self.num_classes else None
+        inversion = step.modules["inversion_encoder"] if config.finetune_inverter else chain.inverter
         with step.autocast():
-            ws, embeds, w0, w_hats = latents(mel, inversion, step.modules["latent_stepper"], None, context)  # global RNG
-            fake = G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
+            ws, embeds, w0, w_hats = rollout(chain, self.stepper, config, mel, inversion, step.modules["latent_stepper"],
+                                             None, context)  # global RNG
+            fake = chain.G.synthesis(ws.flatten(0, 1), noise_mode="const").float()  # [B*T, 3, H, W]
             fake_clip = fake.view(b, t, *fake.shape[1:]).transpose(1, 2)  # [B, 3, T, H, W]
             # Stepper side: the discriminators only pass gradients through.
-            for d in discriminators:
+            for d in self.discriminators:
                 d.requires_grad_(False)
-            frame_labels = labels.repeat_interleave(t) if num_classes else None
-            clip_labels = labels if num_classes else None
             adversarial = lsgan_generator_loss(step.plain["image_discriminator"](fake, frame_labels)) + lsgan_generator_loss(
                 step.plain["video_discriminator"](fake_clip, clip_labels)
             )
-            image_embed = clip.encode_images(fake).float()
-            text_embed = class_text[labels].float().repeat_interleave(t, dim=0)
-            enc = encoder_loss(image_embed, embeds.flatten(0, 1), text_embed, ws.flatten(0, 1), G.mapping.w_avg, config.lambda_b)
+            image_embed = chain.clip.encode_images(fake).float()
+            text_embed = chain.class_text[labels].float().repeat_interleave(t, dim=0)
+            enc = encoder_loss(image_embed, embeds.flatten(0, 1), text_embed, ws.flatten(0, 1), chain.G.mapping.w_avg,
+                               config.lambda_b)
             stepper_loss = adversarial + config.lambda_enc * enc["loss"]
-            if w_class is not None or config.lambda_delta > 0:
-                previous = torch.cat([w0.unsqueeze(1), ws[:, :-1]], dim=1)
-                proposals = previous + (ws - previous) / config.alpha
-            if w_class is not None:
-                class_latent = (proposals - w_class[labels].unsqueeze(1)).square().mean()
-                stepper_loss = stepper_loss + config.lambda_class_w * class_latent
-            if config.lambda_delta > 0:
-                delta = (proposals - w_hats).square().mean()  # d_t itself: the proposal is w_hat + d_t
-                stepper_loss = stepper_loss + config.lambda_delta * delta
-        optimizers["stepper"].zero_grad(set_to_none=True)
+            extra = self.proposal_terms(ws, w0, w_hats, labels)
+            for name, value in extra.items():
+                weight = config.lambda_class_w if name == "class_latent" else config.lambda_delta
+                stepper_loss = stepper_loss + weight * value
+        self.optimizers["stepper"].zero_grad(set_to_none=True)
         stepper_loss.backward()
-        optimizers["stepper"].step()
-        for d in discriminators:
+        self.optimizers["stepper"].step()
+        for d in self.discriminators:
             d.requires_grad_(True)
 
-        # Discriminator side: real and fake in one call each (a DDP module runs once per backward).
+        d_loss = self.discriminator_step(step, real, fake, fake_clip, frame_labels, clip_labels)
+        with torch.no_grad():
+            accuracy = ((image_embed @ chain.class_text.float().T).argmax(dim=1) == labels.repeat_interleave(t)).float().mean()
+            motion = (fake_clip[:, :, 1:] - fake_clip[:, :, :-1]).abs().mean()
+        logged = {
+            "loss": stepper_loss.detach(),
+            "adversarial": adversarial.detach(),
+            "enc": enc["loss"].detach(),
+            "discriminator": d_loss.detach(),
+            "zero_shot_accuracy": accuracy,
+            "frame_change": motion,
+        }
+        return {**logged, **{name: value.detach() for name, value in extra.items()}}
+
+    def proposal_terms(self, ws: torch.Tensor, w0: torch.Tensor, w_hats: torch.Tensor,
+                       labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The optional terms on the stepper's proposals w_tilde_t (the points the frames move toward):
+        "class_latent" (distance to the class's latent) and "delta" (distance to E_I's w_hat, i.e. d_t)."""
+        config, w_class = self.config, self.chain.w_class
+        terms: dict[str, torch.Tensor] = {}
+        if w_class is None and config.lambda_delta <= 0:
+            return terms
+        previous = torch.cat([w0.unsqueeze(1), ws[:, :-1]], dim=1)
+        proposals = previous + (ws - previous) / config.alpha
+        if w_class is not None:
+            terms["class_latent"] = (proposals - w_class[labels].unsqueeze(1)).square().mean()
+        if config.lambda_delta > 0:
+            terms["delta"] = (proposals - w_hats).square().mean()  # d_t itself: the proposal is w_hat + d_t
+        return terms
+
+    def discriminator_step(self, step: StepContext, real: torch.Tensor, fake: torch.Tensor, fake_clip: torch.Tensor,
+                           frame_labels: torch.Tensor | None, clip_labels: torch.Tensor | None) -> torch.Tensor:
+        """LSGAN on real vs. the (detached) fake frames and clips; real and fake in one call each (a DDP
+        module runs once per backward)."""
+        b, t = real.shape[:2]
         with step.autocast():
             image_scores = step.modules["image_discriminator"](
                 torch.cat([real.flatten(0, 1), fake.detach()]), None if frame_labels is None else frame_labels.repeat(2)
@@ -271,30 +353,35 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             d_loss = lsgan_discriminator_loss(image_scores[:n_img].float(), image_scores[n_img:].float()) + (
                 lsgan_discriminator_loss(video_scores[:b].float(), video_scores[b:].float())
             )
-        optimizers["discriminators"].zero_grad(set_to_none=True)
+        self.optimizers["discriminators"].zero_grad(set_to_none=True)
         d_loss.backward()
-        optimizers["discriminators"].step()
-        with torch.no_grad():
-            accuracy = ((image_embed @ class_text.float().T).argmax(dim=1) == labels.repeat_interleave(t)).float().mean()
-            motion = (fake_clip[:, :, 1:] - fake_clip[:, :, :-1]).abs().mean()
-        logged = {
-            "loss": stepper_loss.detach(),
-            "adversarial": adversarial.detach(),
-            "enc": enc["loss"].detach(),
-            "discriminator": d_loss.detach(),
-            "zero_shot_accuracy": accuracy,
-            "frame_change": motion,
-        }
-        if w_class is not None:
-            logged["class_latent"] = class_latent.detach()
-        if config.lambda_delta > 0:
-            logged["delta"] = delta.detach()
-        return logged
+        self.optimizers["discriminators"].step()
+        return d_loss
 
-    def write_samples(out_dir: Path, step: int) -> None:
-        """One row per class: the frames the stepper makes for a held-out clip of that class; and per
-        class a short video of the first seconds of that clip with its sound."""
-        rows = items_per_class(holdout, len(classes), 1)
+
+class StepperSamples:
+    """The stage's samples: one row per class of the frames the stepper makes for a held-out clip of that
+    class, and per class a short video of the first seconds of that clip with its sound."""
+
+    def __init__(self, run: RunConfig, chain: FrozenChain, stepper: LatentStepper, holdout: Dataset,
+                 classes: list[str], device: torch.device):
+        self.config: Config = run.stage
+        self.fps = run.data.fps
+        self.chain = chain
+        self.stepper = stepper
+        self.holdout = holdout
+        self.classes = classes
+        self.device = device
+
+    def latents(self, mel: torch.Tensor) -> torch.Tensor:
+        """The stepper's latents [T, num_ws, w_dim] for one clip's windows [T, n_mels, W], from the sample seed."""
+        rng = torch.Generator().manual_seed(self.config.sample_seed)
+        return rollout(self.chain, self.stepper, self.config, mel.unsqueeze(0).to(self.device), self.chain.inverter,
+                       self.stepper, rng)[0][0]
+
+    def write(self, out_dir: Path, step: int) -> None:
+        G = self.chain.G
+        rows = items_per_class(self.holdout, len(self.classes), 1)
         if not any(rows):
             return
         frames = []
@@ -302,29 +389,16 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             if not row:
                 frames.append(torch.zeros(0, 3, G.img_resolution, G.img_resolution))
                 continue
-            rng = torch.Generator().manual_seed(config.sample_seed)
-            ws = latents(row[0]["mel"].unsqueeze(0).to(device), inverter, stepper, rng)[0]
-            frames.append(G.synthesis(ws[0], noise_mode="const").cpu())
+            frames.append(G.synthesis(self.latents(row[0]["mel"]), noise_mode="const").cpu())
         write_grid(out_dir / f"stepper-{step:07d}.png", frames)
-        video_frames = round(config.sample_video_seconds * run.data.fps)
+        video_frames = round(self.config.sample_video_seconds * self.fps)
         if video_frames < 1:
             return
         for label, row in enumerate(rows):
             if not row:
                 continue
-            whole = holdout.whole_clip(int(row[0]["clip"]))  # type: ignore[attr-defined]
-            mel = whole["mel"][:video_frames].unsqueeze(0).to(device)
-            rng = torch.Generator().manual_seed(config.sample_seed)
-            ws = latents(mel, inverter, stepper, rng)[0][0]
+            whole = self.holdout.whole_clip(int(row[0]["clip"]))  # type: ignore[attr-defined]
+            ws = self.latents(whole["mel"][:video_frames])
             clip_frames = torch.cat([G.synthesis(ws[i : i + 8], noise_mode="const").cpu() for i in range(0, ws.shape[0], 8)])
-            write_sample_video(out_dir / f"stepper-{step:07d}-{classes[label]}.mp4", clip_frames, run.data.fps,
-                               whole["path"], clip_frames.shape[0] / run.data.fps)
-
-    return Stage(
-        modules=modules,
-        optimizers=optimizers,
-        schedulers=schedulers,
-        dataset=dataset,
-        train_step=train_step,
-        write_samples=write_samples,
-    )
+            write_sample_video(out_dir / f"stepper-{step:07d}-{self.classes[label]}.mp4", clip_frames, self.fps,
+                               whole["path"], clip_frames.shape[0] / self.fps)
