@@ -203,18 +203,15 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         # When other processes share the cores, OpenMP threads wait for each other: one thread can be
         # several times faster than two (docs/ has the measurement); on idle cores more threads are faster.
         torch.set_num_threads(config.threads)
-    policy = parse_policy(config.augment)
     dataset = ImageFolderDataset(run.data.path, config.resolution, verbose=ctx.is_main)
     if ctx.is_main:
         print(f"train generator: {dataset.root}: {dataset.describe()}", file=sys.stderr)
-    classes = dataset.classes if dataset.conditional else []
-    c_dim = dataset.c_dim
     total_batch = run.loop.batch_size * ctx.world_size
 
-    G = Generator(**generator_kwargs(config, c_dim, total_batch)).to(device)
+    G = Generator(**generator_kwargs(config, dataset.c_dim, total_batch)).to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     D = Discriminator(
-        c_dim=c_dim, img_resolution=config.resolution, img_channels=3,
+        c_dim=dataset.c_dim, img_resolution=config.resolution, img_channels=3,
         channel_base=config.discriminator_channel_base, channel_max=config.discriminator_channel_max,
         mbstd_group=config.mbstd_group,
     ).to(device)
@@ -226,95 +223,134 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         "G": torch.optim.Adam(G.parameters(), lr=config.g_lr * g_ratio, betas=(0.0, 0.99**g_ratio), eps=1e-8),
         "D": torch.optim.Adam(D.parameters(), lr=config.d_lr * d_ratio, betas=(0.0, 0.99**d_ratio), eps=1e-8),
     }
-    labels_cpu = dataset.labels
-    clock = {"last": time.perf_counter()}
+    training = GeneratorTraining(run, ctx, dataset, G_ema, stats, optimizers)
+    return Stage(
+        modules={"G": G, "D": D, "G_ema": G_ema, "stats": stats},
+        optimizers=optimizers,
+        dataset=dataset,
+        train_step=training.train_step,
+        write_samples=training.write_samples,
+    )
 
-    def random_c(batch: int) -> torch.Tensor:
+
+class GeneratorTraining:
+    """One step of NVIDIA's recipe (see the module docstring): G, D, lazy R1, G_ema; and the sample grid."""
+
+    def __init__(self, run: RunConfig, ctx: BuildContext, dataset: ImageFolderDataset, G_ema: Generator,
+                 stats: TrainingStats, optimizers: dict[str, torch.optim.Optimizer]):
+        self.run = run
+        self.config: Config = run.stage
+        self.ctx = ctx
+        self.device = ctx.device
+        self.dataset = dataset
+        self.classes = dataset.classes if dataset.conditional else []
+        self.G_ema = G_ema
+        self.stats = stats
+        self.optimizers = optimizers
+        self.policy = parse_policy(self.config.augment)
+        self.last_time = time.perf_counter()
+
+    def random_c(self, batch: int) -> torch.Tensor:
         """Class labels as often as the training set has them (NVIDIA draws gen_c from the dataset)."""
-        picks = torch.randint(len(labels_cpu), [batch])  # global RNG: checkpointed
-        return dataset.one_hot(labels_cpu[picks]).to(device)
+        picks = torch.randint(len(self.dataset.labels), [batch])  # global RNG: checkpointed
+        return self.dataset.one_hot(self.dataset.labels[picks]).to(self.device)
 
-    def augment(images: torch.Tensor, images_seen: int) -> torch.Tensor:
+    def augment(self, images: torch.Tensor, images_seen: int) -> torch.Tensor:
         """What D sees: NVIDIA's fading blur (R), then DiffAugment."""
-        images = blur(images, blur_sigma_at(config, images_seen))
-        return diff_augment(images, policy) if policy else images
+        images = blur(images, blur_sigma_at(self.config, images_seen))
+        return diff_augment(images, self.policy) if self.policy else images
 
-    def train_step(batch: dict, step: StepContext) -> dict[str, float | torch.Tensor]:
+    def train_step(self, batch: dict, step: StepContext) -> dict[str, float | torch.Tensor]:
+        config, device = self.config, self.device
         real = batch["image"]
         n = real.shape[0]
-        c_real = dataset.one_hot(batch["label"]).to(device)
+        c_real = self.dataset.one_hot(batch["label"]).to(device)
         if config.xflip:
             flip = (torch.rand(n) < 0.5).to(device)  # global RNG: checkpointed
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
-        G_plain, D_plain = step.plain["G"], step.plain["D"]
         images_before = step.step * n * step.world_size
-
-        # G: D only passes gradients through.
-        D_plain.requires_grad_(False)
-        z = torch.randn([n, config.z_dim]).to(device)
-        c_gen = random_c(n)
-        with step.autocast():
-            fake = step.modules["G"](z, c_gen)
-            gen_logits = D_plain(augment(fake, images_before), c_gen).float()
-        loss_g = F.softplus(-gen_logits).mean()
-        optimizers["G"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        sanitize_grads(G_plain)
-        optimizers["G"].step()
-        D_plain.requires_grad_(True)
-
-        # D: real and fake in one call (a DDP module runs once per backward); fresh fakes update G's EMAs.
-        z = torch.randn([n, config.z_dim]).to(device)
-        c_gen = random_c(n)
-        with torch.no_grad(), step.autocast():
-            fake = G_plain(z, c_gen, update_emas=True)
-        with step.autocast():
-            both = augment(torch.cat([real, fake.float()]), images_before)
-            logits = step.modules["D"](both, torch.cat([c_real, c_gen])).float()
-        real_logits, fake_logits = logits[:n], logits[n:]
-        loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-        optimizers["D"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        sanitize_grads(D_plain)
-        optimizers["D"].step()
-
-        # Lazy R1: a first-order gradient penalty on real images; its backward differentiates D twice.
+        loss_g = self.generator_step(step, n, images_before)
+        loss_d, real_logits, fake_logits = self.discriminator_step(step, real, c_real, images_before)
+        # Lazy R1: a first-order gradient penalty on real images, every r1_interval steps.
         if step.step % config.r1_interval == 0 and config.r1_gamma > 0:
-            real_in = real.detach().requires_grad_(True)
-            with step.autocast():
-                r1_logits = step.modules["D"](augment(real_in, images_before), c_real).float()
-            (grad,) = torch.autograd.grad(r1_logits.sum(), real_in, create_graph=True)
-            penalty = grad.square().sum(dim=[1, 2, 3])
-            loss_r1 = (penalty * (config.r1_gamma / 2)).mean() * config.r1_interval + r1_logits.mean() * 0
-            optimizers["D"].zero_grad(set_to_none=True)
-            loss_r1.backward()
-            sanitize_grads(D_plain)
-            optimizers["D"].step()
-            stats.last_r1.copy_(penalty.detach().mean())
+            self.r1_step(step, real, c_real, images_before)
 
-        update_ema(G_ema, G_plain, ema_beta(config, images_before, n * step.world_size))
+        update_ema(self.G_ema, step.plain["G"], ema_beta(config, images_before, n * step.world_size))
         images_after = images_before + n * step.world_size
         kimg = images_after / 1000
 
         last_step = step.step + 1 == step.total_steps
-        every = run.loop.checkpoint_every
-        if ctx.is_main and (last_step or (every and (step.step + 1) % every == 0)):
-            export_generator(ctx.run_dir / GENERATOR_FILE, G_ema, classes, dataset, kimg)
+        every = self.run.loop.checkpoint_every
+        if self.ctx.is_main and (last_step or (every and (step.step + 1) % every == 0)):
+            export_generator(self.ctx.run_dir / GENERATOR_FILE, self.G_ema, self.classes, self.dataset, kimg)
 
         now = time.perf_counter()
-        seconds, clock["last"] = now - clock["last"], now
+        seconds, self.last_time = now - self.last_time, now
         return {
             "G": loss_g.detach(),
             "D": loss_d.detach(),
-            "r1": stats.last_r1.clone(),
+            "r1": self.stats.last_r1.clone(),
             "D_real": real_logits.detach().mean(),
             "D_fake": fake_logits.detach().mean(),
             "kimg": kimg,
             "s_per_kimg": seconds / (n * step.world_size / 1000),
         }
 
-    def write_samples(out_dir: Path, step: int) -> None:
+    def generator_step(self, step: StepContext, n: int, images_before: int) -> torch.Tensor:
+        """G's non-saturating loss on fresh fakes; D only passes gradients through."""
+        D_plain = step.plain["D"]
+        D_plain.requires_grad_(False)
+        z = torch.randn([n, self.config.z_dim]).to(self.device)
+        c_gen = self.random_c(n)
+        with step.autocast():
+            fake = step.modules["G"](z, c_gen)
+            gen_logits = D_plain(self.augment(fake, images_before), c_gen).float()
+        loss_g = F.softplus(-gen_logits).mean()
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        sanitize_grads(step.plain["G"])
+        self.optimizers["G"].step()
+        D_plain.requires_grad_(True)
+        return loss_g
+
+    def discriminator_step(self, step: StepContext, real: torch.Tensor, c_real: torch.Tensor,
+                           images_before: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(D's loss, its logits on the real and on the fake images): real and fake in one call (a DDP module
+        runs once per backward); the fakes are made with update_emas, which updates G's EMAs."""
+        n = real.shape[0]
+        z = torch.randn([n, self.config.z_dim]).to(self.device)
+        c_gen = self.random_c(n)
+        with torch.no_grad(), step.autocast():
+            fake = step.plain["G"](z, c_gen, update_emas=True)
+        with step.autocast():
+            both = self.augment(torch.cat([real, fake.float()]), images_before)
+            logits = step.modules["D"](both, torch.cat([c_real, c_gen])).float()
+        real_logits, fake_logits = logits[:n], logits[n:]
+        loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        sanitize_grads(step.plain["D"])
+        self.optimizers["D"].step()
+        return loss_d, real_logits, fake_logits
+
+    def r1_step(self, step: StepContext, real: torch.Tensor, c_real: torch.Tensor, images_before: int) -> None:
+        """The lazy R1 update of D (its backward differentiates D twice); the penalty is kept for the log."""
+        config = self.config
+        real_in = real.detach().requires_grad_(True)
+        with step.autocast():
+            r1_logits = step.modules["D"](self.augment(real_in, images_before), c_real).float()
+        (grad,) = torch.autograd.grad(r1_logits.sum(), real_in, create_graph=True)
+        penalty = grad.square().sum(dim=[1, 2, 3])
+        loss_r1 = (penalty * (config.r1_gamma / 2)).mean() * config.r1_interval + r1_logits.mean() * 0
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        loss_r1.backward()
+        sanitize_grads(step.plain["D"])
+        self.optimizers["D"].step()
+        self.stats.last_r1.copy_(penalty.detach().mean())
+
+    def write_samples(self, out_dir: Path, step: int) -> None:
         """A fixed grid from G_ema: one row per class (the same latents in every row), or `sample_rows` rows."""
+        config, classes = self.config, self.classes
         rng = torch.Generator().manual_seed(config.sample_seed)
         rows_count = len(classes) if classes else config.sample_rows
         if classes:
@@ -323,19 +359,11 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         else:
             z = torch.randn([rows_count * config.sample_columns, config.z_dim], generator=rng)
             labels = torch.zeros(rows_count * config.sample_columns, dtype=torch.int64)
-        c = dataset.one_hot(labels)
-        images = torch.cat([G_ema(z[i : i + 16].to(device), c[i : i + 16].to(device)).cpu()
+        c = self.dataset.one_hot(labels)
+        images = torch.cat([self.G_ema(z[i : i + 16].to(self.device), c[i : i + 16].to(self.device)).cpu()
                             for i in range(0, z.shape[0], 16)])
         rows = list(images.split(config.sample_columns))
         write_grid(out_dir / f"generator-{step:07d}.png", rows)
-
-    return Stage(
-        modules={"G": G, "D": D, "G_ema": G_ema, "stats": stats},
-        optimizers=optimizers,
-        dataset=dataset,
-        train_step=train_step,
-        write_samples=write_samples,
-    )
 
 
 __all__ = ["Config", "GENERATOR_FILE", "build", "export_generator", "generator_kwargs"]
