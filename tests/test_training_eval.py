@@ -174,7 +174,7 @@ def test_eval_parts_measure_each_part_of_the_chain(chain, exported, rows, tmp_pa
 
     from core.model import load_model
     from training.models.clip import ClipConfig, build_clip
-    from training.evaluation.evaluate import _clips, data_config, evaluate, format_parts, run_cli
+    from training.evaluation.evaluate import data_config, evaluate, evaluation_clips, format_parts, run_cli
 
     assert all(r.audio_zero_shot is None and r.inverter_zero_shot is None for r in rows)  # not asked for
     with_parts = evaluate(exported, chain / "data", str(chain / "clip"), EVAL_DATA, seed=0, device="cpu", parts=True)
@@ -186,7 +186,7 @@ def test_eval_parts_measure_each_part_of_the_chain(chain, exported, rows, tmp_pa
 
     model = load_model(exported, device="cpu")
     clip = build_clip(ClipConfig(checkpoint=str(chain / "clip"))).freeze()
-    clips = _clips(data_config(chain / "data", EVAL_DATA))
+    clips = evaluation_clips(data_config(chain / "data", EVAL_DATA))
     whole = clips.whole_clip(0)
     windows, label = whole["mel"], int(whole["label"])
     text = clip.encode_labels(list(clips.classes)).float()

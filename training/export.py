@@ -26,7 +26,13 @@ from training.stages import AUDIO_ENCODER_STAGE, INVERTER_STAGE, STEPPER_STAGE
 from training.stages import stepper as stepper_stage
 from training.stages.audio_encoder import trained_audio_encoder
 from training.stages.inverter import trained_inversion_encoder
-from training.stages.pretrained import frozen_generator, generator_metadata, module_state, read_stage_checkpoint, stage_config_from
+from training.stages.pretrained import (
+    frozen_generator,
+    generator_metadata,
+    module_state,
+    read_stage_checkpoint,
+    stage_config_from,
+)
 
 
 def assemble_sound_models(
@@ -59,7 +65,8 @@ def assemble_sound_models(
     try:
         sound.latent_stepper.load_state_dict(module_state(payload, "latent_stepper", stepper_run))
     except RuntimeError as e:
-        raise SoundvjError(f"{stepper_run}: its latent stepper does not fit its config ({one_line(e, first_line_only=True)})") from None
+        reason = one_line(e, first_line_only=True)
+        raise SoundvjError(f"{stepper_run}: its latent stepper does not fit its config ({reason})") from None
     w_avg = G.mapping.w_avg.detach().cpu()
     for name, module in (("inverter", sound.inversion_encoder), ("stepper", sound.latent_stepper)):
         if not torch.allclose(module.w_avg, w_avg, atol=1e-5):

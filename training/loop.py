@@ -159,7 +159,8 @@ def load_checkpoint(path: str | Path) -> dict:
         text = str(e)
         if "WeightsUnpickler error:" in text:  # torch's long advice; the reason is on this line
             text = text.split("WeightsUnpickler error:", 1)[1].split(".", 1)[0]
-        raise SoundvjError(f"checkpoint {str(path)!r}: not a readable soundvj training checkpoint ({one_line(text, 160)})") from None
+        reason = one_line(text, 160)
+        raise SoundvjError(f"checkpoint {str(path)!r}: not a readable soundvj training checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise SoundvjError(f"checkpoint {str(path)!r}: not a soundvj training checkpoint (format {CHECKPOINT_FORMAT!r})")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -456,7 +457,8 @@ def _load_into_stage(path: Path, payload: dict, stage: Stage) -> None:
             try:
                 obj.load_state_dict(saved[name])
             except (RuntimeError, ValueError, KeyError) as e:
-                raise SoundvjError(f"checkpoint {str(path)!r}: {kind[:-1]} {name!r} does not fit ({one_line(e, 160)})") from None
+                reason = one_line(e, 160)
+                raise SoundvjError(f"checkpoint {str(path)!r}: {kind[:-1]} {name!r} does not fit ({reason})") from None
 
 
 def _gather_rank_state(env: DistributedEnv, sums: dict[str, float], count: int) -> list[dict]:

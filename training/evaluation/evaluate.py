@@ -47,7 +47,7 @@ from core.model import SoundvjModel, load_model, seeded_sound_models
 from core.params import Params
 from core.pipeline import FramePipeline
 from training.data.config import DataConfig
-from training.data.datasets import open_datasets
+from training.data.datasets import ClipDataset, open_datasets
 from training.evaluation.samples import grid_image
 from training.models.clip import ClipConfig, build_clip
 from training.settings import apply_overrides, from_dict
@@ -88,7 +88,8 @@ def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
     return from_dict(DataConfig, data["data"], "data")
 
 
-def _clips(data: Any):
+def evaluation_clips(data: Any) -> ClipDataset:
+    """The clips `eval` judges: the held-out split of the data (every clip with data.holdout_fraction=0)."""
     train, holdout, _ = open_datasets(data, MelConfig(), verbose=False)
     clips = holdout if data.holdout_fraction > 0 else train
     if not clips.clips:
@@ -251,7 +252,7 @@ def evaluate(
         raise SoundvjError(
             f"--clip: the CLIP embeds in {clip.embed_dim} dimensions, the model's audio encoder in {encoder.embed_dim}"
         )
-    clips = _clips(data)
+    clips = evaluation_clips(data)
     judge = None
     if classifier is not None:
         judge = trained_classifier(classifier, model.device)

@@ -271,7 +271,8 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise SoundvjError(f"{path}: not a readable .safetensors CLIP checkpoint ({one_line(e, first_line_only=True)})") from None
+            reason = one_line(e, first_line_only=True)
+            raise SoundvjError(f"{path}: not a readable .safetensors CLIP checkpoint ({reason})") from None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no code from the file
     except Exception as e:
@@ -300,7 +301,8 @@ def _config_from_file(path: Path, config: ClipConfig, meta: dict[str, str]) -> C
         caption_template = meta.get("clip.caption_template", config.caption_template)
         return dataclasses.replace(config, caption_template=caption_template, **{k: sizes[k] for k in ARCHITECTURE_KEYS})
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SoundvjError(f"{path}: metadata 'clip.architecture' is damaged ({one_line(e, first_line_only=True)})") from None
+        reason = one_line(e, first_line_only=True)
+        raise SoundvjError(f"{path}: metadata 'clip.architecture' is damaged ({reason})") from None
 
 
 def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str) -> None:
