@@ -23,8 +23,8 @@ from core.audio.mel import MelConfig  # noqa: E402
 from core.sound import SoundModels  # noqa: E402
 from core.sound.config import AudioEncoderConfig, InversionEncoderConfig, LatentStepperConfig, SoundModelsConfig  # noqa: E402
 from core.stylegan3.networks import Generator  # noqa: E402
-from training.settings import read_yaml  # noqa: E402
 from training.recipes.recipe import load_recipe  # noqa: E402
+from training.settings import read_yaml  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
 
