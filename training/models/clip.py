@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from core.atomic_write import atomic_path
 from core.errors import SoundvjError, one_line
 from core.model_file import check_writable_folder
+from training.loop import CHECKPOINT_FORMAT, CHECKPOINT_NAME
+from training.stages import CLIP_STAGE
 
 CLIP_FORMAT = "soundvj-clip"
 CLIP_FORMAT_VERSION = "1"
@@ -237,7 +239,7 @@ def _build_named(config: ClipConfig) -> torch.nn.Module:
 
 def _from_training_checkpoint(path: Path, payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A `soundvj train clip` checkpoint: the trained CLIP's tensors and, as metadata, its sizes."""
-    if payload.get("stage_name") != "clip" or "clip" not in payload.get("modules", {}):
+    if payload.get("stage_name") != CLIP_STAGE or "clip" not in payload.get("modules", {}):
         raise SoundvjError(
             f"{path}: a checkpoint of `train {payload.get('stage_name')}`, expected one of `train clip`"
         )
@@ -263,7 +265,7 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     `path` may be a `.safetensors` file, a torch state dict, or a `train clip` checkpoint / run folder.
     """
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        path = path / CHECKPOINT_NAME
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -277,7 +279,7 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         data = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no code from the file
     except Exception as e:
         raise SoundvjError(f"{path}: not a readable CLIP checkpoint ({one_line(e, first_line_only=True)})") from None
-    if isinstance(data, dict) and data.get("format") == "soundvj-train-checkpoint":
+    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         return _from_training_checkpoint(path, data)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
@@ -337,7 +339,7 @@ def build_clip(config: ClipConfig, require_checkpoint: bool = True) -> ClipModel
         model = _build_small(config) if config.architecture == SMALL else _build_named(config)
         return ClipModel(model, config, f"untrained {config.architecture} CLIP")
     path = Path(config.checkpoint)
-    if not (path.is_file() or (path / "checkpoint.pt").is_file()):
+    if not (path.is_file() or (path / CHECKPOINT_NAME).is_file()):
         raise SoundvjError(f"clip.checkpoint: {path}: no such file (nor a run folder holding checkpoint.pt)")
     state, meta = _read_state(path)
     config = _config_from_file(path, config, meta)

@@ -18,6 +18,7 @@ is left alone unless `--force`.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -350,7 +351,8 @@ def credits_markdown(credits: dict, holdout_lines: list[str], starts: list[tuple
 # --- command -----------------------------------------------------------------------------------------
 
 
-def run_cli(args) -> int:
+def run_cli(args: argparse.Namespace) -> int:
+    """`soundvj data demo DIR ...` (arguments defined in training.cli)."""
     settings = DemoSettings(size=args.size, images_per_class=args.images_per_class, clips_per_class=args.clips_per_class,
                             clip_seconds=args.clip_seconds, fps=args.fps, seed=args.seed, source_root=args.source_root,
                             walk_seconds=args.walk_seconds)
