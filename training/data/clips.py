@@ -14,7 +14,8 @@ from pathlib import Path
 import av
 import torch
 
-from core.audio.decode import decode_audio, to_mono
+from core.audio.decode import decode_audio
+from core.audio.resampling import to_mono
 from core.errors import SoundvjError, one_line
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".mp4", ".mkv", ".webm")

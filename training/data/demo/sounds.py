@@ -90,9 +90,10 @@ def decode_wav_bytes(blob: bytes, where: str) -> tuple[np.ndarray, int]:
 
 
 def _resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    # torch and torchaudio only when a recording needs resampling: the scenes and images need neither
     import torch
 
-    from core.audio.decode import resample  # PyAV: optional in core; the scenes and images need none
+    from core.audio.resampling import resample
 
     if from_rate == to_rate:
         return x.astype(np.float32, copy=False)
