@@ -1,4 +1,4 @@
-"""Long inputs render in bounded memory (issue 11, defect 9): decode, window and mux stream."""
+"""Long inputs render in bounded memory: decode, window and mux stream."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from core.model import save_full_model
 from core.video_writer import probe_media
-from tests.hardening_helpers import run_soundvj
+from tests.hostile_input import run_soundvj
 from tests.pipeline_helpers import tiny_model
 
 RATE = 22050

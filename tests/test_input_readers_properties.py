@@ -1,4 +1,4 @@
-"""Property-based tests (Hypothesis) of everything that reads user input (issue 11): the preset
+"""Property-based tests (Hypothesis) of everything that reads user input: the preset
 loader, the render command's numbers, the safetensors header reader and the restricted unpickler.
 For any input: a result or one `SoundvjError` line; never another exception, never more than a set
 time (Hypothesis' deadline) and memory (tracemalloc's peak for the pure-Python readers)."""

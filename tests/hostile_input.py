@@ -1,4 +1,4 @@
-"""Running the real `soundvj` command on hostile input, under a memory cap and a time limit (issue 11).
+"""Running the real `soundvj` command on hostile input, under a memory cap and a time limit.
 
 The cap is RLIMIT_DATA (private writable memory: heap and anonymous maps), 3 GB. RLIMIT_AS cannot be
 used: importing torch maps about 3.3 GB of address space (its CUDA libraries) before doing anything,

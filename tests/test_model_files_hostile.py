@@ -1,4 +1,4 @@
-"""Hostile and unlucky model files (issue 11): each gets one line and exit 2, and no valid file is refused."""
+"""Hostile and unlucky model files: each gets one line and exit 2, and no valid file is refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from core.cli import main
 from tests.parity_fixtures import fixture_generator
-from tests.hardening_helpers import assert_refused, run_soundvj
+from tests.hostile_input import assert_refused, run_soundvj
 from tests.nvidia_pickle_fakes import Persistent, dump_snapshot
 
 GENERATOR = "training.networks_stylegan3.Generator"
@@ -42,7 +42,7 @@ def _header_length(path) -> int:
 
 
 def test_converted_file_whose_header_length_starts_with_0x80_is_read(t64_pickle_factory, tmp_path, capsys):
-    """Defect 1: the source pickle's name goes into the metadata, and 1 in 32 names make the
+    """The source pickle's name goes into the metadata, and 1 in 32 names make the
     header length's low byte 0x80, the byte a pickle starts with. Every converted file must load."""
     out = tmp_path / "c.safetensors"
     assert main(["convert", str(t64_pickle_factory("n.pkl")), "-o", str(out)]) == 0
@@ -70,7 +70,7 @@ def _deep_tuple_ops(depth: int) -> bytes:
 
 
 def test_deep_tuple_as_dict_key_is_refused(tmp_path):
-    """Defect 2: hashing a 200,000-deep tuple recurses in C and segfaulted the loader."""
+    """Hashing a 200,000-deep tuple recurses in C: the loader must refuse it, not segfault."""
     path = tmp_path / "deep_key.pkl"
     path.write_bytes(b"\x80\x02}" + _deep_tuple_ops(DEEP) + b"Ns.")  # {deep: None}
     assert len(path.read_bytes()) < 210_000
@@ -91,7 +91,7 @@ def _persistent_snapshot(path, state_extra: dict, plain_types=()):
 
 
 def test_shared_list_bomb_in_init_kwargs_is_refused(tmp_path):
-    """Defect 3: one list reused 40 levels deep (x = [x, x]) is a small pickle but 2^40 nodes to walk."""
+    """One list reused 40 levels deep (x = [x, x]) is a small pickle but 2^40 nodes to walk."""
     bomb: list = []
     for _ in range(40):
         bomb = [bomb, bomb]
@@ -102,7 +102,7 @@ def test_shared_list_bomb_in_init_kwargs_is_refused(tmp_path):
 
 
 def test_shared_submodule_tree_is_refused(tmp_path):
-    """Defect 3: `_modules` children that are all the same object, 30 levels deep (2^30 visits)."""
+    """`_modules` children that are all the same object, 30 levels deep (2^30 visits)."""
     module = torch.nn.Module()
     for _ in range(30):
         parent = torch.nn.Module()
@@ -115,7 +115,7 @@ def test_shared_submodule_tree_is_refused(tmp_path):
     assert_refused(run_soundvj(["info", str(path)]), str(path), "too many")
 
 
-# --- defect 6: configs are bounded and checked against the weights before anything is built ------
+# --- configs are bounded and checked against the weights before anything is built ------
 
 def _model_file(path, config: dict, tensors: dict | None = None, sound_config: dict | None = None):
     import json
@@ -148,7 +148,7 @@ BASE = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=64, img_channels=3)
     ],
 )
 def test_unbounded_configs_are_refused_before_building(tmp_path, capfd, change, field):
-    """Defect 6: a 468-byte file whose config says w_dim = z_dim = 100000 asked for 40 GB."""
+    """A 468-byte file whose config says w_dim = z_dim = 100000 (40 GB) is refused before building."""
     path = _model_file(tmp_path / "forged.safetensors", BASE | change)
     assert path.stat().st_size < 1024
     if field in ("z_dim", "channel_base", "img_resolution"):  # a few in a child, under the memory cap

@@ -1,4 +1,4 @@
-"""The render/convert command lines against careless and extreme use (issue 11): one line, exit 2."""
+"""The render/convert command lines against careless and extreme use: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from core.cli import main
 from core.errors import SoundvjError
 from core.model import save_full_model
 from core.video_writer import Mp4Writer
-from tests.hardening_helpers import assert_refused, run_soundvj
+from tests.hostile_input import assert_refused, run_soundvj
 from tests.pipeline_helpers import tiny_model
 from tests.test_audio_decode import sines, write_audio
 
@@ -45,7 +45,7 @@ def input_video(tmp_path) -> Path:
     return path
 
 
-# --- defect 5: the output must never be the input ------------------------------------------------
+# --- the output must never be the input ------------------------------------------------
 
 @pytest.mark.parametrize("how", ["same path", "symlink", "hard link", "relative path"])
 def test_render_refuses_to_write_onto_its_input(tmp_path, input_video, capsys, monkeypatch, how):
@@ -79,7 +79,7 @@ def test_convert_refuses_to_write_onto_its_input(tmp_path, capsys):
     assert src.read_bytes() == b"\x80\x04not really a pickle"
 
 
-# --- defect 7: numbers at the edges --------------------------------------------------------------
+# --- numbers at the edges --------------------------------------------------------------
 
 @pytest.mark.parametrize(
     "flags,expected",
@@ -119,7 +119,7 @@ def _full_disk(tmp_path: Path) -> Path:
 
 
 def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_model_file):
-    """Defect 7: "No space left on device" came out as a traceback."""
+    """A full disk ("No space left on device") is one line, not a traceback, and leaves no file."""
     folder = _full_disk(tmp_path)
     try:
         out = folder / "out.mp4"
@@ -143,7 +143,7 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, tiny_model_fil
     assert list(folder.iterdir()) == []
 
 
-# --- defect 8: messages name the right thing -----------------------------------------------------
+# --- messages name the right thing -----------------------------------------------------
 
 def _wav(path: Path, rate: int, frames: int, declared_frames: int | None = None) -> Path:
     with wave.open(str(path), "wb") as w:
@@ -264,7 +264,7 @@ def test_fifo_without_writer_waits_and_ctrl_c_ends_it(tmp_path, tiny_model_file)
     assert not out.exists()
 
 
-# --- defect 9: big output sizes say up front what they need --------------------------------------
+# --- big output sizes say up front what they need --------------------------------------
 
 def test_huge_size_says_what_it_needs_and_refuses_what_does_not_fit(monkeypatch):
     import core.render as render_mod
