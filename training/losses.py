@@ -1,4 +1,4 @@
-"""The training losses of METHOD.md: contrastive (stage 1 and `train clip`), L_enc (stages 2 and 3),
+"""The training losses of docs/method.md: contrastive (stage 1 and `train clip`), L_enc (stages 2 and 3),
 and least-squares GAN (stage 3). The input augmentations are in `training.augment.mel`.
 """
 

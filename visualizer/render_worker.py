@@ -316,7 +316,7 @@ class RenderWorker(threading.Thread):
 
     def _step(self, mel: torch.Tensor, now: float) -> np.ndarray:
         # On CPU the sound models (small convolutions and a GRU on one window) run fastest on one
-        # thread and synthesis on all of them (measured: benchmarks/live.py, README "Live").
+        # thread and synthesis on all of them (measured: benchmarks/live.py; docs/performance.md, "The live path").
         on_cpu = self._model.device.type == "cpu"
         if on_cpu:
             torch.set_num_threads(SOUND_MODEL_THREADS)

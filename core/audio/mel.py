@@ -40,7 +40,7 @@ def _check_float(name: str, value: object, lo: float, hi: float, lo_open: bool =
 
 @dataclass(frozen=True)
 class MelConfig:
-    """The mel front end's settings; the defaults are METHOD.md's (44.1 kHz, 2048/512, 128 bands, 80 dB)."""
+    """The mel front end's settings; the defaults are docs/method.md's (44.1 kHz, 2048/512, 128 bands, 80 dB)."""
 
     sample_rate: int = 44100
     n_fft: int = 2048

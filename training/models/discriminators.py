@@ -1,4 +1,4 @@
-"""The stepper stage's discriminators (METHOD.md, stage 3).
+"""The stepper stage's discriminators (docs/method.md, "Training", stage 3).
 
 D_I (image): PatchGAN, four blocks of Conv2d 4x4 stride 2, InstanceNorm, LeakyReLU 0.2, then a
 1-channel 3x3 conv head: one realness score per patch.

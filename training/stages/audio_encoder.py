@@ -1,11 +1,11 @@
-"""`soundvj train audio-encoder`: E_A into CLIP space (METHOD.md, training stage 1).
+"""`soundvj train audio-encoder`: E_A into CLIP space (docs/method.md, "Training", stage 1).
 
 Symmetric InfoNCE between E_A(SpecAugment(mel)) and the frozen CLIP's embedding of the frame that
 mel window belongs to (instance pairs), plus the same against the CLIP text embedding of the clip's
 class caption (every same-class pair a positive); each pair has its own learnable temperature,
 initialised to log(1/0.07).
 
-Decisions where the paper is silent (see METHOD.md, "What the paper leaves open"): AdamW with a
+Decisions where the paper is silent (see docs/method.md, "What the paper leaves open"): AdamW with a
 linear warm-up (the authors' CVPR code uses SGD with a cyclic lr over 50 epochs of batch 320, which
 does not fit a CPU); the audio-image term (the authors' code has only audio-text).
 """

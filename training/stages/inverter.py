@@ -1,4 +1,4 @@
-"""`soundvj train inverter`: the sound inversion encoder E_I (METHOD.md, training stage 2).
+"""`soundvj train inverter`: the sound inversion encoder E_I (docs/method.md, "Training", stage 2).
 
     w_hat = w_avg + E_I(mel)
     L_enc = (1 - cos(CLIP_img(G(w_hat)), E_A(mel))) + (1 - cos(CLIP_img(G(w_hat)), CLIP_txt(caption)))

@@ -1,4 +1,4 @@
-"""`soundvj train stepper`: the latent stepper, adversarially (METHOD.md, training stage 3).
+"""`soundvj train stepper`: the latent stepper, adversarially (docs/method.md, "Training", stage 3).
 
 For a clip of T frames (supplement A: 10 frames, batch 2) with mel windows a_1..a_T:
 
