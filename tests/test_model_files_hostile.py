@@ -187,3 +187,14 @@ def test_sound_config_that_asks_for_gigabytes_is_refused_before_building(sg3_fix
     run = run_soundvj(["render", "--demo", "--seconds", "1", "-o", str(tmp_path / "o.mp4"), "--model", str(path)],
                       cap_bytes=2 << 30)
     assert_refused(run, str(path), "sound model weights do not fit")
+
+
+def test_the_measured_peak_is_the_commands_own_not_the_test_processs():
+    """Linux carries a peak resident size over exec; a command forked from a large test process would
+    be charged that process's memory. With 1.6 GB held here, `soundvj presets` must still measure small."""
+    ballast = bytearray(1600 << 20)
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # touch every page, so it is resident
+    run = run_soundvj(["presets"])
+    del ballast
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert 0 < run.peak_rss_bytes < 1500 << 20
