@@ -1,0 +1,144 @@
+"""Real MIDI in tests: a JACK server with the dummy audio backend, whose MIDI ports carry messages
+between processes and clients exactly as a controller's would reach the app.
+
+These machines have no ALSA sequencer (/dev/snd/seq), so rtmidi's ALSA API has nothing to open;
+its JACK API on a JACK server gives the same MIDI path without hardware. The dummy backend needs no
+sound card and `--no-realtime` needs no privileges.
+
+Use from a test module with `from tests.jack_server import jack_server  # noqa: F401` (pytest finds
+fixtures imported into the module), then:
+
+    def test_x(jack_server):           # JACK_DEFAULT_SERVER names this server for the whole run
+        port = jack_server.virtual_output("knobs")   # a controller: the app lists "<client>:knobs"
+        port.send(mido.Message("control_change", control=7, value=100))
+        port.close()                                 # the controller is unplugged
+
+What the fixture starts: `jackd --no-realtime -n soundvj_test_<pid> -d dummy`, a server of its own
+(named after this process, so parallel runs and a JACK server the user runs are left alone), once
+per test run, and stops it by its PID at the end. JACK_DEFAULT_SERVER is set to that name, so every
+JACK client this process opens (rtmidi's and mido's) talks to it. Tests skip (with the reason and
+jackd's own words) when jackd is not installed or the server does not come up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SERVER_PREFIX = "soundvj_test_"
+START_TIMEOUT_S = 15.0
+_client_counter = itertools.count()
+
+
+def _server_answers(name: str) -> bool:
+    """True once a JACK client can connect to server `name` (jack_lsp exits 0 only then)."""
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
+    done = subprocess.run(["jack_lsp"], capture_output=True, env=env, timeout=10)
+    return done.returncode == 0
+
+
+class JackServer:
+    """A running jackd (dummy backend) that this test run started; see the module docstring."""
+
+    def __init__(self, name: str, process: subprocess.Popen, log_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def ports(self) -> list[str]:
+        """Every port on the server, as `jack_lsp` lists them (client:port)."""
+        env = {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_START_SERVER": "1"}
+        done = subprocess.run(["jack_lsp"], capture_output=True, text=True, env=env, timeout=10)
+        return done.stdout.split("\n") if done.returncode == 0 else []
+
+    def virtual_output(self, port_name: str, client_name: str | None = None):
+        """A MIDI output port in this process (a controller as the app sees it), opened through
+        mido's rtmidi backend on the JACK API. Its full name is `<client_name>:<port_name>`."""
+        import mido  # the live extra; the fixture has already checked it imports
+
+        backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+        client = client_name or f"test_controller_{next(_client_counter)}"
+        return backend.open_output(port_name, virtual=True, client_name=client)
+
+    def log_tail(self, chars: int = 400) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:].strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server by its PID: SIGTERM (jackd removes its sockets and shared memory), then
+        SIGKILL if it has not gone within 10 s."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+
+def start_jack_server(name: str, log_dir: Path) -> JackServer:
+    """Start `jackd --no-realtime -n NAME -d dummy` and wait until a client can connect; raise
+    RuntimeError with jackd's last words if it exits or does not answer in time."""
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = JackServer(name, process, log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"jackd exited with code {process.returncode}: {server.log_tail()}")
+        if _server_answers(name):
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"jackd did not answer within {START_TIMEOUT_S:.0f} s: {server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def jack_server() -> Iterator[JackServer]:
+    """A JACK server of this run (dummy backend), named in JACK_DEFAULT_SERVER; stopped at the end."""
+    missing = [tool for tool in ("jackd", "jack_lsp") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs a JACK server for real MIDI ports ({', '.join(missing)} not installed; Debian: jackd2)")
+    try:
+        import mido  # noqa: F401
+        import rtmidi
+    except ImportError as e:
+        pytest.skip(f"needs the live extra's MIDI packages (mido, python-rtmidi): {e}")
+    if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
+        pytest.skip("the installed python-rtmidi was built without its JACK API")
+    log_dir = Path(tempfile.mkdtemp(prefix="soundvj_jack_"))
+    name = f"{SERVER_PREFIX}{os.getpid()}"
+    try:
+        server = start_jack_server(name, log_dir)
+    except RuntimeError as e:
+        pytest.skip(f"the JACK server could not start here: {e}")
+    previous = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    try:
+        yield server
+    finally:
+        if previous is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = previous
+        server.stop()
+        shutil.rmtree(log_dir, ignore_errors=True)
