@@ -1,0 +1,228 @@
+"""MIDI input over real MIDI ports: a JACK server (dummy backend) started by the fixture, a virtual
+output port in the test playing the controller, and the app's `MidiInput` listening on the JACK API.
+Nothing is mocked: each message travels from the test's port through the JACK server into rtmidi's
+callback, our queue and thread, and the handler.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mido
+import pytest
+
+from core.errors import SoundvjError
+from tests.jack_server import jack_server  # noqa: F401 - the fixture
+from tests.live_helpers import wait_for
+from visualizer.control.midi import (
+    MidiEvent,
+    MidiInput,
+    MidiSettings,
+    RateLimitedReporter,
+    decode,
+    describe_event,
+    find_port,
+    port_key,
+)
+
+WAIT_S = 5.0
+
+
+class Collected:
+    """What a handler and the message sink saw, safe to read from the test thread."""
+
+    def __init__(self) -> None:
+        self.events: list[MidiEvent] = []
+        self.messages: list[str] = []
+        self.lock = threading.Lock()
+
+    def event(self, event: MidiEvent) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def message(self, text: str) -> None:
+        with self.lock:
+            self.messages.append(text)
+
+    def said(self, fragment: str) -> bool:
+        with self.lock:
+            return any(fragment in m for m in self.messages)
+
+
+def cc(control: int, value: int, channel: int = 0) -> mido.Message:
+    return mido.Message("control_change", control=control, value=value, channel=channel)
+
+
+def jack_input(handler, on_message, port: str | None, rescan_seconds: float = 0.1) -> MidiInput:
+    return MidiInput(handler, MidiSettings(port=port, api="jack", rescan_seconds=rescan_seconds),
+                     on_message=on_message)
+
+
+# -- decoding and port names (no MIDI system needed) ------------------------------------------------
+
+def test_decode_turns_cc_and_notes_into_events_and_ignores_the_rest():
+    """CC and note messages become events with channels numbered 1-16; a note-on at velocity 0 is
+    a note-off (as controllers send it); clock and pitch bend are not control events."""
+    assert decode([0xB3, 7, 100], "p", 1.0) == MidiEvent("cc", 4, 7, 100, "p", 1.0)
+    assert decode([0x99, 36, 90], "p", 2.0) == MidiEvent("note_on", 10, 36, 90, "p", 2.0)
+    assert decode([0x90, 36, 0], "p", 3.0).kind == "note_off"
+    assert decode([0x80, 36, 64], "p", 3.0).kind == "note_off"
+    assert decode([0xF8], "p", 4.0) is None
+    assert decode([0xE0, 0, 64], "p", 4.0) is None
+
+
+@pytest.mark.parametrize("data", [[0xB0, 200, 1], [0x07], [0xB0, 7]])
+def test_decode_refuses_bytes_that_are_not_a_midi_message(data):
+    """A data byte above 127, a lone data byte or a short message raise ValueError (the input
+    thread counts and reports it; it never reaches the dispatcher)."""
+    with pytest.raises(ValueError):
+        decode(data, "p", 0.0)
+
+
+def test_ports_are_found_by_name_without_alsas_changing_numbers():
+    """A re-plugged ALSA device comes back under new client:port numbers; it is still the same port."""
+    names = ["Midi Through:Midi Through Port-0 14:0", "nanoKONTROL2:nanoKONTROL2 MIDI 1 28:0"]
+    assert port_key("nanoKONTROL2:nanoKONTROL2 MIDI 1 24:0") == "nanoKONTROL2:nanoKONTROL2 MIDI 1"
+    assert find_port("nanoKONTROL2:nanoKONTROL2 MIDI 1 24:0", names) == 1
+    assert find_port("Midi Through:Midi Through Port-0 14:0", names) == 0
+    assert find_port("ctl:knobs", ["a:b", "ctl:knobs"]) == 1  # JACK names carry no numbers
+    assert find_port("other", names) is None
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("api", "oss", "api = 'oss': must be one of auto, alsa"),
+    ("port", "  ", "port = '  ': must be a port name or null"),
+    ("rescan_seconds", float("nan"), "rescan_seconds = nan"),
+    ("queue_size", 3, "queue_size = 3: must be a whole number in [16, 65536]"),
+])
+def test_bad_midi_settings_are_one_line_errors_naming_the_field(field, value, expected):
+    with pytest.raises(SoundvjError) as error:
+        MidiSettings(**{field: value})
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_reporter_says_each_kind_once_per_interval_and_counts_the_rest():
+    said: list[str] = []
+    reporter = RateLimitedReporter(said.append, interval=60.0)
+    for _ in range(5):
+        reporter.report("malformed", "bad")
+    reporter.report("handler", "broken")
+    assert said == ["bad", "broken"]
+    assert reporter.counts == {"malformed": 5, "handler": 1}
+
+
+def test_describe_event_reads_like_a_controller():
+    assert describe_event(MidiEvent("cc", 1, 7, 100, "p", 0.0)) == "CC 7 = 100 (ch 1)"
+    assert describe_event(MidiEvent("note_on", 10, 36, 90, "p", 0.0)) == "note 36 on, velocity 90 (ch 10)"
+
+
+# -- no MIDI system ----------------------------------------------------------------------------------
+
+def test_without_a_midi_system_the_input_says_so_and_nothing_raises(monkeypatch):
+    """No JACK server under that name (and no ALSA sequencer on these machines): start, the picker,
+    open and rescan all return; one message says MIDI is unavailable and the app plays on."""
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "soundvj_no_such_server")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    seen = Collected()
+    midi = jack_input(seen.event, seen.message, port="ctl:knobs")
+    with midi:
+        assert midi.state == "unavailable"
+        assert midi.list_ports() == []
+        assert midi.open("ctl:knobs") is False
+        assert midi.rescan() == "unavailable"
+        assert "MIDI unavailable" in midi.status_text()
+    assert seen.said("MIDI unavailable: jack: ") and seen.said("playing on without MIDI")
+    assert all("\n" not in m for m in seen.messages)
+
+
+# -- real ports over JACK ---------------------------------------------------------------------------
+
+def test_the_picker_lists_ports_by_name_and_messages_arrive_from_the_chosen_one(jack_server):
+    """A controller's port is listed by name, opened by name, and its CC and notes reach the
+    handler on the input's thread, in order, with the port's name."""
+    seen = Collected()
+    knobs = jack_server.virtual_output("knobs", client_name="picker_ctl")
+    other = jack_server.virtual_output("pads", client_name="picker_other")
+    try:
+        with jack_input(seen.event, seen.message, port=None) as midi:
+            assert midi.state == "closed"
+            assert {"picker_ctl:knobs", "picker_other:pads"} <= set(midi.list_ports())
+            assert midi.open("picker_ctl:knobs") and midi.state == "open"
+            assert wait_for(lambda: any(p.startswith("soundvj:") for p in jack_server.ports()), WAIT_S)
+            other.send(cc(1, 1))  # not the chosen port: never arrives
+            for value in (10, 20, 30):
+                knobs.send(cc(7, value, channel=2))
+            knobs.send(mido.Message("note_on", note=36, velocity=90, channel=9))
+            assert wait_for(lambda: len(seen.events) == 4, WAIT_S), seen.events
+            time.sleep(0.1)
+            assert [(e.kind, e.channel, e.number, e.value) for e in seen.events] == [
+                ("cc", 3, 7, 10), ("cc", 3, 7, 20), ("cc", 3, 7, 30), ("note_on", 10, 36, 90)]
+            assert {e.port for e in seen.events} == {"picker_ctl:knobs"}
+            assert midi.delivered == 4
+            assert seen.said("MIDI: listening to 'picker_ctl:knobs' (jack)")
+    finally:
+        knobs.close()
+        other.close()
+
+
+def test_a_port_that_is_not_there_yet_opens_when_it_appears(jack_server):
+    """The performer's saved port is not plugged in at start: a message says so, the input waits,
+    and the periodic rescan opens the port when the controller appears."""
+    seen = Collected()
+    with jack_input(seen.event, seen.message, port="late_ctl:knobs") as midi:
+        assert midi.state == "waiting"
+        assert seen.said("MIDI: port 'late_ctl:knobs' not found")
+        knobs = jack_server.virtual_output("knobs", client_name="late_ctl")
+        try:
+            assert wait_for(lambda: midi.state == "open", WAIT_S)
+            knobs.send(cc(1, 64))
+            assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
+        finally:
+            knobs.close()
+
+
+def test_an_unplugged_port_is_found_again_by_rescan(jack_server):
+    """Mid-set the controller goes away (its port closes): a message says so and nothing raises;
+    when a port of the same name comes back the rescan opens it and messages flow again."""
+    seen = Collected()
+    knobs = jack_server.virtual_output("knobs", client_name="unplug_ctl")
+    with jack_input(seen.event, seen.message, port="unplug_ctl:knobs", rescan_seconds=0) as midi:
+        assert midi.state == "open"
+        knobs.send(cc(7, 1))
+        assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
+        knobs.close()  # unplugged
+        assert wait_for(lambda: midi.rescan() == "waiting", WAIT_S)
+        assert seen.said("MIDI: port 'unplug_ctl:knobs' went away; the mapping is kept")
+        knobs = jack_server.virtual_output("knobs", client_name="unplug_ctl")  # plugged back in
+        try:
+            assert wait_for(lambda: midi.rescan() == "open", WAIT_S)
+            assert seen.said("MIDI: port 'unplug_ctl:knobs' is back; listening again")
+            knobs.send(cc(7, 2))
+            assert wait_for(lambda: len(seen.events) == 2, WAIT_S)
+            assert seen.events[-1].value == 2
+        finally:
+            knobs.close()
+
+
+def test_a_handler_that_raises_is_counted_and_the_thread_goes_on(jack_server):
+    """A broken dispatcher costs one rate-limited message, not the MIDI thread: the next
+    messages are still delivered."""
+    seen = Collected()
+
+    def handler(event: MidiEvent) -> None:
+        if event.value == 13:
+            raise RuntimeError("boom")
+        seen.event(event)
+
+    knobs = jack_server.virtual_output("knobs", client_name="raise_ctl")
+    try:
+        with jack_input(handler, seen.message, port="raise_ctl:knobs") as midi:
+            for value in (13, 13, 5):
+                knobs.send(cc(7, value))
+            assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
+            assert midi.reporter.counts == {"handler": 2}
+            assert [m for m in seen.messages if "was not applied" in m] == [
+                "MIDI: cc 7 on channel 1 was not applied (boom)"]
+    finally:
+        knobs.close()
