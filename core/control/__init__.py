@@ -66,3 +66,12 @@ API, by module (each name is also importable from `core.control`):
     (a version-1 file, or version 2 without the key): None leaves the current matrix as it is, a
     tuple (even empty) replaces it. `save_preset(..., modulations=...)` writes version 2.
 """
+
+from core.control.beat_clock import BeatClock, BeatClockSettings, ClockState
+from core.control.modulation import MAX_MODULATIONS, MODULATABLE, SOURCES, Modulation, ModulationMatrix
+from core.control.sound_features import FeatureSettings, SoundFeatures, SoundFeatureTracker
+
+__all__ = [
+    "MAX_MODULATIONS", "MODULATABLE", "SOURCES", "BeatClock", "BeatClockSettings", "ClockState",
+    "FeatureSettings", "Modulation", "ModulationMatrix", "SoundFeatureTracker", "SoundFeatures",
+]
