@@ -58,7 +58,7 @@ class BeatClockSettings:
     preferred_bpm: float = 120.0
     tempo_window_seconds: float = 8.0
     retune_seconds: float = 0.25
-    min_periodicity: float = 0.1  # autocorrelation peak / energy below this: no beat to follow
+    min_periodicity: float = 0.3  # autocorrelation peak / energy below this: no beat to follow (noise ~0.1)
     phase_gain: float = 0.5
     tap_reset_seconds: float = 2.0
     tap_count: int = 8
