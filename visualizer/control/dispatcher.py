@@ -12,8 +12,9 @@ are counted and reported by `RateLimitedReporter` as one-line messages; no publi
 a bad packet or a bug in a target can never end the thread that called.
 
 MIDI learn is a mode of the dispatcher: `learn(target)` arms it, and the next CC or note on that
-arrives is bound to that target (replacing what that control, or another MIDI control, did for that
-target), saved to the mapping file, and applied. Bindings live apart from presets, so they keep
+arrives (or a message with a value to an OSC address nothing is bound to) is bound to that target,
+replacing what that control did and what another control of its kind did for that target; the
+mapping file is saved, and the value applied. Bindings live apart from presets, so they keep
 working whatever preset loads.
 """
 
@@ -27,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.control import MODULATABLE, SOURCES, ModulationMatrix
 from core.errors import SoundvjError, format_number, one_line, short_repr, suggest
 from core.params import NAMES, Params, Value, spec
 from core.presets import Preset
@@ -61,6 +63,8 @@ class ControlSurface(Protocol):
     def toggle_freeze(self) -> bool: ...
 
     def message(self, text: str) -> None: ...
+
+    def set_modulation_depth(self, target: str, source: str, depth: float) -> ModulationMatrix: ...
 
 
 class MidiMessage(Protocol):
@@ -99,7 +103,8 @@ class ControlDispatcher:
         self._bindings: tuple[Binding, ...] = ()
         self._table: dict[tuple, tuple[Binding, ...]] = {}
         self._learning: ControlTarget | None = None
-        self._pressed: dict[tuple, bool] = {}  # (channel, cc number) -> pressed, for CCs that fire actions
+        self._pressed: dict[tuple, bool] = {}
+        self._action_targets: dict[str, ControlTarget] = {}  # (channel, cc number) -> pressed, for CCs that fire actions
 
     # -- bindings -----------------------------------------------------------------------------------
 
@@ -161,7 +166,7 @@ class ControlDispatcher:
     # -- learn --------------------------------------------------------------------------------------
 
     def learn(self, target: ControlTarget) -> None:
-        """Arm MIDI learn: the next CC or note on is bound to `target`."""
+        """Arm learn: the next CC, note on or unbound OSC address with a value is bound to `target`."""
         with self._lock:
             self._learning = target
         self.reporter.say(f"learn: move a control for {target.describe()}")
@@ -181,9 +186,9 @@ class ControlDispatcher:
             target, self._learning = self._learning, None
         if target is None:
             return None
-        midi = ("cc", "note")
+        family = ("cc", "note") if source.kind in ("cc", "note") else (source.kind,)
         kept = [b for b in self._bindings
-                if not b.source.matches(source) and not (b.target == target and b.source.kind in midi)]
+                if not b.source.matches(source) and not (b.target == target and b.source.kind in family)]
         binding = Binding(source, target)
         self.set_bindings([*kept, binding], save=True)
         self.reporter.say(f"learned {source.describe()} -> {target.describe()}")
@@ -231,6 +236,9 @@ class ControlDispatcher:
         argument or one >= 0.5 presses an action). False if nothing is bound there."""
         try:
             matched = self._table.get(("osc", address), ())
+            if not matched and self._learning is not None and args:
+                self._take_learn(ControlSource("osc", address=address))
+                matched = self._table.get(("osc", address), ())
             if not matched:
                 return False
             source = matched[0].source
@@ -331,6 +339,43 @@ class ControlDispatcher:
         except Exception as e:  # noqa: BLE001
             self.reporter.report("error", f"{source}: preset not picked ({type(e).__name__}: {one_line(e)})")
             return False
+
+    def set_modulation(self, target: Any, mod_source: Any, depth: Any, source: str = "control") -> bool:
+        """Set the depth of `target` modulated by `mod_source` in the current matrix (0 removes it),
+        clamped to +/- the target's range; True if it was applied."""
+        try:
+            if target not in MODULATABLE:
+                self.reporter.report("refused:modulation", lambda: f"{source}: {short_repr(target)} cannot be "
+                                     f"modulated; {suggest(str(target)[:100], MODULATABLE)}")
+                return False
+            if mod_source not in SOURCES:
+                self.reporter.report("refused:modulation", lambda: f"{source}: unknown modulation source "
+                                     f"{short_repr(mod_source)}; {suggest(str(mod_source)[:100], SOURCES)}")
+                return False
+            if isinstance(depth, bool) or not isinstance(depth, numbers.Real) or not math.isfinite(float(depth)):
+                self.reporter.report("refused:modulation", f"{source}: depth {short_repr(depth)} is not a finite number")
+                return False
+            s = spec(target)
+            span = float(s.maximum) - float(s.minimum)
+            value = min(span, max(-span, float(depth)))
+            if value != depth:
+                self.reporter.report("clamped:modulation", f"{source}: depth {format_number(depth)} clamped to "
+                                     f"[{format_number(-span)}, {format_number(span)}]")
+            self.surface.set_modulation_depth(target, mod_source, value)
+            return True
+        except SoundvjError as e:
+            self.reporter.report("refused:modulation", f"{source}: {e}")
+            return False
+        except Exception as e:  # noqa: BLE001
+            self.reporter.report("error", f"{source}: modulation not set ({type(e).__name__}: {one_line(e)})")
+            return False
+
+    def target_for(self, kind: str) -> ControlTarget:
+        """The `ControlTarget` of an action or the fade time by its kind ("tap", "next_preset", ...)."""
+        target = self._action_targets.get(kind)
+        if target is None:
+            target = self._action_targets[kind] = ControlTarget(kind)
+        return target
 
     def step_preset(self, step: int, source: str = "control") -> bool:
         """Crossfade to the preset `step` places after (or before) the current look, wrapping round."""

@@ -29,8 +29,11 @@ class RateLimitedReporter:
         self._unsaid: dict[str, int] = {}  # kind -> problems counted since its last message
         self._lock = threading.Lock()  # guards the three dicts; never held while a message is passed on
 
-    def report(self, kind: str, text: str) -> None:
-        """Count a problem of `kind`; pass `text` on unless one of that kind went out under `interval` ago."""
+    def report(self, kind: str, text: str | Callable[[], str]) -> None:
+        """Count a problem of `kind`; pass `text` on unless one of that kind went out under `interval` ago.
+
+        `text` may be a function making the text, for messages that cost something to word (a
+        suggestion of the closest name): under a flood it runs once per message that goes out."""
         now = time.monotonic()
         with self._lock:
             self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -40,6 +43,8 @@ class RateLimitedReporter:
                 return
             unsaid = self._unsaid.pop(kind, 0)
             self._said_at[kind] = now
+        if callable(text):
+            text = text()
         self.say(f"{text} (and {unsaid} more like it)" if unsaid else text)
 
     def total(self) -> int:
