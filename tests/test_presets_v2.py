@@ -3,10 +3,13 @@ version-1 files read as before, and one-line errors for a bad `modulations:`."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import core.presets as presets_mod
 from core.control.modulation import Modulation, ModulationMatrix
@@ -131,3 +134,32 @@ def test_at_most_64_modulations_in_a_preset(tmp_path):
 def test_a_preset_checks_modulations_given_in_code():
     with pytest.raises(SoundvjError, match="entry 0 is a dict, not a Modulation"):
         Preset(name="x", modulations=({"target": "psi"},))
+
+
+# --- any value in a modulation: a preset or one line, nothing else ---------------------------------
+
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300, max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.sampled_from(["psi", "noise", "rotate_deg", "gain_db", "onset", "saw", "sample_hold", "low"]),
+)
+yaml_values = st.recursive(yaml_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(max_size=8), inner, max_size=3), max_leaves=8)
+modulation_entries = st.dictionaries(
+    st.sampled_from(["target", "source", "depth", "beats", "offset", "decay", "rate"]), yaml_values, max_size=6
+)
+
+
+@settings(max_examples=150, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.one_of(yaml_values, st.lists(st.one_of(modulation_entries, yaml_values), max_size=4)))
+def test_any_modulations_value_loads_or_is_one_line(tmp_path, entries):
+    path = tmp_path / "any.yaml"
+    path.write_text(yaml.safe_dump({"version": 2, "modulations": entries}), encoding="utf-8")
+    try:
+        preset = load_preset(path)
+    except SoundvjError as e:
+        assert str(e).startswith(f"{path}:") and "\n" not in str(e) and len(str(e)) < 600, str(e)
+        return
+    assert all(isinstance(m, Modulation) for m in preset.modulations)
+    assert load_preset(save_preset(tmp_path / "again.yaml", Params(), modulations=preset.modulations)).modulations \
+        == preset.modulations

@@ -24,12 +24,12 @@ Three ways to set it, all in audio time (see `core.control`):
 from __future__ import annotations
 
 import math
-import numbers
 from collections import deque
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from core.control.checks import checked_number
 from core.control.sound_features import SoundFeatures
 from core.errors import SoundvjError, format_number, short_repr
 
@@ -42,11 +42,7 @@ _GRID_TOLERANCE = 0.12  # an onset within this fraction of a beat of the grid co
 
 
 def _finite(where: str, name: str, value: object, lo: float = -math.inf, hi: float = math.inf) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if not ok or not lo <= float(value) <= hi:
-        bounds = "" if lo == -math.inf else f" in [{format_number(lo)}, {format_number(hi)}]"
-        raise SoundvjError(f"{where}: {name} = {short_repr(value)}: expected a finite number{bounds}")
-    return float(value)
+    return checked_number(f"{where}: {name}", value, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -243,11 +239,11 @@ class BeatClock:
         times = np.fromiter(self._onsets, dtype=np.float64)
         anchor = times[-1]
         for _ in range(2):
-            numbers_ = np.round((times - anchor) / period)
-            on_grid = np.abs(times - anchor - numbers_ * period) < _GRID_TOLERANCE * period
+            beat_numbers = np.round((times - anchor) / period)
+            on_grid = np.abs(times - anchor - beat_numbers * period) < _GRID_TOLERANCE * period
             if on_grid.sum() < 4:
                 return None
-            k, t = numbers_[on_grid], times[on_grid]
+            k, t = beat_numbers[on_grid], times[on_grid]
             if k.max() - k.min() < 3:
                 return None
             slope, intercept = np.polyfit(k, t, 1)

@@ -20,15 +20,15 @@ bass `Modulation("psi", "low", 0.4)`, a turn per bar `Modulation("rotate_deg", "
 from __future__ import annotations
 
 import math
-import numbers
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from core.control.beat_clock import BeatClock
+from core.control.checks import checked_number
 from core.control.sound_features import SoundFeatures
-from core.errors import SoundvjError, format_number, short_repr, suggest
+from core.errors import SoundvjError, short_repr, suggest
 from core.params import NAMES, PARAMS, Params, spec
 
 AUDIO_SOURCES = ("onset", "onset_strength", "envelope", "level", "low", "mid", "high")
@@ -52,14 +52,7 @@ def _why_not_modulatable(name: str) -> str:
 
 
 def _number(where: str, key: str, value: Any, lo: float, hi: float, hi_open: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if not ok or not lo <= float(value) <= hi or (hi_open and float(value) >= hi):
-        kind = "a finite number" if not ok else "a number"
-        close = ")" if hi_open else "]"
-        raise SoundvjError(
-            f"{where}.{key} = {short_repr(value)}: expected {kind} in [{format_number(lo)}, {format_number(hi)}{close}"
-        )
-    return float(value)
+    return checked_number(f"{where}.{key}", value, lo, hi, hi_open=hi_open)
 
 
 def _check_fields(values: Mapping[str, Any], where: str) -> dict[str, Any]:

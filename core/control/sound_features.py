@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 from collections import deque
 from dataclasses import dataclass, fields
 
@@ -37,24 +36,11 @@ import numpy as np
 import torch
 
 from core.audio.mel import MelConfig
-from core.errors import SoundvjError, format_number, short_repr
+from core.control.checks import checked_number
+from core.errors import SoundvjError, format_number
 
 _SECONDS_MAX = 60.0
 ONSET_LAG_HOPS = 0.75  # an onset's time: this many hops before the end of the column that found it
-
-
-def _checked_number(where: str, name: str, value: object, lo: float, hi: float, lo_open: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        x = float(value)
-        ok = (lo < x if lo_open else lo <= x) and x <= hi
-    if not ok:
-        bracket = "(" if lo_open else "["
-        raise SoundvjError(
-            f"{where}.{name} = {short_repr(value)}: expected a number in "
-            f"{bracket}{format_number(lo)}, {format_number(hi)}]"
-        )
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -82,7 +68,7 @@ class FeatureSettings:
         }
         for f in fields(self):
             lo, hi, lo_open = limits[f.name]
-            object.__setattr__(self, f.name, _checked_number(where, f.name, getattr(self, f.name), lo, hi, lo_open))
+            object.__setattr__(self, f.name, checked_number(f"{where}.{f.name}", getattr(self, f.name), lo, hi, lo_open))
         if not self.low_mid_hz < self.mid_high_hz:
             raise SoundvjError(
                 f"{where}.low_mid_hz = {format_number(self.low_mid_hz)}: must be below mid_high_hz "
