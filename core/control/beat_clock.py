@@ -173,7 +173,13 @@ class BeatClock:
     # -- following the audio ----------------------------------------------------------------------
 
     def _reset_history(self, column_seconds: float) -> None:
+        s = self.settings
         self._column_seconds = column_seconds
+        # The lags (in columns) of min_bpm..max_bpm, weighted by a log-normal of one octave around
+        # preferred_bpm: the octave preference.
+        self._lags = np.arange(max(1, math.floor(60.0 / s.max_bpm / column_seconds)),
+                               math.ceil(60.0 / s.min_bpm / column_seconds) + 1)
+        self._lag_weights = np.exp(-0.5 * np.log2(60.0 / (self._lags * column_seconds) / s.preferred_bpm) ** 2)
         size = max(8, round(self.settings.tempo_window_seconds / column_seconds))
         self._flux = np.zeros(size)
         self._flux_at = 0
@@ -205,9 +211,8 @@ class BeatClock:
     def estimate_period(self) -> float | None:
         """The beat period (seconds) the flux history's autocorrelation suggests, or None (too little
         history, or no periodicity above `min_periodicity`)."""
-        s, col = self.settings, self._column_seconds
-        lo = max(1, math.floor(60.0 / s.max_bpm / col))
-        hi = math.ceil(60.0 / s.min_bpm / col)
+        s, col, lags = self.settings, self._column_seconds, self._lags
+        hi = int(lags[-1])
         n = self._flux_count
         if n < 3 * hi:
             return None
@@ -220,11 +225,7 @@ class BeatClock:
         ac = np.fft.irfft(spectrum * np.conj(spectrum), size)[: hi + 2] / (n - np.arange(hi + 2))
         if ac[0] <= 0:
             return None
-        lags = np.arange(lo, hi + 1)
-        bpms = 60.0 / (lags * col)
-        weight = np.exp(-0.5 * np.log2(bpms / s.preferred_bpm) ** 2)
-        best = int(np.argmax(ac[lags] * weight))
-        lag = int(lags[best])
+        lag = int(lags[int(np.argmax(ac[lags] * self._lag_weights))])
         if ac[lag] < s.min_periodicity * ac[0]:
             return None
         before, peak, after = ac[lag - 1], ac[lag], ac[lag + 1]
@@ -246,7 +247,9 @@ class BeatClock:
             k, t = beat_numbers[on_grid], times[on_grid]
             if k.max() - k.min() < 3:
                 return None
-            slope, intercept = np.polyfit(k, t, 1)
+            k_mean, t_mean = k.mean(), t.mean()  # least squares t = intercept + slope * k
+            slope = float(((k - k_mean) * (t - t_mean)).sum() / ((k - k_mean) ** 2).sum())
+            intercept = float(t_mean - slope * k_mean)
             if abs(slope / period - 1.0) > _SMALL_TEMPO_CHANGE:
                 return None
             period, anchor = float(slope), float(intercept)

@@ -162,26 +162,31 @@ class SoundFeatureTracker:
     def push_columns(self, columns: torch.Tensor | np.ndarray, end_sample: int) -> SoundFeatures:
         """Analyse mel columns [n_mels, k] whose last one ends at `end_sample`; columns already seen
         are skipped, and a gap (columns that never arrived) restarts the flux from the next column."""
-        if isinstance(columns, torch.Tensor):
-            columns = columns.detach().to("cpu").numpy()
-        columns = np.asarray(columns, dtype=np.float64)
+        if not isinstance(columns, torch.Tensor):
+            columns = np.asarray(columns)
         c = self.mel_config
-        if columns.ndim != 2 or columns.shape[0] != c.n_mels:
-            raise SoundvjError(f"sound features: expected mel columns [{c.n_mels}, k], got shape {columns.shape}")
+        shape = tuple(columns.shape)
+        if len(shape) != 2 or shape[0] != c.n_mels:
+            raise SoundvjError(f"sound features: expected mel columns [{c.n_mels}, k], got shape {shape}")
         newest = int(end_sample) // c.hop
         fresh = newest - self._last_column
-        if fresh <= 0 or columns.shape[1] == 0:
+        if fresh <= 0 or shape[1] == 0:
             return self.features
-        if fresh > columns.shape[1]:
-            self.skipped_columns += fresh - columns.shape[1]
-            self._previous = columns[:, 0].copy()  # no flux across a gap: it would be a false onset
-            fresh_columns = columns[:, 1:]
-        else:
-            fresh_columns = columns[:, columns.shape[1] - fresh :]
+        gap = fresh > shape[1]
+        # Only the new columns are converted (a live window holds about 20 frames' worth).
+        selected = columns[:, 0 if gap else shape[1] - fresh :]
+        if isinstance(selected, torch.Tensor):
+            selected = selected.detach().to("cpu").numpy()
+        # NaN would stay in the envelope for good; the mel never has it, but a caller's array might.
+        selected = np.nan_to_num(np.clip(np.asarray(selected, dtype=np.float64), 0.0, 1.0), nan=0.0)
+        if gap:
+            self.skipped_columns += fresh - shape[1]
+            self._previous = selected[:, 0].copy()  # no flux across a gap: it would be a false onset
+            selected = selected[:, 1:]
         self._last_column = newest
-        if fresh_columns.shape[1] == 0:
+        if selected.shape[1] == 0:
             return self.features
-        return self._analyse(np.clip(fresh_columns, 0.0, 1.0), newest)
+        return self._analyse(selected, newest)
 
     def _median_flux(self) -> float:
         ordered, n = self._recent_sorted, len(self._recent_sorted)

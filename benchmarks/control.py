@@ -1,0 +1,143 @@
+"""Control path speed: what playing with the rig costs the render thread, section by section.
+
+    python benchmarks/control.py                        # every section
+    python benchmarks/control.py --section modulators   # one section (repeat the flag for more)
+    python benchmarks/control.py --list                 # the sections and what each measures
+
+Each section is a function registered with `@section("name", "what it measures")` that takes the
+parsed arguments and prints its own lines; add one by writing such a function (the argument parser
+is shared, so a section may add its flags in `add_arguments`).
+
+modulators: the per-frame cost, on one thread, of the control work the render thread adds to a
+frame: the sound analysis on the windower's newest window (`SoundFeatureTracker.update`), the beat
+clock (`BeatClock.observe`) and a realistic modulation matrix (8 modulations, every kind of source)
+applied to the frame's parameter snapshot (`ModulationMatrix.apply`). The audio is a 120 BPM kick
+and hat pattern over a noise floor, fed to a real `StreamingWindower` a video frame at a time; the
+windower's own mel work is the sound models' and is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.audio.mel import MelConfig  # noqa: E402
+from core.audio.windows import StreamingWindower, WindowConfig  # noqa: E402
+from core.control import BeatClock, Modulation, ModulationMatrix, SoundFeatureTracker  # noqa: E402
+from core.params import Params  # noqa: E402
+
+Section = Callable[[argparse.Namespace], None]
+SECTIONS: dict[str, tuple[Section, str]] = {}
+
+
+def section(name: str, what: str) -> Callable[[Section], Section]:
+    """Register a benchmark section under `name` (run in registration order)."""
+
+    def register(run: Section) -> Section:
+        SECTIONS[name] = (run, what)
+        return run
+
+    return register
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=60.0, help="audio seconds per measurement (default 60)")
+    parser.add_argument("--fps", type=float, default=24.0, help="video frame rate (default 24)")
+
+
+def percentiles_us(seconds: list[float]) -> str:
+    us = np.array(seconds) * 1e6
+    return (f"median {np.median(us):7.1f} us   p95 {np.percentile(us, 95):7.1f} us   "
+            f"max {us.max():8.1f} us   ({us.size} frames)")
+
+
+# --- modulators ----------------------------------------------------------------------------------
+
+REALISTIC_MATRIX = ModulationMatrix((
+    Modulation("noise", "onset", 0.8, decay=0.15),  # a noise burst on each kick
+    Modulation("psi", "low", 0.4),  # psi breathing with the bass
+    Modulation("rotate_deg", "saw", 180.0, beats=4),  # one turn a bar
+    Modulation("alpha_fine", "onset_strength", 0.3),
+    Modulation("alpha", "envelope", 0.2),
+    Modulation("pan_x", "sine", 0.1, beats=8),
+    Modulation("pan_y", "sample_hold", 0.05, beats=1),
+    Modulation("alpha_coarse", "square", 0.05, beats=16),
+))
+
+
+def kick_and_hat_pattern(seconds: float, sample_rate: int, bpm: float = 120.0) -> np.ndarray:
+    """Kicks on the beat, hats on the off-beat, over a -40 dBFS noise floor."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * sample_rate)
+    out = 0.01 * rng.standard_normal(n)
+    t = np.arange(int(0.25 * sample_rate)) / sample_rate
+    kick = 0.6 * np.sin(2 * np.pi * np.cumsum(50 + 100 * np.exp(-t / 0.03)) / sample_rate) * np.exp(-t / 0.08)
+    hat = 0.2 * rng.standard_normal(int(0.03 * sample_rate)) * np.exp(-np.arange(int(0.03 * sample_rate)) / 200)
+    beat = 60.0 / bpm
+    for start in np.arange(0.0, seconds - 0.3, beat):
+        i, j = int(start * sample_rate), int((start + beat / 2) * sample_rate)
+        out[i : i + kick.size] += kick
+        out[j : j + hat.size] += hat
+    return out.astype(np.float32)
+
+
+@section("modulators", "sound analysis + beat clock + an 8-modulation matrix, per frame, one thread")
+def bench_modulators(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    mel = MelConfig()
+    audio = kick_and_hat_pattern(args.seconds, mel.sample_rate)
+    windower = StreamingWindower(mel, WindowConfig(fps=args.fps, window_seconds=1.0))
+    tracker, clock, base = SoundFeatureTracker(mel), BeatClock(), Params()
+    analysis, following, matrix, total = [], [], [], []
+    per_frame = mel.sample_rate / args.fps
+    for k in range(int(args.seconds * args.fps)):
+        windower.push(audio[round(k * per_frame) : round((k + 1) * per_frame)])
+        window, end = windower.latest(), windower.samples_seen
+        audio_now = end / mel.sample_rate
+        t0 = time.perf_counter()
+        features = tracker.update(window, end)
+        t1 = time.perf_counter()
+        clock.observe(features)
+        t2 = time.perf_counter()
+        REALISTIC_MATRIX.apply(base, features, clock, audio_now)
+        t3 = time.perf_counter()
+        analysis.append(t1 - t0)
+        following.append(t2 - t1)
+        matrix.append(t3 - t2)
+        total.append(t3 - t0)
+    warm = int(2 * args.fps)  # the first seconds fill the clock's history; measure the steady state
+    print(f"modulators: {args.seconds:g} s of a 120 BPM kick/hat pattern at {args.fps:g} fps, one thread, "
+          f"{len(REALISTIC_MATRIX)} modulations")
+    print(f"  sound analysis      {percentiles_us(analysis[warm:])}")
+    print(f"  beat clock          {percentiles_us(following[warm:])}")
+    print(f"  modulation matrix   {percentiles_us(matrix[warm:])}")
+    print(f"  total per frame     {percentiles_us(total[warm:])}   budget 1000 us")
+    print(f"  clock: {clock.bpm:.2f} BPM ({clock.tempo_source}); mean total "
+          f"{statistics.fmean(total[warm:]) * 1e6:.1f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--section", action="append", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    add_arguments(parser)
+    args = parser.parse_args()
+    if args.list:
+        for name, (_run, what) in SECTIONS.items():
+            print(f"{name:12s} {what}")
+        return
+    for name in args.section or list(SECTIONS):
+        SECTIONS[name][0](args)
+
+
+if __name__ == "__main__":
+    main()
