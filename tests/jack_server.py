@@ -27,12 +27,15 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from visualizer.portaudio import rescan_devices
 
 SERVER_PREFIX = "soundvj_test_"
 START_TIMEOUT_S = 15.0
@@ -112,6 +115,15 @@ def start_jack_server(name: str, log_dir: Path) -> JackServer:
     raise RuntimeError(f"jackd did not answer within {START_TIMEOUT_S:.0f} s: {server.log_tail()}")
 
 
+def release_portaudio() -> None:
+    """If PortAudio was initialised while JACK_DEFAULT_SERVER named our server, its JACK host API
+    holds a client there, and PortAudio aborts the process at exit (an assertion in its JACK
+    Terminate) once the server has gone. Re-initialising it now, with the variable restored,
+    closes that client while the server still runs."""
+    if "sounddevice" in sys.modules:
+        rescan_devices()
+
+
 @pytest.fixture(scope="session")
 def jack_server() -> Iterator[JackServer]:
     """A JACK server of this run (dummy backend), named in JACK_DEFAULT_SERVER; stopped at the end."""
@@ -140,5 +152,6 @@ def jack_server() -> Iterator[JackServer]:
             os.environ.pop("JACK_DEFAULT_SERVER", None)
         else:
             os.environ["JACK_DEFAULT_SERVER"] = previous
+        release_portaudio()
         server.stop()
         shutil.rmtree(log_dir, ignore_errors=True)

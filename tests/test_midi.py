@@ -6,25 +6,34 @@ callback, our queue and thread, and the handler.
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
+from pathlib import Path
 
 import mido
 import pytest
 
 from core.errors import SoundvjError
+from core.params import Params, spec
 from tests.jack_server import jack_server  # noqa: F401 - the fixture
-from tests.live_helpers import wait_for
+from tests.live_helpers import wait_for, write_wav
+from tests.pipeline_helpers import tiny_model
+from visualizer.control.bindings import ControlSource, ControlTarget
+from visualizer.control.config import ControlConfig
+from visualizer.control.mapping_file import load_mapping
 from visualizer.control.midi import (
     MidiEvent,
     MidiInput,
     MidiSettings,
-    RateLimitedReporter,
+    add_midi_arguments,
     decode,
     describe_event,
     find_port,
+    midi_settings_from_args,
     port_key,
 )
+from visualizer.session import InputChoice, LiveSession
 
 WAIT_S = 5.0
 
@@ -100,16 +109,6 @@ def test_bad_midi_settings_are_one_line_errors_naming_the_field(field, value, ex
     with pytest.raises(SoundvjError) as error:
         MidiSettings(**{field: value})
     assert expected in str(error.value) and "\n" not in str(error.value)
-
-
-def test_reporter_says_each_kind_once_per_interval_and_counts_the_rest():
-    said: list[str] = []
-    reporter = RateLimitedReporter(said.append, interval=60.0)
-    for _ in range(5):
-        reporter.report("malformed", "bad")
-    reporter.report("handler", "broken")
-    assert said == ["bad", "broken"]
-    assert reporter.counts == {"malformed": 5, "handler": 1}
 
 
 def test_describe_event_reads_like_a_controller():
@@ -221,8 +220,160 @@ def test_a_handler_that_raises_is_counted_and_the_thread_goes_on(jack_server):
             for value in (13, 13, 5):
                 knobs.send(cc(7, value))
             assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
-            assert midi.reporter.counts == {"handler": 2}
+            assert midi.reporter.counts == {"midi-handler": 2}
             assert [m for m in seen.messages if "was not applied" in m] == [
                 "MIDI: cc 7 on channel 1 was not applied (boom)"]
     finally:
         knobs.close()
+
+
+# -- the app's path: MIDI -> dispatcher -> registry -> render worker -------------------------------
+
+class RigUnderTest:
+    """A live session (tiny model, a looping noise file) with its control dispatcher reading
+    `mapping` and a `MidiInput` on the JACK API feeding it, wired as the app wires them."""
+
+    def __init__(self, mapping: Path, wav: Path, port: str, render: bool = False) -> None:
+        self.session = LiveSession(tiny_model(), Params(), InputChoice(file=str(wav), loop=True),
+                                   control=ControlConfig(mapping_path=mapping))
+        self.midi = MidiInput(self.session.control.midi, MidiSettings(port=port, api="jack", rescan_seconds=0.1),
+                              reporter=self.session.control.reporter)
+        self.render = render
+
+    def __enter__(self) -> RigUnderTest:
+        if self.render:
+            self.session.start()
+        self.midi.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.midi.stop()
+        if self.render:
+            self.session.stop()
+
+    def said(self, fragment: str) -> bool:
+        return any(fragment in m for m in list(self.session.messages))
+
+
+@pytest.fixture
+def noise_wav(tmp_path) -> Path:
+    return write_wav(tmp_path / "noise.wav", 2.0)
+
+
+def test_a_learned_cc_moves_the_parameter_into_the_frames(jack_server, tmp_path, noise_wav):
+    """MIDI learn end to end: learn armed for psi, a CC arrives over JACK and is bound (and saved to
+    the mapping file); the next values of that CC set psi through the registry (0..127 over psi's
+    range) and the render worker's frames show it."""
+    mapping = tmp_path / "mapping.yaml"
+    knobs = jack_server.virtual_output("knobs", client_name="learn_ctl")
+    try:
+        with RigUnderTest(mapping, noise_wav, "learn_ctl:knobs", render=True) as rig:
+            control, session = rig.session.control, rig.session
+            control.learn(ControlTarget("param", param="psi"))
+            knobs.send(cc(21, 0, channel=1))
+            assert wait_for(lambda: rig.said("learned CC 21 (ch 2) -> psi"), WAIT_S), rig.session.messages
+            assert control.learning is None
+            assert [(b.source, b.target) for b in control.bindings] == [
+                (ControlSource("cc", number=21, channel=2), ControlTarget("param", param="psi"))]
+            assert load_mapping(mapping) == control.bindings  # saved at once
+            knobs.send(cc(21, 127, channel=1))
+            assert wait_for(lambda: session.target.psi == spec("psi").maximum, WAIT_S)
+            knobs.send(cc(21, 50, channel=1))
+            expected = 50 / 127 * spec("psi").maximum
+            assert wait_for(lambda: session.target.psi == pytest.approx(expected), WAIT_S)
+            assert wait_for(lambda: (f := session.worker.frames.peek()[0]) is not None
+                            and f.params.psi == pytest.approx(expected), 20.0)
+            knobs.send(cc(22, 127, channel=1))  # not bound: nothing moves
+            time.sleep(0.2)
+            assert session.target.psi == pytest.approx(expected)
+    finally:
+        knobs.close()
+
+
+def test_a_note_picks_a_preset(jack_server, tmp_path, noise_wav):
+    """A pad learned for preset 2 crossfades to it on every press, whatever look plays meanwhile."""
+    knobs = jack_server.virtual_output("pads", client_name="note_ctl")
+    try:
+        with RigUnderTest(tmp_path / "mapping.yaml", noise_wav, "note_ctl:pads") as rig:
+            session = rig.session
+            assert len(session.presets) >= 2, "the shipped presets"
+            second, first = session.presets[1], session.presets[0]
+            session.control.learn(ControlTarget("preset", preset=2))
+            knobs.send(mido.Message("note_on", note=40, velocity=100, channel=9))
+            assert wait_for(lambda: session.look == second.name, WAIT_S)
+            assert session.target == second.apply(Params())
+            session.apply_preset(first)
+            knobs.send(mido.Message("note_off", note=40, velocity=0, channel=9))
+            knobs.send(mido.Message("note_on", note=40, velocity=1, channel=9))
+            assert wait_for(lambda: session.look == second.name, WAIT_S)
+            assert [b.source for b in session.control.bindings] == [ControlSource("note", number=40, channel=10)]
+    finally:
+        knobs.close()
+
+
+def test_the_mapping_survives_a_preset_load_and_a_restart(jack_server, tmp_path, noise_wav):
+    """A CC learned for psi still moves psi after a preset that sets psi has loaded, and after the
+    app restarts (a new session reads the mapping file; no learn needed)."""
+    mapping = tmp_path / "mapping.yaml"
+    knobs = jack_server.virtual_output("knobs", client_name="keep_ctl")
+    try:
+        with RigUnderTest(mapping, noise_wav, "keep_ctl:knobs") as rig:
+            session = rig.session
+            session.control.learn(ControlTarget("param", param="psi"))
+            knobs.send(cc(7, 0))
+            assert wait_for(lambda: len(session.control.bindings) == 1, WAIT_S)
+            preset = next(p for p in session.presets if "psi" in p.values and p.values["psi"] != 0)
+            session.apply_preset(preset)
+            assert session.target.psi == preset.values["psi"]
+            knobs.send(cc(7, 0))
+            assert wait_for(lambda: session.target.psi == 0.0, WAIT_S)
+        with RigUnderTest(mapping, noise_wav, "keep_ctl:knobs") as rig:  # the app restarted
+            assert rig.session.control.learning is None and len(rig.session.control.bindings) == 1
+            assert rig.midi.state == "open"
+            knobs.send(cc(7, 127))
+            assert wait_for(lambda: rig.session.target.psi == spec("psi").maximum, WAIT_S), (
+                rig.midi.received, rig.midi.delivered, rig.session.messages, rig.session.control.bindings)
+    finally:
+        knobs.close()
+
+
+def test_unplugged_mid_set_the_rig_plays_on_and_the_mapping_is_kept(jack_server, tmp_path, noise_wav):
+    """The controller goes away while frames render: a message in the session's message line, the
+    picture goes on, and when the controller is back the same CC moves the same parameter."""
+    knobs = jack_server.virtual_output("knobs", client_name="replug_ctl")
+    with RigUnderTest(tmp_path / "mapping.yaml", noise_wav, "replug_ctl:knobs", render=True) as rig:
+        session = rig.session
+        session.control.learn(ControlTarget("param", param="noise"))
+        knobs.send(cc(1, 0))
+        assert wait_for(lambda: len(session.control.bindings) == 1, WAIT_S)
+        knobs.close()  # unplugged; the input's own periodic rescan notices
+        assert wait_for(lambda: rig.said("MIDI: port 'replug_ctl:knobs' went away; the mapping is kept"), WAIT_S)
+        frames_then = session.worker.frames_made
+        assert wait_for(lambda: session.worker.frames_made > frames_then + 3, 20.0)
+        knobs = jack_server.virtual_output("knobs", client_name="replug_ctl")
+        assert wait_for(lambda: rig.said("MIDI: port 'replug_ctl:knobs' is back"), WAIT_S)
+        knobs.send(cc(1, 127))
+        assert wait_for(lambda: session.target.noise == spec("noise").maximum, WAIT_S)
+        assert len(session.control.bindings) == 1
+    knobs.close()
+
+
+def test_without_a_midi_system_the_session_shows_a_message_and_plays_on(monkeypatch, tmp_path, noise_wav):
+    """No MIDI system at all: the session's message line says so once and frames keep coming."""
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "soundvj_no_such_server")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    with RigUnderTest(tmp_path / "mapping.yaml", noise_wav, "ctl:knobs", render=True) as rig:
+        assert rig.midi.state == "unavailable"
+        assert wait_for(lambda: rig.session.worker.frames_made > 3, 20.0)
+        assert [m for m in rig.session.messages if m.startswith("MIDI")] == [
+            f"MIDI unavailable: {rig.midi.error}; playing on without MIDI"]
+
+
+def test_the_cli_flags_make_midi_settings():
+    parser = argparse.ArgumentParser()
+    add_midi_arguments(parser)
+    settings = midi_settings_from_args(parser.parse_args(["--midi-port", "ctl:knobs", "--midi-api", "jack"]))
+    assert settings == MidiSettings(port="ctl:knobs", api="jack")
+    assert midi_settings_from_args(parser.parse_args([])) == MidiSettings()
+    with pytest.raises(SoundvjError, match=r"^--midi-port: port = ' ': must be a port name or null$"):
+        midi_settings_from_args(parser.parse_args(["--midi-port", " "]))

@@ -22,6 +22,7 @@ dispatcher that raised) are counted and reported as rate-limited one-line messag
 
 from __future__ import annotations
 
+import argparse
 import re
 import threading
 import time
@@ -31,13 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.errors import SoundvjError, format_number, one_line, short_repr
+from visualizer.control.reporting import RateLimitedReporter
 
 # rtmidi's API names, in the order "auto" tries them on each platform (those compiled in).
 API_NAMES = ("alsa", "jack", "coremidi", "winmm")
 AUTO_API = "auto"
 CLIENT_NAME = "soundvj"
 INPUT_PORT_NAME = "midi in"
-MESSAGE_INTERVAL_S = 5.0  # at most one message per kind of problem this often
 
 EventKind = Literal["cc", "note_on", "note_off"]
 InputState = Literal["unavailable", "closed", "waiting", "open"]
@@ -74,6 +75,24 @@ class MidiSettings:
                                "must be a number of seconds in [0, 3600]")
         if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or not 16 <= self.queue_size <= 65536:
             raise SoundvjError(f"{where}: queue_size = {short_repr(self.queue_size)}: must be a whole number in [16, 65536]")
+
+
+def add_midi_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --midi-port and --midi-api to `soundvj live`."""
+    parser.add_argument("--midi-port", default=None, metavar="NAME",
+                        help="listen to this MIDI input port, by name as the port list shows it (the "
+                             "message line lists the ports when it is not found); it opens when it appears")
+    parser.add_argument("--midi-api", default=AUTO_API, choices=(AUTO_API, *API_NAMES),
+                        help="the MIDI system: auto (the first that works and has ports), or one of them")
+
+
+def midi_settings_from_args(args: argparse.Namespace) -> MidiSettings:
+    """The `MidiSettings` of `soundvj live`'s flags (one-line `SoundvjError` naming the flag)."""
+    try:
+        return MidiSettings(port=args.midi_port, api=args.midi_api)
+    except SoundvjError as e:
+        flag = "--midi-port" if "port =" in str(e) else "--midi-api"
+        raise SoundvjError(f"{flag}: {str(e).removeprefix('MIDI settings: ')}") from None
 
 
 @dataclass(frozen=True)
@@ -133,43 +152,11 @@ def find_port(wanted: str, names: Sequence[str]) -> int | None:
     return None
 
 
-class RateLimitedReporter:
-    """Counts problems by kind and passes at most one message per kind per `interval` seconds to
-    `on_message` (with how many were not reported since), so a stream of bad input cannot flood the
-    messages or the log."""
-
-    def __init__(self, on_message: Callable[[str], Any] | None, interval: float = MESSAGE_INTERVAL_S) -> None:
-        self.on_message = on_message
-        self.interval = interval
-        self.counts: dict[str, int] = {}
-        self._last: dict[str, tuple[float, int]] = {}  # kind -> (when reported, count then)
-        self._lock = threading.Lock()
-
-    def report(self, kind: str, text: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            count = self.counts.get(kind, 0) + 1
-            self.counts[kind] = count
-            last = self._last.get(kind)
-            if last is not None and now - last[0] < self.interval:
-                return
-            skipped = count - 1 - (last[1] if last else 0)
-            self._last[kind] = (now, count)
-        if skipped > 0:
-            text += f" (and {skipped} more since the last message)"
-        self.say(text)
-
-    def say(self, text: str) -> None:
-        """Pass `text` on at once (state changes a performer must see, e.g. a port that went away)."""
-        if self.on_message is not None:
-            try:
-                self.on_message(text)
-            except Exception:  # noqa: BLE001 - a broken message sink must not end the MIDI thread
-                pass
-
-
 class MidiInput:
     """A MIDI input port by name, with its own thread; see the module docstring.
+
+    In the app: `MidiInput(dispatcher.midi, settings, reporter=dispatcher.reporter)`, so CC and
+    notes reach the bindings and MIDI learn, and its messages reach the session's message line.
 
     Every public method returns at once and never raises for a missing MIDI system or port: the
     outcome is `state` ("unavailable", "closed", "waiting" for a named port, "open") and a message.
@@ -181,10 +168,12 @@ class MidiInput:
         on_event: MidiEventHandler,
         settings: MidiSettings = MidiSettings(),
         on_message: Callable[[str], Any] | None = None,
+        reporter: RateLimitedReporter | None = None,
     ) -> None:
         self.on_event = on_event
         self.settings = settings
-        self.reporter = RateLimitedReporter(on_message)
+        # The dispatcher's reporter when given, so the session counts every control problem in one place.
+        self.reporter = reporter or RateLimitedReporter(on_message)
         self.state: InputState = "closed"
         self.api_name: str | None = None  # the rtmidi API in use ("jack", "alsa", ...)
         self.wanted_port: str | None = settings.port  # what the performer chose; kept while it is away
@@ -443,7 +432,7 @@ class MidiInput:
                 try:
                     self.rescan(retry_unavailable=False)
                 except Exception as e:  # noqa: BLE001 - the thread must outlive any surprise
-                    self.reporter.report("rescan", f"MIDI: rescan failed: {one_line(e)}")
+                    self.reporter.report("midi-rescan", f"MIDI: rescan failed: {one_line(e)}")
 
     def _deliver_queued(self) -> None:
         while True:
@@ -455,7 +444,7 @@ class MidiInput:
             try:
                 event = decode(data, port, received_at)
             except (ValueError, TypeError) as e:
-                self.reporter.report("malformed", f"MIDI: ignored a malformed message from {port!r} "
+                self.reporter.report("midi-malformed", f"MIDI: ignored a malformed message from {port!r} "
                                      f"({one_line(e, limit=80)})")
                 continue
             if event is None:
@@ -465,7 +454,7 @@ class MidiInput:
                 self.on_event(event)
                 self.delivered += 1
             except Exception as e:  # noqa: BLE001 - a dispatcher bug must not stop the MIDI thread
-                self.reporter.report("handler", f"MIDI: {event.kind} {event.number} on channel {event.channel} "
+                self.reporter.report("midi-handler", f"MIDI: {event.kind} {event.number} on channel {event.channel} "
                                      f"was not applied ({one_line(e)})")
 
 
