@@ -71,10 +71,18 @@ def test_a_v1_preset_has_no_modulations_and_saves_as_v1(tmp_path):
     """A v1 file says nothing about modulations (None: the current matrix stays), and a preset
     saved without modulations is still written as version 1."""
     assert 1 in SUPPORTED_VERSIONS
-    assert all(p.modulations is None and p.matrix is None for p in list_presets())
+    for name in ("calm", "flowing", "storm"):  # the shipped version-1 presets
+        assert load_preset(name).modulations is None and load_preset(name).matrix is None
     path = save_preset(tmp_path / "plain.yaml", Params(alpha=0.2), only=["alpha"])
     assert yaml.safe_load(path.read_text()) == {"version": 1, "name": "plain", "params": {"alpha": 0.2}}
     assert load_preset(path) == Preset(name="plain", path=path, values={"alpha": 0.2})
+
+
+def test_the_shipped_pulse_preset_hits_on_each_onset():
+    """The shipped example of version 2: pulse bursts noise (and fine texture) on each onset."""
+    pulse = load_preset("pulse")
+    assert {(m.target, m.source) for m in pulse.modulations} == {("noise", "onset"), ("alpha_fine", "onset")}
+    assert {p.name for p in list_presets()} == {"calm", "flowing", "storm", "pulse"}
 
 
 def test_an_empty_modulations_list_clears_and_an_absent_one_keeps(tmp_path):
