@@ -64,6 +64,22 @@ def test_a_tempo_change_is_followed():
     assert abs(clock.bpm / 100 - 1) < 0.01
 
 
+def test_the_same_update_twice_counts_once():
+    """A caller that hands the clock the same features again (a frame without a new mel column)
+    does not double the onsets: the clock reads the same tempo and phase as without the repeats."""
+    samples, _ = beat_track(120, 10.0, snr_db=25.0)
+    once, twice = BeatClock(), BeatClock()
+    follow(samples, once)
+    padded = torch.nn.functional.pad(torch.from_numpy(samples), (MEL.n_fft, 0))
+    columns = MelSpectrogramFrontEnd(MEL)(padded)[:, 1:].numpy()
+    tracker = SoundFeatureTracker(MEL)
+    for end in range(FRAME_COLUMNS, columns.shape[1] + 1, FRAME_COLUMNS):
+        features = tracker.push_columns(columns[:, end - FRAME_COLUMNS : end], end * MEL.hop)
+        twice.observe(features)
+        twice.observe(features)
+    assert twice.bpm == once.bpm and twice.beat_at(10.0) == once.beat_at(10.0)
+
+
 def test_noise_alone_moves_nothing():
     """Without a beat the follower finds no periodicity and the clock keeps its default tempo."""
     samples = (0.05 * np.random.default_rng(0).standard_normal(10 * 44100)).astype(np.float32)

@@ -3,6 +3,7 @@ belong, the envelope's time constants, and live (chunked, windowed) equal to off
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -91,13 +92,19 @@ def test_live_chunks_and_offline_whole_clip_give_the_same_features():
             assert getattr(a, name) == pytest.approx(getattr(b, name), abs=1e-3), name
 
 
-def test_an_update_without_new_columns_changes_nothing():
+def test_an_update_without_new_columns_changes_nothing_and_repeats_no_onset():
+    """At a frame rate above the mel column rate some frames bring no new column: the levels stay,
+    and the onsets of the last update are not reported again."""
     tracker = SoundFeatureTracker(MEL)
-    columns = clip_columns(sine(1000.0, 0.5, -20.0))
+    samples, _ = beat_track(120, 0.5, snr_db=30.0, first=0.2)
+    columns = clip_columns(samples)
     end = columns.shape[1] * MEL.hop
     first = tracker.push_columns(columns, end)
-    assert tracker.push_columns(columns, end) is first
-    assert tracker.push_columns(columns[:, :-3], end - 3 * MEL.hop) is first  # older columns: already seen
+    assert first.onsets and first.flux_columns
+    again = tracker.push_columns(columns, end)
+    assert again.onsets == () and again.flux_columns == ()
+    assert again == dataclasses.replace(first, onsets=(), flux_columns=())
+    assert tracker.push_columns(columns[:, :-3], end - 3 * MEL.hop) is again  # older columns: already seen
 
 
 @pytest.mark.parametrize(

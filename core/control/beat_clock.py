@@ -187,11 +187,16 @@ class BeatClock:
         self._onsets: deque[float] = deque()
         self._since_retune = 0
         self._candidate: float | None = None
+        self._observed_until = -math.inf
 
     def observe(self, features: SoundFeatures) -> None:
-        """Take one update of the sound analysis; steer the clock when following the audio."""
+        """Take one update of the sound analysis; steer the clock when following the audio. An
+        update that is not newer than the last one taken is ignored (its columns are in already)."""
         if features.column_seconds != self._column_seconds:
             self._reset_history(features.column_seconds)
+        if features.time <= self._observed_until:
+            return
+        self._observed_until = features.time
         for flux in features.flux_columns:
             self._flux[self._flux_at] = flux
             self._flux_at = (self._flux_at + 1) % self._flux.size

@@ -28,6 +28,7 @@ flux and onset strength are the newest column's; `onsets` lists the onsets found
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, fields
@@ -155,8 +156,8 @@ class SoundFeatureTracker:
 
     def update(self, window: torch.Tensor | np.ndarray, end_sample: int) -> SoundFeatures:
         """Analyse the not yet seen columns of `window` [n_mels, W], whose newest column ends at
-        `end_sample` (the windower's `samples_seen`); returns (and keeps) the new `SoundFeatures`,
-        or the previous ones when no column is new."""
+        `end_sample` (the windower's `samples_seen`); returns (and keeps) the new `SoundFeatures`.
+        When no column is new: the previous ones, without their onsets and flux columns."""
         return self.push_columns(window, end_sample)
 
     def push_columns(self, columns: torch.Tensor | np.ndarray, end_sample: int) -> SoundFeatures:
@@ -171,7 +172,7 @@ class SoundFeatureTracker:
         newest = int(end_sample) // c.hop
         fresh = newest - self._last_column
         if fresh <= 0 or shape[1] == 0:
-            return self.features
+            return self._nothing_new()
         gap = fresh > shape[1]
         # Only the new columns are converted (a live window holds about 20 frames' worth).
         selected = columns[:, 0 if gap else shape[1] - fresh :]
@@ -185,8 +186,15 @@ class SoundFeatureTracker:
             selected = selected[:, 1:]
         self._last_column = newest
         if selected.shape[1] == 0:
-            return self.features
+            return self._nothing_new()
         return self._analyse(selected, newest)
+
+    def _nothing_new(self) -> SoundFeatures:
+        """The newest features without events: an update with no new column found no onset (so a
+        caller that counts `onsets` or feeds `flux_columns` on never sees the same one twice)."""
+        if self.features.onsets or self.features.flux_columns:
+            self.features = dataclasses.replace(self.features, onsets=(), flux_columns=())
+        return self.features
 
     def _median_flux(self) -> float:
         ordered, n = self._recent_sorted, len(self._recent_sorted)
