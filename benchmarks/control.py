@@ -14,11 +14,15 @@ clock (`BeatClock.observe`) and a realistic modulation matrix (8 modulations, ev
 applied to the frame's parameter snapshot (`ModulationMatrix.apply`). The audio is a 120 BPM kick
 and hat pattern over a noise floor, fed to a real `StreamingWindower` a video frame at a time; the
 windower's own mel work is the sound models' and is not counted.
+
+midi: the time from a MIDI CC, sent on a real JACK port (a JACK server with the dummy backend is
+started for it and stopped by its PID), to the first frame the live session renders with its value.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -52,6 +56,8 @@ def section(name: str, what: str) -> Callable[[Section], Section]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio seconds per measurement (default 60)")
     parser.add_argument("--fps", type=float, default=24.0, help="video frame rate (default 24)")
+    parser.add_argument("--model", default=None, help="midi: the model to render with (default: the shipped one)")
+    parser.add_argument("--midi-events", type=int, default=100, help="midi: CCs to time (default 100)")
 
 
 def percentiles_us(seconds: list[float]) -> str:
@@ -123,6 +129,105 @@ def bench_modulators(args: argparse.Namespace) -> None:
     print(f"  total per frame     {percentiles_us(total[warm:])}   budget 1000 us")
     print(f"  clock: {clock.bpm:.2f} BPM ({clock.tempo_source}); mean total "
           f"{statistics.fmean(total[warm:]) * 1e6:.1f} us")
+
+
+# --- midi ----------------------------------------------------------------------------------------
+
+class FrameLog:
+    """A frame sink that notes when each frame was published and the psi it was made with (the
+    render thread calls `feed`; an append returns at once)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, float]] = []
+
+    def feed(self, frame, audio) -> None:  # noqa: ANN001 - visualizer.render_worker.FrameSink
+        self.frames.append((frame.shown_at, frame.params.psi))
+
+
+@section("midi", "a MIDI CC on a real JACK port -> the first frame made with its value (median, p95)")
+def bench_midi(args: argparse.Namespace) -> None:
+    """A virtual controller port sends CC 1 (bound to psi) at random moments over a JACK server with
+    the dummy backend; the live session's real path carries it (rtmidi callback, the MIDI thread,
+    the dispatcher, the registry, the render worker's mailbox) to a frame. Times are from just
+    before the send to the publication of the first frame whose parameters hold the new value;
+    the screen's paint comes after and is not counted."""
+    # Only this section needs the live extra and a JACK server, so they are imported here.
+    import tempfile
+
+    import mido
+
+    from core.model import load_model
+    from core.stylegan3.ops import backend as ops_backend
+    from tests.jack_server import start_jack_server
+    from visualizer.control.bindings import Binding, ControlSource, ControlTarget
+    from visualizer.control.midi import MidiInput, MidiSettings
+    from visualizer.session import LiveSession
+
+    try:
+        server = start_jack_server(f"soundvj_bench_{os.getpid()}", Path(tempfile.mkdtemp(prefix="soundvj_jack_")))
+    except (OSError, RuntimeError) as e:
+        print(f"midi: skipped, no JACK server here ({e})")
+        return
+    os.environ["JACK_DEFAULT_SERVER"] = server.name
+    try:
+        model = load_model(args.model, device=None)
+        ops_backend.prepare(model.device.type, wait=True)
+        session = LiveSession(model, Params(fps=args.fps))
+        session.control.set_bindings([Binding(ControlSource("cc", number=1, channel=1),
+                                              ControlTarget("param", param="psi"))])
+        log = FrameLog()
+        session.worker.add_sink(log)
+        arrivals: dict[int, float] = {}
+
+        def on_event(event) -> None:  # noqa: ANN001 - a visualizer.control.midi.MidiEvent
+            arrivals[event.value] = event.received_at
+            session.control.midi(event)
+
+        port = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output(
+            "knobs", virtual=True, client_name="bench_controller")
+        midi = MidiInput(on_event, MidiSettings(port="bench_controller:knobs", api="jack", rescan_seconds=0),
+                         reporter=session.control.reporter)
+        midi.start()
+        session.worker.start()
+        time.sleep(2.0)  # warm-up: first frames allocate
+        rng = np.random.default_rng(0)
+        sends: list[tuple[int, float]] = []
+        for i in range(args.midi_events):
+            value = 1 + (i * 37) % 126  # 1..126, never the previous value
+            arrivals.pop(value, None)
+            sent = time.monotonic()
+            port.send(mido.Message("control_change", control=1, value=value))
+            sends.append((value, sent))
+            time.sleep(rng.uniform(2.0, 4.0) / args.fps)  # lands anywhere between two frame deadlines
+        time.sleep(0.5)
+        session.worker.stop()
+        midi.stop()
+        port.close()
+    finally:
+        os.environ.pop("JACK_DEFAULT_SERVER", None)
+        server.stop()
+    to_callback, to_frame, missing = [], [], 0
+    frames = log.frames
+    for value, sent in sends:
+        psi = value / 127.0 * 1.5
+        shown = next((t for t, p in frames if t >= sent and abs(p - psi) < 1e-6), None)
+        if shown is None or value not in arrivals:
+            missing += 1
+            continue
+        to_callback.append(arrivals[value] - sent)
+        to_frame.append(shown - sent)
+
+    def ms(xs: list[float]) -> str:
+        return f"median {np.median(xs) * 1e3:6.1f} ms   p95 {np.percentile(xs, 95) * 1e3:6.1f} ms   " \
+               f"max {np.max(xs) * 1e3:6.1f} ms"
+
+    fps = len(frames) / (frames[-1][0] - frames[0][0]) if len(frames) > 1 else float("nan")
+    print(f"midi: {len(sends)} CCs over JACK (dummy backend), {model.source}, "
+          f"{model.generator.img_resolution} px, target {args.fps:g} fps (rendered {fps:.1f})")
+    print(f"  send -> rtmidi callback      {ms(to_callback)}")
+    print(f"  send -> first frame with it  {ms(to_frame)}   (frame period {1e3 / args.fps:.1f} ms)")
+    if missing:
+        print(f"  {missing} CCs never showed in a frame (superseded by the next one before a frame, or lost)")
 
 
 def main() -> None:
