@@ -22,6 +22,7 @@ thread; frames it could not keep up with are skipped.
 from __future__ import annotations
 
 import math
+import select
 import socket
 import struct
 import threading
@@ -87,9 +88,9 @@ def osc_address_rows() -> list[OscAddressRow]:
         OscAddressRow(f"{PREFIX}/record", press, "start / stop recording"),
         OscAddressRow(f"{PREFIX}/freeze", press, "freeze / unfreeze the picture"),
         OscAddressRow(f"{PREFIX}/fade", "float", f"crossfade time for presets, in [0, {format_number(MAX_FADE_SECONDS)}] s"),
-        OscAddressRow(f"{PREFIX}/mod/<param>/<source>", "float",
-                      "modulation depth of <param> by <source> (0 removes it); <param>: "
-                      + ", ".join(MODULATABLE) + "; <source>: " + ", ".join(SOURCES)),
+        OscAddressRow(f"{PREFIX}/mod/PARAM/SOURCE", "float",
+                      "depth of PARAM modulated by SOURCE, in PARAM's units (0 removes it); PARAM: "
+                      + ", ".join(MODULATABLE) + "; SOURCE: " + ", ".join(SOURCES)),
     ]
     return rows
 
@@ -231,7 +232,7 @@ class OscInput:
                 raise
         except OSError as e:
             raise SoundvjError(f"--osc-port {self.port}: cannot listen on {self.host}:{self.port} ({one_line(e)})") from None
-        sock.settimeout(POLL_SECONDS)
+        sock.setblocking(False)  # the thread waits in select() and then reads what is there
         self._sock = sock
         self.bound_port = sock.getsockname()[1]
         self._stop.clear()
@@ -252,21 +253,20 @@ class OscInput:
         sock = self._sock
         while not self._stop.is_set():
             try:
-                batch = [sock.recv(MAX_DATAGRAM)]
-            except TimeoutError:
+                readable, _, _ = select.select([sock], [], [], POLL_SECONDS)
+            except (OSError, ValueError):  # closed under us by stop()
+                break
+            if not readable:
                 continue
-            except OSError as e:
-                if self._stop.is_set():
-                    break
-                self.reporter.report("osc-socket", f"OSC: receive failed ({one_line(e)})")
-                self._stop.wait(POLL_SECONDS)
-                continue
-            while len(batch) < self.batch:
+            batch: list[bytes] = []
+            while len(batch) < self.batch:  # what has arrived, without waiting for more
                 try:
-                    batch.append(sock.recv(MAX_DATAGRAM, socket.MSG_DONTWAIT))
+                    batch.append(sock.recv(MAX_DATAGRAM))
                 except (BlockingIOError, InterruptedError):
                     break
-                except OSError:
+                except OSError as e:
+                    if not self._stop.is_set():
+                        self.reporter.report("osc-socket", f"OSC: receive failed ({one_line(e)})")
                     break
             try:
                 self.handle_datagrams(batch)
