@@ -13,6 +13,9 @@ fixtures imported into the module), then:
         port.send(mido.Message("control_change", control=7, value=100))
         port.close()                                 # the controller is unplugged
 
+    controller = ControllerProcess(server_name, "ctl", "knobs")  # the same, in a process of its own
+    controller.send_cc(7, 100); controller.stop()               # (for tests that stop the server)
+
 What the fixture starts: `jackd --no-realtime -n soundvj_test_<pid> -d dummy`, a server of its own
 (named after this process, so parallel runs and a JACK server the user runs are left alone), once
 per test run, and stops it by its PID at the end. JACK_DEFAULT_SERVER is set to that name, so every
@@ -61,11 +64,32 @@ class JackServer:
     def pid(self) -> int:
         return self.process.pid
 
-    def ports(self) -> list[str]:
-        """Every port on the server, as `jack_lsp` lists them (client:port)."""
+    def connections(self, port: str) -> list[str]:
+        """The ports `port` is connected to (`jack_lsp -c` lists each port, then its peers indented)."""
+        peers: list[str] = []
+        current = None
+        for line in self.ports_with_connections():
+            if not line.startswith((" ", "\t")):
+                current = line.strip()
+            elif current == port:
+                peers.append(line.strip())
+        return peers
+
+    def ports_with_connections(self) -> list[str]:
         env = {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_START_SERVER": "1"}
-        done = subprocess.run(["jack_lsp"], capture_output=True, text=True, env=env, timeout=10)
-        return done.stdout.split("\n") if done.returncode == 0 else []
+        done = subprocess.run(["jack_lsp", "-c"], capture_output=True, text=True, env=env, timeout=10)
+        return done.stdout.splitlines() if done.returncode == 0 else []
+
+    def wait_connected(self, port: str, timeout: float = 5.0) -> bool:
+        """Wait until `port` is connected to something (the app opened it). The server applies a new
+        connection at a later process cycle than the call that made it, so a message sent at once
+        could miss it; a controller a performer moves never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.connections(port):
+                return True
+            time.sleep(0.02)
+        return False
 
     def virtual_output(self, port_name: str, client_name: str | None = None):
         """A MIDI output port in this process (a controller as the app sees it), opened through
@@ -92,6 +116,51 @@ class JackServer:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+CONTROLLER_SCRIPT = """
+import sys, mido
+port = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output(sys.argv[2], virtual=True, client_name=sys.argv[1])
+print("ready", flush=True)
+for line in sys.stdin:
+    control, value = map(int, line.split())
+    port.send(mido.Message("control_change", control=control, value=value))
+    print("sent", flush=True)
+port.close()
+"""
+
+
+class ControllerProcess:
+    """A controller in a process of its own: a virtual MIDI output port `<client>:<port>` that sends a
+    CC for each `send`. For tests where the JACK server stops under the app: libjack keeps
+    per-process state, so a controller in the test's own process would outlive its server badly
+    (a crash at exit); a real controller's port lives outside the app too. Stopped by its PID."""
+
+    def __init__(self, server_name: str, client: str, port: str) -> None:
+        env = {**os.environ, "JACK_DEFAULT_SERVER": server_name, "JACK_NO_START_SERVER": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CONTROLLER_SCRIPT, client, port], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        if self.process.stdout.readline().strip() != "ready":
+            self.stop()
+            raise RuntimeError(f"the controller process could not open {client}:{port}")
+
+    def send_cc(self, control: int, value: int) -> None:
+        """Send one CC and return once the controller process has sent it."""
+        self.process.stdin.write(f"{control} {value}\n")
+        self.process.stdin.flush()
+        self.process.stdout.readline()
+
+    def stop(self) -> None:
+        """Close the port (the controller is unplugged) and end the process by its PID."""
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+                self.process.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
 
 
 def start_jack_server(name: str, log_dir: Path) -> JackServer:

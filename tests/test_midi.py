@@ -16,7 +16,7 @@ import pytest
 
 from core.errors import SoundvjError
 from core.params import Params, spec
-from tests.jack_server import jack_server  # noqa: F401 - the fixture
+from tests.jack_server import ControllerProcess, jack_server, start_jack_server  # noqa: F401 - the fixture
 from tests.live_helpers import wait_for, write_wav
 from tests.pipeline_helpers import tiny_model
 from visualizer.control.bindings import ControlSource, ControlTarget
@@ -148,7 +148,7 @@ def test_the_picker_lists_ports_by_name_and_messages_arrive_from_the_chosen_one(
             assert midi.state == "closed"
             assert {"picker_ctl:knobs", "picker_other:pads"} <= set(midi.list_ports())
             assert midi.open("picker_ctl:knobs") and midi.state == "open"
-            assert wait_for(lambda: any(p.startswith("soundvj:") for p in jack_server.ports()), WAIT_S)
+            assert jack_server.wait_connected("picker_ctl:knobs")
             other.send(cc(1, 1))  # not the chosen port: never arrives
             for value in (10, 20, 30):
                 knobs.send(cc(7, value, channel=2))
@@ -175,6 +175,7 @@ def test_a_port_that_is_not_there_yet_opens_when_it_appears(jack_server):
         knobs = jack_server.virtual_output("knobs", client_name="late_ctl")
         try:
             assert wait_for(lambda: midi.state == "open", WAIT_S)
+            assert jack_server.wait_connected("late_ctl:knobs")
             knobs.send(cc(1, 64))
             assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
         finally:
@@ -187,7 +188,7 @@ def test_an_unplugged_port_is_found_again_by_rescan(jack_server):
     seen = Collected()
     knobs = jack_server.virtual_output("knobs", client_name="unplug_ctl")
     with jack_input(seen.event, seen.message, port="unplug_ctl:knobs", rescan_seconds=0) as midi:
-        assert midi.state == "open"
+        assert midi.state == "open" and jack_server.wait_connected("unplug_ctl:knobs")
         knobs.send(cc(7, 1))
         assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
         knobs.close()  # unplugged
@@ -197,6 +198,7 @@ def test_an_unplugged_port_is_found_again_by_rescan(jack_server):
         try:
             assert wait_for(lambda: midi.rescan() == "open", WAIT_S)
             assert seen.said("MIDI: port 'unplug_ctl:knobs' is back; listening again")
+            assert jack_server.wait_connected("unplug_ctl:knobs")
             knobs.send(cc(7, 2))
             assert wait_for(lambda: len(seen.events) == 2, WAIT_S)
             assert seen.events[-1].value == 2
@@ -217,6 +219,7 @@ def test_a_handler_that_raises_is_counted_and_the_thread_goes_on(jack_server):
     knobs = jack_server.virtual_output("knobs", client_name="raise_ctl")
     try:
         with jack_input(handler, seen.message, port="raise_ctl:knobs") as midi:
+            assert jack_server.wait_connected("raise_ctl:knobs")
             for value in (13, 13, 5):
                 knobs.send(cc(7, value))
             assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
@@ -269,6 +272,7 @@ def test_a_learned_cc_moves_the_parameter_into_the_frames(jack_server, tmp_path,
     try:
         with RigUnderTest(mapping, noise_wav, "learn_ctl:knobs", render=True) as rig:
             control, session = rig.session.control, rig.session
+            assert jack_server.wait_connected("learn_ctl:knobs")
             control.learn(ControlTarget("param", param="psi"))
             knobs.send(cc(21, 0, channel=1))
             assert wait_for(lambda: rig.said("learned CC 21 (ch 2) -> psi"), WAIT_S), rig.session.messages
@@ -298,6 +302,7 @@ def test_a_note_picks_a_preset(jack_server, tmp_path, noise_wav):
             session = rig.session
             assert len(session.presets) >= 2, "the shipped presets"
             second, first = session.presets[1], session.presets[0]
+            assert jack_server.wait_connected("note_ctl:pads")
             session.control.learn(ControlTarget("preset", preset=2))
             knobs.send(mido.Message("note_on", note=40, velocity=100, channel=9))
             assert wait_for(lambda: session.look == second.name, WAIT_S)
@@ -319,6 +324,7 @@ def test_the_mapping_survives_a_preset_load_and_a_restart(jack_server, tmp_path,
     try:
         with RigUnderTest(mapping, noise_wav, "keep_ctl:knobs") as rig:
             session = rig.session
+            assert jack_server.wait_connected("keep_ctl:knobs")
             session.control.learn(ControlTarget("param", param="psi"))
             knobs.send(cc(7, 0))
             assert wait_for(lambda: len(session.control.bindings) == 1, WAIT_S)
@@ -329,7 +335,7 @@ def test_the_mapping_survives_a_preset_load_and_a_restart(jack_server, tmp_path,
             assert wait_for(lambda: session.target.psi == 0.0, WAIT_S)
         with RigUnderTest(mapping, noise_wav, "keep_ctl:knobs") as rig:  # the app restarted
             assert rig.session.control.learning is None and len(rig.session.control.bindings) == 1
-            assert rig.midi.state == "open"
+            assert rig.midi.state == "open" and jack_server.wait_connected("keep_ctl:knobs")
             knobs.send(cc(7, 127))
             assert wait_for(lambda: rig.session.target.psi == spec("psi").maximum, WAIT_S), (
                 rig.midi.received, rig.midi.delivered, rig.session.messages, rig.session.control.bindings)
@@ -343,6 +349,7 @@ def test_unplugged_mid_set_the_rig_plays_on_and_the_mapping_is_kept(jack_server,
     knobs = jack_server.virtual_output("knobs", client_name="replug_ctl")
     with RigUnderTest(tmp_path / "mapping.yaml", noise_wav, "replug_ctl:knobs", render=True) as rig:
         session = rig.session
+        assert jack_server.wait_connected("replug_ctl:knobs")
         session.control.learn(ControlTarget("param", param="noise"))
         knobs.send(cc(1, 0))
         assert wait_for(lambda: len(session.control.bindings) == 1, WAIT_S)
@@ -352,6 +359,7 @@ def test_unplugged_mid_set_the_rig_plays_on_and_the_mapping_is_kept(jack_server,
         assert wait_for(lambda: session.worker.frames_made > frames_then + 3, 20.0)
         knobs = jack_server.virtual_output("knobs", client_name="replug_ctl")
         assert wait_for(lambda: rig.said("MIDI: port 'replug_ctl:knobs' is back"), WAIT_S)
+        assert jack_server.wait_connected("replug_ctl:knobs")
         knobs.send(cc(1, 127))
         assert wait_for(lambda: session.target.noise == spec("noise").maximum, WAIT_S)
         assert len(session.control.bindings) == 1
@@ -377,3 +385,32 @@ def test_the_cli_flags_make_midi_settings():
     assert midi_settings_from_args(parser.parse_args([])) == MidiSettings()
     with pytest.raises(SoundvjError, match=r"^--midi-port: port = ' ': must be a port name or null$"):
         midi_settings_from_args(parser.parse_args(["--midi-port", " "]))
+
+
+def test_a_restarted_jack_server_is_found_again_by_reconnect(jack_server, monkeypatch, tmp_path):
+    """The MIDI system itself goes away mid-set (a JACK server stopped, then started again): nothing
+    raises, and `reconnect()` (the picker's answer) joins the new server and opens the port by name."""
+    name = f"{jack_server.name}_restart"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    server = start_jack_server(name, tmp_path)
+    controller = None
+    seen = Collected()
+    try:
+        controller = ControllerProcess(name, "restart_ctl", "knobs")
+        with jack_input(seen.event, seen.message, port="restart_ctl:knobs", rescan_seconds=0) as midi:
+            assert midi.state == "open" and server.wait_connected("restart_ctl:knobs")
+            controller.send_cc(7, 1)
+            assert wait_for(lambda: [e.value for e in seen.events] == [1], WAIT_S)
+            controller.stop()
+            server.stop()
+            midi.rescan()  # our client of the dead server: no exception
+            server = start_jack_server(name, tmp_path)
+            controller = ControllerProcess(name, "restart_ctl", "knobs")
+            assert midi.reconnect() == "open" and server.wait_connected("restart_ctl:knobs")
+            controller.send_cc(7, 99)
+            assert wait_for(lambda: [e.value for e in seen.events] == [1, 99], WAIT_S)
+            assert seen.said("MIDI: listening to 'restart_ctl:knobs' (jack)")
+    finally:
+        if controller is not None:
+            controller.stop()
+        server.stop()

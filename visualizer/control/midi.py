@@ -180,7 +180,6 @@ class MidiInput:
         self.port_name: str | None = None  # the full name of the port open now
         self.error: str | None = None  # why MIDI is unavailable
         self.received = self.delivered = self.dropped = self.ignored = 0
-        self._rtmidi: Any = None  # the rtmidi module once imported
         self._midi_in: Any = None  # rtmidi.MidiIn: our client on the MIDI system
         self._queue: deque[tuple[list[int], float, str]] = deque(maxlen=settings.queue_size)
         self._wake = threading.Event()
@@ -193,6 +192,7 @@ class MidiInput:
 
     def start(self) -> None:
         """Connect to the MIDI system, open `settings.port` if given, start the thread."""
+        self._stop.clear()
         with self._lock:
             self._connect_backend()
             if self.wanted_port is not None and self.state != "unavailable":
@@ -292,6 +292,19 @@ class MidiInput:
                     self.reporter.say(f"MIDI: port {self.port_name!r} is back; listening again")
             return self.state
 
+    def reconnect(self) -> InputState:
+        """Drop our client on the MIDI system and connect anew, then open the wanted port: for a
+        MIDI system that was restarted under us (a JACK server stopped and started again keeps
+        listing its old ports to a client of the old one). The mapping is untouched."""
+        with self._lock:
+            self._close_port()
+            self._release_backend()
+            self.state = "closed"
+            self._connect_backend()
+            if self.wanted_port is not None and self.state != "unavailable":
+                self._open_wanted(announce=True)
+            return self.state
+
     # -- status -------------------------------------------------------------------------------------
 
     def status_text(self) -> str:
@@ -307,47 +320,45 @@ class MidiInput:
     # -- internals (called with the lock held) ------------------------------------------------------
 
     def _connect_backend(self, quiet: bool = False) -> None:
-        """Create our rtmidi client on the chosen (or first working) API; on failure the state is
-        "unavailable" with the reason, said once (a rescan retrying quietly does not repeat it)."""
+        """Create our rtmidi client on the chosen API, or with "auto" on the first API that lists
+        the wanted port, else the first with any port, else the first that works (a system with no
+        controller plugged in yet). On failure the state is "unavailable" with the reason, said once
+        (a retry that fails the same way stays quiet when `quiet`)."""
         if self._midi_in is not None:
             return
-        problems: list[str] = []
         try:
             import mido  # noqa: F401 - decode() needs it; missing is the same message as rtmidi missing
             import rtmidi
         except ImportError as e:
             self._unavailable(f"python-rtmidi/mido not installed ({one_line(e)}; pip install 'soundvj[live]')", quiet)
             return
-        self._rtmidi = rtmidi
         compiled = {rtmidi.get_api_name(api): api for api in rtmidi.get_compiled_api()}
-        wanted = [self.settings.api] if self.settings.api != AUTO_API else [n for n in API_NAMES if n in compiled]
-        fallback: tuple[str, Any] | None = None
-        for name in wanted:
+        auto = self.settings.api == AUTO_API
+        candidates = [n for n in API_NAMES if n in compiled] if auto else [self.settings.api]
+        problems: list[str] = []
+        working: list[tuple[int, str, Any]] = []  # (rank: 0 lists the wanted port, 1 any port, 2 none)
+        for name in candidates:
             if name not in compiled:
                 problems.append(f"{name}: not compiled into python-rtmidi")
                 continue
             try:
-                midi_in = rtmidi.MidiIn(compiled[name], self.settings.client_name, self.settings.queue_size)
+                midi_in = rtmidi.MidiIn(compiled[name], self.settings.client_name)
+                names = list(midi_in.get_ports())
             except Exception as e:  # noqa: BLE001 - rtmidi raises its own errors (SystemError subclass)
                 problems.append(f"{name}: {one_line(e, limit=100)}")
                 continue
-            try:
-                has_ports = bool(midi_in.get_ports())
-            except Exception:  # noqa: BLE001
-                has_ports = False
-            if self.settings.api != AUTO_API or has_ports:
-                self._use_backend(name, midi_in)
-                if fallback is not None:
-                    fallback[1].delete()
-                return
-            if fallback is None:
-                fallback = (name, midi_in)
-            else:
-                midi_in.delete()
-        if fallback is not None:  # a working MIDI system with no ports yet: the picker shows none
-            self._use_backend(*fallback)
+            wanted_here = self.wanted_port is not None and find_port(self.wanted_port, names) is not None
+            working.append((0 if wanted_here else 1 if names else 2, name, midi_in))
+            if wanted_here or not auto:
+                break
+        if not working:
+            self._unavailable("; ".join(problems) or "no MIDI API in python-rtmidi", quiet)
             return
-        self._unavailable("; ".join(problems) or "no MIDI API in python-rtmidi", quiet)
+        _, name, midi_in = min(working, key=lambda w: w[0])  # the first of the best rank
+        for _, _, other in working:
+            if other is not midi_in:
+                other.delete()
+        self._use_backend(name, midi_in)
 
     def _use_backend(self, name: str, midi_in: Any) -> None:
         self._midi_in = midi_in
