@@ -17,6 +17,12 @@ windower's own mel work is the sound models' and is not counted.
 
 midi: the time from a MIDI CC, sent on a real JACK port (a JACK server with the dummy backend is
 started for it and stopped by its PID), to the first frame the live session renders with its value.
+
+osc: the time from an OSC message (UDP on 127.0.0.1) to the first frame the live session renders
+with its value, through the real path (the OSC thread, the dispatcher, the registry, the mailbox).
+
+flood: the render rate without and with a flood of 10,000 OSC messages a second (from another
+process, to one address), and the process's memory before and after.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=24.0, help="video frame rate (default 24)")
     parser.add_argument("--model", default=None, help="midi: the model to render with (default: the shipped one)")
     parser.add_argument("--midi-events", type=int, default=100, help="midi: CCs to time (default 100)")
+    parser.add_argument("--osc-events", type=int, default=100, help="osc: messages to time (default 100)")
+    parser.add_argument("--flood-seconds", type=float, default=30.0,
+                        help="flood: seconds of each measurement, without and with the flood (default 30)")
 
 
 def percentiles_us(seconds: list[float]) -> str:
@@ -228,6 +237,105 @@ def bench_midi(args: argparse.Namespace) -> None:
     print(f"  send -> first frame with it  {ms(to_frame)}   (frame period {1e3 / args.fps:.1f} ms)")
     if missing:
         print(f"  {missing} CCs never showed in a frame (superseded by the next one before a frame, or lost)")
+
+
+# --- osc -----------------------------------------------------------------------------------------
+
+def osc_session(args: argparse.Namespace):  # noqa: ANN201 - (LiveSession, OscInput), imported lazily
+    """A live session on silence with OSC in on a free port of 127.0.0.1, started and warmed up."""
+    from core.model import load_model
+    from core.stylegan3.ops import backend as ops_backend
+    from visualizer.control.osc import OscInput
+    from visualizer.session import LiveSession
+
+    model = load_model(args.model, device=None)
+    ops_backend.prepare(model.device.type, wait=True)
+    session = LiveSession(model, Params(fps=args.fps))
+    osc = OscInput(session.control, "127.0.0.1", 0)
+    osc.start()
+    session.worker.start()
+    time.sleep(2.0)  # warm-up: first frames allocate
+    return session, osc
+
+
+@section("osc", "an OSC message over UDP -> the first frame made with its value (median, p95)")
+def bench_osc(args: argparse.Namespace) -> None:
+    """Sends /soundvj/param/psi with a new value at random moments between frame deadlines; times
+    from just before the send to the publication of the first frame whose parameters hold it."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    session, osc = osc_session(args)
+    log = FrameLog()
+    session.worker.add_sink(log)
+    client = SimpleUDPClient("127.0.0.1", osc.bound_port)
+    rng = np.random.default_rng(0)
+    sends: list[tuple[float, float]] = []
+    try:
+        for i in range(args.osc_events):
+            psi = 0.1 + 0.01 * (i % 100)  # never the previous value
+            sent = time.monotonic()
+            client.send_message("/soundvj/param/psi", psi)
+            sends.append((float(np.float32(psi)), sent))
+            time.sleep(rng.uniform(2.0, 4.0) / args.fps)
+        time.sleep(0.5)
+    finally:
+        osc.stop()
+        session.stop()
+    frames = log.frames
+    delays, missing = [], 0
+    for psi, sent in sends:
+        shown = next((t for t, p in frames if t >= sent and abs(p - psi) < 1e-6), None)
+        if shown is None:
+            missing += 1
+        else:
+            delays.append(shown - sent)
+    fps = len(frames) / (frames[-1][0] - frames[0][0]) if len(frames) > 1 else float("nan")
+    print(f"osc: {len(sends)} messages over UDP on 127.0.0.1, {session.model.source}, "
+          f"{session.model.generator.img_resolution} px, target {args.fps:g} fps (rendered {fps:.1f})")
+    print(f"  send -> first frame with it  median {np.median(delays) * 1e3:6.1f} ms   "
+          f"p95 {np.percentile(delays, 95) * 1e3:6.1f} ms   max {np.max(delays) * 1e3:6.1f} ms   "
+          f"(frame period {1e3 / args.fps:.1f} ms)")
+    if missing:
+        print(f"  {missing} messages never showed in a frame")
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@section("flood", "render fps without and with 10,000 OSC messages a second; memory")
+def bench_flood(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from tests.test_osc import FLOOD_SENDER
+
+    session, osc = osc_session(args)
+    worker = session.worker
+
+    def fps_over(seconds: float) -> float:
+        frames, start = worker.frames_made, time.monotonic()
+        time.sleep(seconds)
+        return (worker.frames_made - frames) / (time.monotonic() - start)
+
+    seconds = args.flood_seconds
+    try:
+        before, rss_before = fps_over(seconds), rss_mb()
+        sender = subprocess.Popen([sys.executable, "-c", FLOOD_SENDER, str(osc.bound_port), "10000", str(seconds + 1)],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        during, rss_during = fps_over(seconds), rss_mb()
+        sent = int(sender.communicate(timeout=seconds + 60)[0])
+        after = fps_over(seconds)
+    finally:
+        osc.stop()
+        session.stop()
+    print(f"flood: 10,000 OSC messages/s to one address for {seconds + 1:g} s ({sent} sent, {osc.datagrams} read, "
+          f"{osc.messages - osc.coalesced} applied), {session.model.source}, target {args.fps:g} fps")
+    print(f"  fps without {before:5.1f}   with {during:5.1f} ({during / before * 100:5.1f} %)   after {after:5.1f}")
+    print(f"  memory {rss_before:7.1f} MB before, {rss_during:7.1f} MB during the flood")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ MIDI events are the MIDI input's own `MidiEvent`s, handed to the dispatcher as i
 """
 
 import math
+import os
 import time
 
 import pytest
@@ -20,7 +21,7 @@ from visualizer.control.bindings import Binding, ControlSource, ControlTarget, s
 from visualizer.control.config import ControlConfig, parse_host_port
 from visualizer.control.dispatcher import ControlDispatcher
 from visualizer.control.mapping_file import MAX_MAPPING_BYTES, load_mapping, save_mapping
-from visualizer.control.midi import MidiEvent
+from visualizer.control.midi import MidiEvent, MidiSettings
 from visualizer.control.reporting import RateLimitedReporter
 from visualizer.render_worker import ParamCommand, ParamCommandBox
 from visualizer.session import LiveSession
@@ -363,3 +364,43 @@ def test_presets_saved_with_modulations_load_back_into_the_session(session, tmp_
                        modulations=(Modulation("psi", "sine", 0.2),))
     session.apply_preset(str(path), 0.0)
     assert [(m.target, m.source) for m in session.modulations] == [("psi", "sine")]
+
+
+@pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
+                    reason="no display: run the tests through ./dev.sh test (it starts Xvfb)")
+def test_the_window_taps_on_t_shows_the_tempo_and_passes_bound_keys_to_the_dispatcher(model, qtbot, tmp_path):
+    from PyQt6 import QtCore  # the window's modules need a display
+
+    from visualizer.main_window import MainWindow, delete_window_now
+
+    session = LiveSession(model, Params(fps=24), control=ControlConfig(mapping_path=tmp_path / "mapping.yaml"))
+    session.presets = [Preset("dark", values={"psi": 0.2}), Preset("bright", values={"psi": 1.3})]
+    session.control.set_bindings([Binding(ControlSource("key", key="b"), ControlTarget("next_preset"))])
+    window = MainWindow(session)
+    try:
+        window.show()
+        qtbot.waitExposed(window)
+        session.worker.start()
+        for _ in range(4):
+            qtbot.keyClick(window, QtCore.Qt.Key.Key_T)
+            qtbot.wait(500)
+        qtbot.waitUntil(lambda: "BPM tap" in window.status_tempo.text(), timeout=5000)
+        assert float(window.status_tempo.text().split()[0]) == pytest.approx(120.0, rel=0.05)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_B)
+        assert session.look == "dark"
+    finally:
+        delete_window_now(window)
+
+
+def test_a_midi_port_that_is_not_there_is_a_message_and_the_session_plays_on(model, tmp_path):
+    messages: list[str] = []
+    session = LiveSession(model, Params(), on_message=messages.append,
+                          control=ControlConfig(mapping_path=tmp_path / "m.yaml", midi=MidiSettings(port="no such port")))
+    try:
+        session.start_control()
+        assert session.midi_in is not None and session.midi_in.state in ("unavailable", "waiting")
+        assert any("MIDI" in m for m in messages)
+        assert session.worker.tick().index == 0
+    finally:
+        session.stop()
+    assert session.midi_in is None

@@ -71,6 +71,8 @@ def run_app(args: argparse.Namespace) -> int:
     session.start_control()  # a port in use: one line and exit 2, before any window opens
     window = MainWindow(session, use_gl=not args.no_gl)
     session.on_message = window.message.emit
+    for text in session.messages:  # said before the window existed (a broken mapping file, ...)
+        window.message.emit(text)
     window.show()
     if args.fullscreen is not None:
         window.show_output(args.fullscreen)

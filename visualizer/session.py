@@ -24,6 +24,7 @@ from core.presets import Preset, load_preset, preset_dirs, preset_files
 from visualizer.audio_ring import SampleRing
 from visualizer.control.config import ControlConfig
 from visualizer.control.dispatcher import ControlDispatcher
+from visualizer.control.midi import MidiInput
 from visualizer.control.osc import OscInput, OscOutput
 from visualizer.file_player import FilePlayer
 from visualizer.mic_input import MicInput
@@ -82,6 +83,7 @@ class LiveSession:
         self.control = ControlDispatcher(self, control.mapping_path)
         self.osc_in: OscInput | None = None
         self.osc_out: OscOutput | None = None
+        self.midi_in: MidiInput | None = None
         self.reload_presets()
         self.control.load_mapping()
 
@@ -97,9 +99,12 @@ class LiveSession:
         self.use_source(self.source_choice)
 
     def start_control(self) -> None:
-        """Open OSC in and out as configured (a port in use or an unknown host: one-line `SoundvjError`,
-        with nothing left open)."""
+        """Open OSC in and out and the MIDI input as configured (an OSC port in use or an unknown
+        host: one-line `SoundvjError`, with nothing left open; MIDI problems are messages)."""
         config = self.control_config
+        if config.midi is not None and self.midi_in is None:
+            self.midi_in = MidiInput(self.control.midi, config.midi, reporter=self.control.reporter)
+            self.midi_in.start()
         if config.osc_out is not None and self.osc_out is None:
             out = OscOutput(*config.osc_out, reporter=self.control.reporter)
             out.start()
@@ -115,7 +120,10 @@ class LiveSession:
             self.osc_in = osc_in
 
     def stop_control(self) -> None:
-        """Close OSC in and out."""
+        """Close OSC in and out and the MIDI input."""
+        if self.midi_in is not None:
+            self.midi_in.stop()
+            self.midi_in = None
         if self.osc_in is not None:
             self.osc_in.stop()
             self.osc_in = None

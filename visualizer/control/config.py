@@ -1,8 +1,8 @@
-"""The control layer's settings, checked in one place: OSC in and out, and the mapping file.
+"""The control layer's settings, checked in one place: OSC in and out, MIDI in, and the mapping file.
 
 `ControlConfig` is what `LiveSession` takes; `control_config_from_args` builds it from `soundvj live`'s
-flags (--osc-port, --osc-host, --osc-out, --mapping) with one-line errors naming the flag, so the CLI
-exits 2 before any window opens.
+flags (--osc-port, --osc-host, --osc-out, --mapping, and the MIDI input's --midi-port, --midi-api)
+with one-line errors naming the flag, so the CLI exits 2 before any window opens.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.errors import SoundvjError, short_repr
 from visualizer.control.mapping_file import default_mapping_path
+from visualizer.control.midi import MidiSettings, add_midi_arguments, midi_settings_from_args
 
 LOCALHOST = "127.0.0.1"
 MAX_HOST_LENGTH = 253
@@ -53,12 +54,14 @@ def parse_host_port(text: str, where: str) -> tuple[str, int]:
 class ControlConfig:
     """`osc_port`: listen for OSC there (0: no OSC input); `osc_host`: the address to listen on (the
     loopback unless opened on purpose); `osc_out`: (host, port) to send the analysis to each frame, or
-    None; `mapping_path`: the mapping file (None: bindings are not read or saved)."""
+    None; `mapping_path`: the mapping file (None: bindings are not read or saved); `midi`: the MIDI
+    input to open (None: no MIDI)."""
 
     osc_port: int = 0
     osc_host: str = LOCALHOST
     osc_out: tuple[str, int] | None = None
     mapping_path: Path | None = None
+    midi: MidiSettings | None = None
 
     def __post_init__(self) -> None:
         _check_port(self.osc_port, "--osc-port", allow_zero=True)
@@ -86,10 +89,13 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
                              "over OSC to HOST:PORT every frame")
     parser.add_argument("--mapping", default=None, metavar="FILE",
                         help=f"the MIDI/OSC/key mapping file (default {default_mapping_path()})")
+    add_midi_arguments(parser)
 
 
 def control_config_from_args(args: argparse.Namespace) -> ControlConfig:
     """The `ControlConfig` of `soundvj live`'s flags (one-line `SoundvjError` naming the flag)."""
     osc_out = parse_host_port(args.osc_out, "--osc-out") if args.osc_out else None
     mapping = Path(args.mapping) if args.mapping else default_mapping_path()
-    return ControlConfig(osc_port=args.osc_port, osc_host=args.osc_host, osc_out=osc_out, mapping_path=mapping)
+    midi = midi_settings_from_args(args) if args.midi_port else None
+    return ControlConfig(osc_port=args.osc_port, osc_host=args.osc_host, osc_out=osc_out, mapping_path=mapping,
+                         midi=midi)
