@@ -175,6 +175,7 @@ def test_a_port_that_is_not_there_yet_opens_when_it_appears(jack_server):
         knobs = jack_server.virtual_output("knobs", client_name="late_ctl")
         try:
             assert wait_for(lambda: midi.state == "open", WAIT_S)
+            assert seen.said("MIDI: listening to 'late_ctl:knobs' (jack)") and not seen.said("is back")
             assert jack_server.wait_connected("late_ctl:knobs")
             knobs.send(cc(1, 64))
             assert wait_for(lambda: len(seen.events) == 1, WAIT_S)

@@ -16,7 +16,8 @@ dispatcher, not here, so it is untouched by any of this.
 
 With no MIDI system (python-rtmidi missing, no ALSA sequencer and no JACK server) or no port, the
 input reports one message and stays closed; nothing raises into the app, and an explicit `rescan()`
-tries again (a JACK server started later is found). Problems on the thread (an undecodable message, a
+tries again (a JACK server started later is found). A MIDI system restarted under the app (a JACK
+server stopped and started again) is joined anew by `reconnect()`. Problems on the thread (an undecodable message, a
 dispatcher that raised) are counted and reported as rate-limited one-line messages.
 """
 
@@ -49,7 +50,8 @@ class MidiSettings:
     """How the MIDI input is set up; checked once, here.
 
     `port`: the port to open at start (a name as `list_ports` gives it; None: none until chosen).
-    `api`: "auto" (ALSA, then JACK, ... whichever works and has ports) or one of `API_NAMES`.
+    `api`: "auto" (of ALSA, JACK, ...: the first that lists `port`, else the first with any port,
+    else the first that works) or one of `API_NAMES`.
     `rescan_seconds`: how often the thread looks for a lost or awaited port (0: only on `rescan()`).
     `queue_size`: messages held between rtmidi's thread and ours; beyond it the oldest are dropped.
     """
@@ -73,8 +75,9 @@ class MidiSettings:
                 or not 0 <= self.rescan_seconds <= 3600):
             raise SoundvjError(f"{where}: rescan_seconds = {short_repr(self.rescan_seconds)}: "
                                "must be a number of seconds in [0, 3600]")
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or not 16 <= self.queue_size <= 65536:
-            raise SoundvjError(f"{where}: queue_size = {short_repr(self.queue_size)}: must be a whole number in [16, 65536]")
+        size = self.queue_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 65536:
+            raise SoundvjError(f"{where}: queue_size = {short_repr(size)}: must be a whole number in [16, 65536]")
 
 
 def add_midi_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +86,8 @@ def add_midi_arguments(parser: argparse.ArgumentParser) -> None:
                         help="listen to this MIDI input port, by name as the port list shows it (the "
                              "message line lists the ports when it is not found); it opens when it appears")
     parser.add_argument("--midi-api", default=AUTO_API, choices=(AUTO_API, *API_NAMES),
-                        help="the MIDI system: auto (the first that works and has ports), or one of them")
+                        help="the MIDI system: auto (the first that lists --midi-port, else one with "
+                             "ports), or one of them")
 
 
 def midi_settings_from_args(args: argparse.Namespace) -> MidiSettings:
@@ -179,7 +183,10 @@ class MidiInput:
         self.wanted_port: str | None = settings.port  # what the performer chose; kept while it is away
         self.port_name: str | None = None  # the full name of the port open now
         self.error: str | None = None  # why MIDI is unavailable
+        # Messages taken from the queue, handed to `on_event`, dropped by a full queue, and not
+        # control events (clock, pitch bend, ...). Each is written by one thread only.
         self.received = self.delivered = self.dropped = self.ignored = 0
+        self._went_away = False  # the wanted port was open and disappeared (its return is news)
         self._midi_in: Any = None  # rtmidi.MidiIn: our client on the MIDI system
         self._queue: deque[tuple[list[int], float, str]] = deque(maxlen=settings.queue_size)
         self._wake = threading.Event()
@@ -282,13 +289,15 @@ class MidiInput:
                     gone = self.port_name
                     self._close_port()
                     self.state = "waiting"
+                    self._went_away = True
                     self.reporter.say(f"MIDI: port {gone!r} went away; the mapping is kept, "
                                       "and the port opens again when it comes back")
                 elif names[index] != self.port_name:  # re-plugged under new ALSA numbers
                     self._close_port()
                     self._open_wanted(announce=False)
             elif index is not None:
-                if self._open_wanted(announce=False):
+                returning = self._went_away
+                if self._open_wanted(announce=not returning) and returning:
                     self.reporter.say(f"MIDI: port {self.port_name!r} is back; listening again")
             return self.state
 
@@ -402,6 +411,7 @@ class MidiInput:
                                   "it opens when it appears")
             return False
         name = names[index]
+        self._went_away = False
         try:
             self._midi_in.set_callback(self._on_rtmidi_message, name)
             self._midi_in.open_port(index, INPUT_PORT_NAME)
