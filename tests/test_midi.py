@@ -7,6 +7,8 @@ callback, our queue and thread, and the handler.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -101,7 +103,7 @@ def test_ports_are_found_by_name_without_alsas_changing_numbers():
 
 @pytest.mark.parametrize("field, value, expected", [
     ("api", "oss", "api = 'oss': must be one of auto, alsa"),
-    ("port", "  ", "port = '  ': must be a port name or null"),
+    ("port", "  ", "port = '  ': must be a non-empty port name"),
     ("rescan_seconds", float("nan"), "rescan_seconds = nan"),
     ("queue_size", 3, "queue_size = 3: must be a whole number in [16, 65536]"),
 ])
@@ -234,26 +236,30 @@ def test_a_handler_that_raises_is_counted_and_the_thread_goes_on(jack_server):
 # -- the app's path: MIDI -> dispatcher -> registry -> render worker -------------------------------
 
 class RigUnderTest:
-    """A live session (tiny model, a looping noise file) with its control dispatcher reading
-    `mapping` and a `MidiInput` on the JACK API feeding it, wired as the app wires them."""
+    """A live session (tiny model, a looping noise file) configured as `soundvj live --mapping FILE
+    --midi-port PORT --midi-api jack` configures it: the session opens the MIDI input into its
+    dispatcher (`start_control`, or `start` when frames should render too)."""
 
     def __init__(self, mapping: Path, wav: Path, port: str, render: bool = False) -> None:
+        midi = MidiSettings(port=port, api="jack", rescan_seconds=0.1)
         self.session = LiveSession(tiny_model(), Params(), InputChoice(file=str(wav), loop=True),
-                                   control=ControlConfig(mapping_path=mapping))
-        self.midi = MidiInput(self.session.control.midi, MidiSettings(port=port, api="jack", rescan_seconds=0.1),
-                              reporter=self.session.control.reporter)
+                                   control=ControlConfig(mapping_path=mapping, midi=midi))
         self.render = render
+        self.midi: MidiInput | None = None
 
     def __enter__(self) -> RigUnderTest:
         if self.render:
             self.session.start()
-        self.midi.start()
+        else:
+            self.session.start_control()
+        self.midi = self.session.midi_in
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.midi.stop()
         if self.render:
             self.session.stop()
+        else:
+            self.session.stop_control()
 
     def said(self, fragment: str) -> bool:
         return any(fragment in m for m in list(self.session.messages))
@@ -384,8 +390,16 @@ def test_the_cli_flags_make_midi_settings():
     settings = midi_settings_from_args(parser.parse_args(["--midi-port", "ctl:knobs", "--midi-api", "jack"]))
     assert settings == MidiSettings(port="ctl:knobs", api="jack")
     assert midi_settings_from_args(parser.parse_args([])) == MidiSettings()
-    with pytest.raises(SoundvjError, match=r"^--midi-port: port = ' ': must be a port name or null$"):
+    with pytest.raises(SoundvjError, match=r"^--midi-port: port = ' ': must be a non-empty port name$"):
         midi_settings_from_args(parser.parse_args(["--midi-port", " "]))
+
+
+def test_soundvj_live_refuses_an_empty_midi_port_in_one_line_exit_2():
+    """The flag is checked before anything opens: one line naming it, exit code 2, no traceback."""
+    done = subprocess.run([sys.executable, "-m", "core.cli", "live", "--midi-port", " "],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == "soundvj: error: --midi-port: port = ' ': must be a non-empty port name\n"
 
 
 def test_a_restarted_jack_server_is_found_again_by_reconnect(jack_server, monkeypatch, tmp_path):

@@ -65,7 +65,7 @@ class MidiSettings:
     def __post_init__(self) -> None:
         where = "MIDI settings"
         if self.port is not None and (not isinstance(self.port, str) or not self.port.strip()):
-            raise SoundvjError(f"{where}: port = {short_repr(self.port)}: must be a port name or null")
+            raise SoundvjError(f"{where}: port = {short_repr(self.port)}: must be a non-empty port name")
         if self.api not in (AUTO_API, *API_NAMES):
             raise SoundvjError(f"{where}: api = {short_repr(self.api)}: must be one of "
                                f"{', '.join((AUTO_API, *API_NAMES))}")
