@@ -99,6 +99,8 @@ def test_ports_are_found_by_name_without_alsas_changing_numbers():
     assert find_port("Midi Through:Midi Through Port-0 14:0", names) == 0
     assert find_port("ctl:knobs", ["a:b", "ctl:knobs"]) == 1  # JACK names carry no numbers
     assert find_port("other", names) is None
+    assert find_port("nanokontrol2", names) == 1  # a short name, any case, if only one port has it
+    assert find_port("MIDI", names) is None  # in both names: a guess, so not found
 
 
 @pytest.mark.parametrize("field, value, expected", [

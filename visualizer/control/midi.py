@@ -146,14 +146,18 @@ def port_key(name: str) -> str:
 
 def find_port(wanted: str, names: Sequence[str]) -> int | None:
     """Index of the port called `wanted` in `names`: the exact name first, else the same name
-    without ALSA's numbers; None if there is none."""
+    without ALSA's numbers, else the one port whose name contains `wanted` (any case), so a
+    performer can type "nanoKONTROL2" for "nanoKONTROL2:nanoKONTROL2 MIDI 1 24:0". None if there
+    is none, or if several ports contain it (which one would be a guess)."""
     if wanted in names:
         return list(names).index(wanted)
     key = port_key(wanted)
     for index, name in enumerate(names):
         if port_key(name) == key:
             return index
-    return None
+    part = key.casefold()
+    containing = [index for index, name in enumerate(names) if part in name.casefold()]
+    return containing[0] if len(containing) == 1 else None
 
 
 class MidiInput:
@@ -285,7 +289,7 @@ class MidiInput:
                 return self.state
             index = find_port(self.wanted_port, names)
             if self.state == "open":
-                if index is None:
+                if index is None or port_key(names[index]) != port_key(self.port_name):
                     gone = self.port_name
                     self._close_port()
                     self.state = "waiting"
