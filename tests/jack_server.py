@@ -100,6 +100,15 @@ class JackServer:
         client = client_name or f"test_controller_{next(_client_counter)}"
         return backend.open_output(port_name, virtual=True, client_name=client)
 
+    def raw_output(self, port_name: str, client_name: str):
+        """A MIDI output port that sends any bytes it is given (rtmidi's JACK API, no mido checks):
+        a broken or hostile controller. Close it with `.delete()`."""
+        import rtmidi
+
+        out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, client_name)
+        out.open_virtual_port(port_name)
+        return out
+
     def log_tail(self, chars: int = 400) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:].strip()

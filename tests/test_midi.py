@@ -211,6 +211,27 @@ def test_an_unplugged_port_is_found_again_by_rescan(jack_server):
             knobs.close()
 
 
+def test_malformed_bytes_from_a_port_are_counted_and_reported_once(jack_server):
+    """A JACK MIDI port carries whatever bytes a client writes: a data byte above 127, a lone data
+    byte and a cut-off CC arrive as they are. Each is counted as malformed, one message says so (rate
+    limited), none reaches the handler, and the next valid CC does."""
+    seen = Collected()
+    raw = jack_server.raw_output("raw", client_name="broken_ctl")
+    try:
+        with jack_input(seen.event, seen.message, port="broken_ctl:raw") as midi:
+            assert jack_server.wait_connected("broken_ctl:raw")
+            for data in ([0xB0, 200, 1], [0x07, 1], [0xB0, 7], [0xB0, 7, 42]):
+                raw.send_message(data)
+            assert wait_for(lambda: len(seen.events) == 1, WAIT_S)
+            assert (seen.events[0].kind, seen.events[0].value) == ("cc", 42)
+            assert midi.reporter.counts == {"midi-malformed": 3} and midi.received == 4
+            malformed = [m for m in seen.messages if "malformed" in m]
+            assert len(malformed) == 1  # the bytes, then mido's reason in brackets
+            assert malformed[0].startswith("MIDI: ignored a malformed message from 'broken_ctl:raw': B0 C8 01 (")
+    finally:
+        raw.delete()
+
+
 def test_a_handler_that_raises_is_counted_and_the_thread_goes_on(jack_server):
     """A broken dispatcher costs one rate-limited message, not the MIDI thread: the next
     messages are still delivered."""

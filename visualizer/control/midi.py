@@ -469,8 +469,9 @@ class MidiInput:
             try:
                 event = decode(data, port, received_at)
             except (ValueError, TypeError) as e:
-                self.reporter.report("midi-malformed", f"MIDI: ignored a malformed message from {port!r} "
-                                     f"({one_line(e, limit=80)})")
+                shown = " ".join(f"{byte:02X}" for byte in data[:8]) + (" ..." if len(data) > 8 else "")
+                self.reporter.report("midi-malformed", f"MIDI: ignored a malformed message from {port!r}: "
+                                     f"{shown} ({one_line(e, limit=80)})")
                 continue
             if event is None:
                 self.ignored += 1
