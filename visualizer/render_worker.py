@@ -362,7 +362,7 @@ class RenderWorker(threading.Thread):
             self.windower.set_window_seconds(params.window_seconds)
         else:
             self.windower = self.pipeline.make_windower()
-            self.features = SoundFeatureTracker(model.mel_config)  # reads this windower's columns
+            self.feature_tracker = SoundFeatureTracker(model.mel_config)  # reads this windower's columns
         self._params_now = params
         self._base_now = params
         self._latent_fade = None
@@ -420,7 +420,7 @@ class RenderWorker(threading.Thread):
             heard_at = arrival if math.isfinite(arrival) else now
             while self.taps:
                 self.clock.tap(audio_now - (heard_at - self.taps.popleft()))
-            features = self.features.update(mel, self.windower.samples_seen)
+            features = self.feature_tracker.update(mel, self.windower.samples_seen)
             self.clock.observe(features)
             params = self._matrix.apply(base, features, self.clock, audio_now)
             self._control_error = None

@@ -26,7 +26,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,7 +216,6 @@ class OscInput:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._routes: dict[str, Callable[[list[Any]], None]] = {}
         self._known = [r.address for r in osc_address_rows()]
 
     def start(self) -> None:
