@@ -186,10 +186,10 @@ def bench_midi(args: argparse.Namespace) -> None:
                                               ControlTarget("param", param="psi"))])
         log = FrameLog()
         session.worker.add_sink(log)
-        arrivals: dict[int, float] = {}
+        arrivals: list[tuple[int, float]] = []  # (CC value, when rtmidi's callback got it)
 
         def on_event(event) -> None:  # noqa: ANN001 - a visualizer.control.midi.MidiEvent
-            arrivals[event.value] = event.received_at
+            arrivals.append((event.value, event.received_at))
             session.control.midi(event)
 
         port = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_output(
@@ -203,7 +203,6 @@ def bench_midi(args: argparse.Namespace) -> None:
         sends: list[tuple[int, float]] = []
         for i in range(args.midi_events):
             value = 1 + (i * 37) % 126  # 1..126, never the previous value
-            arrivals.pop(value, None)
             sent = time.monotonic()
             port.send(mido.Message("control_change", control=1, value=value))
             sends.append((value, sent))
@@ -220,10 +219,11 @@ def bench_midi(args: argparse.Namespace) -> None:
     for value, sent in sends:
         psi = value / 127.0 * 1.5
         shown = next((t for t, p in frames if t >= sent and abs(p - psi) < 1e-6), None)
-        if shown is None or value not in arrivals:
+        arrived = next((t for v, t in arrivals if t >= sent and v == value), None)
+        if shown is None or arrived is None:
             missing += 1
             continue
-        to_callback.append(arrivals[value] - sent)
+        to_callback.append(arrived - sent)
         to_frame.append(shown - sent)
 
     def ms(xs: list[float]) -> str:
@@ -235,6 +235,10 @@ def bench_midi(args: argparse.Namespace) -> None:
           f"{model.generator.img_resolution} px, target {args.fps:g} fps (rendered {fps:.1f})")
     print(f"  send -> rtmidi callback      {ms(to_callback)}")
     print(f"  send -> first frame with it  {ms(to_frame)}   (frame period {1e3 / args.fps:.1f} ms)")
+    stages = session.worker.pipeline.times.as_ms_per_frame()
+    print(f"  a frame's own work: {sum(stages.values()):.1f} ms ("
+          + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + "); a value read at a frame's start "
+          "shows when that frame is published")
     if missing:
         print(f"  {missing} CCs never showed in a frame (superseded by the next one before a frame, or lost)")
 
