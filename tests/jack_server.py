@@ -9,18 +9,23 @@ Use from a test module with `from tests.jack_server import jack_server  # noqa: 
 fixtures imported into the module), then:
 
     def test_x(jack_server):           # JACK_DEFAULT_SERVER names this server for the whole run
-        port = jack_server.virtual_output("knobs")   # a controller: the app lists "<client>:knobs"
+        port = jack_server.virtual_output("knobs", client_name="ctl")  # the app lists "ctl:knobs"
+        ...                                          # the app opens "ctl:knobs"
+        jack_server.wait_connected("ctl:knobs")      # the server has applied the connection
         port.send(mido.Message("control_change", control=7, value=100))
         port.close()                                 # the controller is unplugged
 
-    controller = ControllerProcess(server_name, "ctl", "knobs")  # the same, in a process of its own
-    controller.send_cc(7, 100); controller.stop()               # (for tests that stop the server)
+    raw = jack_server.raw_output("raw", "broken")    # sends any bytes: a broken controller
+    controller = ControllerProcess(server_name, "ctl", "knobs")  # a controller in a process of its
+    controller.send_cc(7, 100); controller.stop()               # own (for tests that stop the server)
 
 What the fixture starts: `jackd --no-realtime -n soundvj_test_<pid> -d dummy`, a server of its own
 (named after this process, so parallel runs and a JACK server the user runs are left alone), once
 per test run, and stops it by its PID at the end. JACK_DEFAULT_SERVER is set to that name, so every
-JACK client this process opens (rtmidi's and mido's) talks to it. Tests skip (with the reason and
-jackd's own words) when jackd is not installed or the server does not come up.
+JACK client this process opens (rtmidi's and mido's) talks to it; at the end PortAudio, if a test
+initialised it meanwhile, is re-initialised before the server stops (see `release_portaudio`).
+Tests skip (with the reason and jackd's own words) when jackd is not installed or the server does
+not come up.
 """
 
 from __future__ import annotations
