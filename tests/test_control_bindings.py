@@ -345,6 +345,17 @@ def test_taps_reach_the_beat_clock_and_the_status(session):
     assert 0.0 <= status.beat_phase < 1.0
 
 
+def test_a_pad_bound_to_tap_sets_the_tempo_from_the_notes_arrival_times(session):
+    session.control.set_bindings([Binding(ControlSource("note", number=40, channel=10), ControlTarget("tap"))])
+    start = time.monotonic()
+    for i in range(4):  # 100 BPM: a hit every 0.6 s, stamped by the MIDI input when it arrived
+        session.control.midi(MidiEvent("note_on", 10, 40, 90, "pads", start + 0.6 * i))
+        session.control.midi(MidiEvent("note_off", 10, 40, 0, "pads", start + 0.6 * i + 0.1))
+    session.worker.tick()
+    status, _ = session.worker.status.peek()
+    assert status.bpm == pytest.approx(100.0, rel=0.01) and status.tempo_source == "tap"
+
+
 def test_modulation_depth_from_a_control_edits_the_matrix(session):
     d = session.control
     assert d.set_modulation("psi", "low", 0.4, "test")

@@ -13,13 +13,16 @@ Modules:
 - `dispatcher`: `ControlDispatcher(surface, mapping_path)`:
   sources `midi(event)` (a `midi.MidiEvent`), `osc_bound(address, args)`, `key(name)`;
   targets `set_param(name, value, source)`, `set_fade(seconds)`, `pick_preset(number or name)`,
-  `step_preset(+1/-1)`, `perform(target, value)`;
+  `step_preset(+1/-1)`, `set_modulation(param, mod_source, depth)`, `perform(target, value)`,
+  `target_for(action)`;
   learn `learn(target)`, `cancel_learn()`, `learning`, `on_learned`;
   bindings `bindings`, `bind(b)`, `unbind(target)`, `set_bindings(bs, save)`, `load_mapping()`,
   `save_mapping()`; problems counted in `reporter.counts`.
 - `reporting`: `RateLimitedReporter` (counted, rate-limited one-line messages).
-- `osc`: the built-in address table (`osc_address_rows()`, `osc_markdown_table()`), `OscInput` (a UDP
-  server on its own thread), `OscOutput` (a frame sink sending the analysis on its own thread).
-- `config`: `ControlConfig`, the flags (--osc-port, --osc-host, --osc-out, --mapping) checked in one place.
+- `osc`: the built-in address tables (`osc_address_rows()`, `osc_output_rows()`, `osc_markdown_table()`),
+  `OscInput` (a UDP server on its own thread), `OscOutput` (a frame sink sending the analysis on its
+  own thread).
+- `config`: `ControlConfig`, the flags (--osc-port, --osc-host, --osc-out, --mapping, --midi-port,
+  --midi-api) checked in one place; `LiveSession(control=...)` opens what it names in `start_control()`.
 - `midi`: `MidiInput` (rtmidi on its own thread, ports by name, rescan).
 """
