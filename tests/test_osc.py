@@ -8,6 +8,7 @@ one line and exit 2.
 """
 
 import math
+import os
 import socket
 import struct
 import subprocess
@@ -25,7 +26,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from core.errors import SoundvjError
 from core.params import Params
 from core.presets import Preset
-from tests.live_helpers import wait_for
+from tests.live_helpers import wait_for, write_wav
 from tests.pipeline_helpers import tiny_model
 from visualizer.control.bindings import Binding, ControlSource, ControlTarget
 from visualizer.control.config import ControlConfig
@@ -336,3 +337,42 @@ def test_bad_osc_flags_are_one_line_and_exit_2(flags, words):
     r = subprocess.run([sys.executable, "-m", "core.cli", "live", *flags], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and words in r.stderr
+
+
+@pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
+                    reason="no display: run the tests through ./dev.sh test (it starts Xvfb)")
+def test_soundvj_live_opens_osc_in_and_out_from_its_flags(tmp_path):
+    """The command line's wiring end to end: a scripted `soundvj live` run takes a parameter over OSC
+    and sends the frames' values back out, with a mapping file from --mapping."""
+    received: list[float] = []
+    noise: list[float] = []
+    dispatcher = Dispatcher()
+    dispatcher.map("/soundvj/out/param/psi", lambda _address, value: received.append(value))
+    dispatcher.map("/soundvj/out/param/noise", lambda _address, value: noise.append(value))
+    server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    serving.start()
+    port = free_udp_port()
+    wav = write_wav(tmp_path / "noise.wav", 2.0)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("version: 1\nbindings:\n  - {source: {osc: /fader/1}, target: {param: noise}}\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "live", "--file", str(wav), "--loop", "--duration", "8", "--psi", "0.5",
+         "--osc-port", str(port), "--osc-out", f"127.0.0.1:{server.server_address[1]}", "--mapping", str(mapping)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)},
+    )
+    try:
+        assert wait_for(lambda: received and received[-1] == pytest.approx(0.5), 60), run.stderr
+        client = SimpleUDPClient("127.0.0.1", port)
+        client.send_message("/soundvj/param/psi", 1.25)
+        assert wait_for(lambda: received[-1] == pytest.approx(1.25), 10)
+        client.send_message("/fader/1", 1.0)  # bound in the --mapping file
+        assert wait_for(lambda: noise[-1] == pytest.approx(2.0), 10)
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err[-2000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        server.shutdown()
+        server.server_close()
