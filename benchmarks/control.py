@@ -186,7 +186,7 @@ def bench_midi(args: argparse.Namespace) -> None:
                                               ControlTarget("param", param="psi"))])
         log = FrameLog()
         session.worker.add_sink(log)
-        arrivals: list[tuple[int, float]] = []  # (CC value, when rtmidi's callback got it)
+        arrivals: list[tuple[int, float]] = []  # (CC value, when the MIDI thread took it from rtmidi)
 
         def on_event(event) -> None:  # noqa: ANN001 - a visualizer.control.midi.MidiEvent
             arrivals.append((event.value, event.received_at))
@@ -211,19 +211,21 @@ def bench_midi(args: argparse.Namespace) -> None:
         session.worker.stop()
         midi.stop()
         port.close()
+        xruns = sum("XRun" in line for line in server.log_path.read_text(errors="replace").splitlines())
     finally:
         os.environ.pop("JACK_DEFAULT_SERVER", None)
         server.stop()
-    to_callback, to_frame, missing = [], [], 0
+    to_thread, to_frame, missing = [], [], 0
     frames = log.frames
     for value, sent in sends:
         psi = value / 127.0 * 1.5
-        shown = next((t for t, p in frames if t >= sent and abs(p - psi) < 1e-6), None)
-        arrived = next((t for v, t in arrivals if t >= sent and v == value), None)
+        # Values repeat every 126 sends: only what comes within a few seconds belongs to this send.
+        shown = next((t for t, p in frames if sent <= t < sent + 3.0 and abs(p - psi) < 1e-6), None)
+        arrived = next((t for v, t in arrivals if sent <= t < sent + 3.0 and v == value), None)
         if shown is None or arrived is None:
             missing += 1
             continue
-        to_callback.append(arrived - sent)
+        to_thread.append(arrived - sent)
         to_frame.append(shown - sent)
 
     def ms(xs: list[float]) -> str:
@@ -233,12 +235,14 @@ def bench_midi(args: argparse.Namespace) -> None:
     fps = len(frames) / (frames[-1][0] - frames[0][0]) if len(frames) > 1 else float("nan")
     print(f"midi: {len(sends)} CCs over JACK (dummy backend), {model.source}, "
           f"{model.generator.img_resolution} px, target {args.fps:g} fps (rendered {fps:.1f})")
-    print(f"  send -> rtmidi callback      {ms(to_callback)}")
+    print(f"  send -> MIDI thread          {ms(to_thread)}")
     print(f"  send -> first frame with it  {ms(to_frame)}   (frame period {1e3 / args.fps:.1f} ms)")
     stages = session.worker.pipeline.times.as_ms_per_frame()
     print(f"  a frame's own work: {sum(stages.values()):.1f} ms ("
           + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + "); a value read at a frame's start "
           "shows when that frame is published")
+    print(f"  JACK xruns during the run: {xruns} (a cycle the server could not finish in time; a "
+          "loaded machine makes them, and the MIDI of such a cycle can be lost)")
     if missing:
         print(f"  {missing} CCs never showed in a frame (superseded by the next one before a frame, or lost)")
 

@@ -234,6 +234,40 @@ def test_malformed_bytes_from_a_port_are_counted_and_reported_once(jack_server):
         raw.delete()
 
 
+def test_a_burst_beyond_the_queue_drops_the_oldest_and_keeps_the_newest(jack_server):
+    """A controller sends faster than the control layer takes (a slow handler, a 16-message queue):
+    the queue stays bounded, the oldest messages are dropped and counted with one message, and the
+    newest value (the one a performer's knob rests on) still arrives."""
+    seen = Collected()
+
+    def slow_handler(event: MidiEvent) -> None:
+        time.sleep(0.002)
+        seen.event(event)
+
+    knobs = jack_server.virtual_output("knobs", client_name="burst_ctl")
+    settings = MidiSettings(port="burst_ctl:knobs", api="jack", rescan_seconds=0.1, queue_size=16)
+    try:
+        with MidiInput(slow_handler, settings, on_message=seen.message) as midi:
+            assert jack_server.wait_connected("burst_ctl:knobs")
+            for i in range(600):  # 5,000 a second, in pieces JACK's per-cycle MIDI buffer carries whole
+                knobs.send(cc(7, i % 100))
+                if i % 25 == 24:
+                    time.sleep(0.005)
+            time.sleep(0.02)
+            knobs.send(cc(7, 127))
+            assert wait_for(lambda: seen.events and seen.events[-1].value == 127, WAIT_S), (
+                midi.received, midi.dropped)
+            time.sleep(0.2)
+            assert midi.dropped > 0 and midi.received + midi.dropped == 601
+            assert midi.delivered == len(seen.events) == midi.received
+            values = [e.value for e in seen.events]
+            assert values[-1] == 127 and values.count(127) == 1
+            assert [m for m in seen.messages if "dropped" in m][0].startswith("MIDI: ")
+            assert len([m for m in seen.messages if "dropped" in m]) == 1
+    finally:
+        knobs.close()
+
+
 def test_a_handler_that_raises_is_counted_and_the_thread_goes_on(jack_server):
     """A broken dispatcher costs one rate-limited message, not the MIDI thread: the next
     messages are still delivered."""

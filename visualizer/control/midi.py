@@ -1,11 +1,14 @@
 """MIDI input: a controller's knobs, faders and pads as control events for the dispatcher.
 
-rtmidi delivers each message on its own thread (with JACK, the server's process thread, which must
-never wait). The callback there only stamps the arrival time and appends the raw bytes to a bounded
-queue; one thread of ours ("soundvj-midi") decodes them with mido and hands CC and note events to
-`on_event` (the control layer's dispatcher), and between messages it rescans the ports. So a slow
-dispatcher, a learn that writes the mapping file, or a burst from a controller never stalls MIDI
-timing, and nothing here touches the render pipeline.
+rtmidi receives each message on its own thread (with JACK, the server's real-time process thread)
+and keeps it in its own queue; no Python runs there. A Python callback would have to take the GIL
+inside JACK's process cycle, and a busy interpreter (the render thread, the UI) then makes the cycle
+late: JACK counts an xrun and the MIDI of that cycle is lost. One thread of ours ("soundvj-midi")
+instead drains rtmidi's queue every millisecond while a controller moves (every few when idle) into
+a bounded queue that drops the oldest, decodes with mido, hands CC and note events to `on_event`
+(the control layer's dispatcher), and between messages rescans the ports. So a slow dispatcher, a
+learn that writes the mapping file, or a burst from a controller never stalls MIDI timing, the
+newest value of a knob always arrives, and nothing here touches the render pipeline.
 
 Ports are chosen by name, because numbers change when devices come and go: `list_ports()` feeds a
 picker, `open(name)` opens one, and `rescan()` (called by the thread every `rescan_seconds` and by a
@@ -40,6 +43,10 @@ API_NAMES = ("alsa", "jack", "coremidi", "winmm")
 AUTO_API = "auto"
 CLIENT_NAME = "soundvj"
 INPUT_PORT_NAME = "midi in"
+POLL_ACTIVE_S = 0.001  # how often rtmidi's queue is drained while messages arrive ...
+POLL_IDLE_S = 0.005  # ... and when nothing came for ACTIVE_S (the first message of a gesture waits this)
+ACTIVE_S = 1.0
+RTMIDI_QUEUE = 4096  # rtmidi's own queue, drained into ours each poll; full only if our thread stalls
 
 EventKind = Literal["cc", "note_on", "note_off"]
 InputState = Literal["unavailable", "closed", "waiting", "open"]
@@ -53,7 +60,7 @@ class MidiSettings:
     `api`: "auto" (of ALSA, JACK, ...: the first that lists `port`, else the first with any port,
     else the first that works) or one of `API_NAMES`.
     `rescan_seconds`: how often the thread looks for a lost or awaited port (0: only on `rescan()`).
-    `queue_size`: messages held between rtmidi's thread and ours; beyond it the oldest are dropped.
+    `queue_size`: messages waiting for the dispatcher; beyond it the oldest are dropped.
     """
 
     port: str | None = None
@@ -105,8 +112,8 @@ class MidiEvent:
 
     `channel` is 1-16 as controllers print it; `number` the controller or note number (0-127);
     `value` the CC value or the note's velocity (0-127; a note-on with velocity 0 arrives as
-    "note_off", as the MIDI standard means it). `received_at` is time.monotonic() when rtmidi handed
-    it over, for latency measurements.
+    "note_off", as the MIDI standard means it). `received_at` is time.monotonic() when our thread
+    took it from rtmidi, for latency measurements.
     """
 
     kind: EventKind
@@ -193,7 +200,6 @@ class MidiInput:
         self._went_away = False  # the wanted port was open and disappeared (its return is news)
         self._midi_in: Any = None  # rtmidi.MidiIn: our client on the MIDI system
         self._queue: deque[tuple[list[int], float, str]] = deque(maxlen=settings.queue_size)
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.RLock()  # guards the rtmidi client; the rtmidi callback never takes it
         self._thread: threading.Thread | None = None
@@ -215,7 +221,6 @@ class MidiInput:
     def stop(self) -> None:
         """Close the port and the MIDI client, end the thread."""
         self._stop.set()
-        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
         self._thread = None
@@ -355,7 +360,7 @@ class MidiInput:
                 problems.append(f"{name}: not compiled into python-rtmidi")
                 continue
             try:
-                midi_in = rtmidi.MidiIn(compiled[name], self.settings.client_name)
+                midi_in = rtmidi.MidiIn(compiled[name], self.settings.client_name, RTMIDI_QUEUE)
                 names = list(midi_in.get_ports())
             except Exception as e:  # noqa: BLE001 - rtmidi raises its own errors (SystemError subclass)
                 problems.append(f"{name}: {one_line(e, limit=100)}")
@@ -417,7 +422,6 @@ class MidiInput:
         name = names[index]
         self._went_away = False
         try:
-            self._midi_in.set_callback(self._on_rtmidi_message, name)
             self._midi_in.open_port(index, INPUT_PORT_NAME)
         except Exception as e:  # noqa: BLE001 - the port vanished between listing and opening
             self.state = "waiting"
@@ -433,55 +437,72 @@ class MidiInput:
         if self._midi_in is not None and self.port_name is not None:
             try:
                 self._midi_in.close_port()
-                self._midi_in.cancel_callback()
             except Exception:  # noqa: BLE001 - closing a port whose device is gone
                 pass
         self.port_name = None
 
-    # -- the two threads ----------------------------------------------------------------------------
+    # -- the MIDI thread -----------------------------------------------------------------------------
 
-    def _on_rtmidi_message(self, event: tuple[list[int], float], port: str) -> None:
-        """rtmidi's thread: stamp, queue, wake ours. No decoding, no locks, nothing that can wait."""
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-        self._queue.append((event[0], time.monotonic(), port))
-        self._wake.set()
+    def _drain_rtmidi(self) -> int:
+        """Move what rtmidi has queued into ours, stamped now; returns how many came."""
+        with self._lock:
+            midi_in, port = self._midi_in, self.port_name
+            if midi_in is None or port is None:
+                return 0
+            count = 0
+            while count < RTMIDI_QUEUE:
+                message = midi_in.get_message()
+                if message is None:
+                    break
+                if len(self._queue) == self._queue.maxlen:
+                    self.dropped += 1
+                self._queue.append((message[0], time.monotonic(), port))
+                count += 1
+            return count
 
     def _run(self) -> None:
         interval = self.settings.rescan_seconds
+        dropped_said = 0
+        last_message = 0.0
         while not self._stop.is_set():
-            self._wake.wait(interval if interval > 0 else None)
-            self._wake.clear()
-            self._deliver_queued()
-            if interval > 0 and time.monotonic() - self._last_rescan >= interval and not self._stop.is_set():
-                try:
+            try:
+                if self._drain_rtmidi() or self._queue:
+                    last_message = time.monotonic()
+                    self._deliver_one()  # then drain again: the newest always gets in
+                    continue
+                if self.dropped > dropped_said:
+                    self.reporter.report("midi-dropped", f"MIDI: {self.dropped - dropped_said} messages dropped "
+                                         "(more arrived than the control layer took; the newest were kept)")
+                    dropped_said = self.dropped
+                if interval > 0 and time.monotonic() - self._last_rescan >= interval:
                     self.rescan(retry_unavailable=False)
-                except Exception as e:  # noqa: BLE001 - the thread must outlive any surprise
-                    self.reporter.report("midi-rescan", f"MIDI: rescan failed: {one_line(e)}")
+            except Exception as e:  # noqa: BLE001 - the thread must outlive any surprise
+                self.reporter.report("midi-thread", f"MIDI: {type(e).__name__}: {one_line(e)}")
+            active = time.monotonic() - last_message < ACTIVE_S
+            self._stop.wait(POLL_ACTIVE_S if active else POLL_IDLE_S)
 
-    def _deliver_queued(self) -> None:
-        while True:
-            try:
-                data, received_at, port = self._queue.popleft()
-            except IndexError:
-                return
-            self.received += 1
-            try:
-                event = decode(data, port, received_at)
-            except (ValueError, TypeError) as e:
-                shown = " ".join(f"{byte:02X}" for byte in data[:8]) + (" ..." if len(data) > 8 else "")
-                self.reporter.report("midi-malformed", f"MIDI: ignored a malformed message from {port!r}: "
-                                     f"{shown} ({one_line(e, limit=80)})")
-                continue
-            if event is None:
-                self.ignored += 1
-                continue
-            try:
-                self.on_event(event)
-                self.delivered += 1
-            except Exception as e:  # noqa: BLE001 - a dispatcher bug must not stop the MIDI thread
-                self.reporter.report("midi-handler", f"MIDI: {event.kind} {event.number} on channel {event.channel} "
-                                     f"was not applied ({one_line(e)})")
+    def _deliver_one(self) -> None:
+        try:
+            data, received_at, port = self._queue.popleft()
+        except IndexError:
+            return
+        self.received += 1
+        try:
+            event = decode(data, port, received_at)
+        except Exception as e:  # noqa: BLE001 - mido says ValueError; any surprise is bad input too
+            shown = " ".join(f"{byte:02X}" for byte in data[:8]) + (" ..." if len(data) > 8 else "")
+            self.reporter.report("midi-malformed", f"MIDI: ignored a malformed message from {port!r}: "
+                                 f"{shown} ({one_line(e, limit=80)})")
+            return
+        if event is None:
+            self.ignored += 1
+            return
+        try:
+            self.on_event(event)
+            self.delivered += 1
+        except Exception as e:  # noqa: BLE001 - a dispatcher bug must not stop the MIDI thread
+            self.reporter.report("midi-handler", f"MIDI: {event.kind} {event.number} on channel {event.channel} "
+                                 f"was not applied ({one_line(e)})")
 
 
 def describe_event(event: MidiEvent) -> str:
