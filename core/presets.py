@@ -35,6 +35,7 @@ from core.atomic_write import atomic_open
 from core.control.modulation import Modulation, ModulationMatrix
 from core.errors import SoundvjError, one_line, short_repr, suggest
 from core.params import NAMES, Params, Value, check_known_names, validate_values
+from core.plain_yaml import read_plain_yaml
 
 SUPPORTED_VERSIONS = (1, 2)
 CURRENT_VERSION = 2
@@ -128,64 +129,9 @@ def resolve_preset_path(ref: str | os.PathLike) -> Path:
     raise SoundvjError(f"preset {name!r}: not found in {', '.join(map(str, preset_dirs()))}; {hint}")
 
 
-class _PresetLoader(yaml.SafeLoader):
-    """YAML's safe loader without aliases and without duplicate keys.
-
-    Aliases (`*name`) let a few hundred bytes stand for billions of values ("billion laughs");
-    a preset never needs them. A repeated key would silently win over the first one.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{short_repr(event.anchor)[1:-1]}) are not allowed in a preset",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: set = set()
-            for key_node, _value_node in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    duplicate = key in seen
-                    seen.add(key)
-                except TypeError:
-                    continue  # unhashable: the base class reports it
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {short_repr(key)}", key_node.start_mark
-                    )
-        return super().construct_mapping(node, deep=deep)
-
-
-_PresetLoader.add_constructor("tag:yaml.org,2002:map", _PresetLoader.construct_yaml_map)
-
-
 def _parse_yaml(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_PRESET_BYTES + 1)
-        if len(raw) > MAX_PRESET_BYTES:
-            raise SoundvjError(
-                f"{path}: too large for a preset (over {MAX_PRESET_BYTES // 1024} kB; presets are a few hundred bytes)"
-            )
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SoundvjError(f"{path}: cannot read preset ({one_line(e)})") from None
-    try:
-        return yaml.load(text, Loader=_PresetLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or one_line(e, first_line_only=True)
-        raise SoundvjError(f"{path}: invalid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise SoundvjError(f"{path}: invalid YAML: nested too deeply for a preset") from None
-    except ValueError as e:  # e.g. an integer past Python's 4300-digit conversion limit
-        raise SoundvjError(f"{path}: invalid YAML: {short_repr(str(e))[1:-1]}") from None
+    return read_plain_yaml(path, MAX_PRESET_BYTES, "a preset", "preset",
+                           too_large_hint="presets are a few hundred bytes")
 
 
 def _check_version(doc: Mapping, source: str) -> None:

@@ -32,6 +32,7 @@ import yaml
 
 from core.atomic_write import atomic_open
 from core.errors import SoundvjError, one_line, short_repr, suggest
+from core.plain_yaml import read_plain_yaml
 from visualizer.control.bindings import Binding
 
 MAPPING_VERSION = 1
@@ -50,60 +51,6 @@ def default_mapping_path() -> Path:
     return folder / "soundvj" / MAPPING_FILE_NAME
 
 
-def check_plain_yaml(text: str, source: str) -> None:
-    """Refuse YAML features a mapping never needs: aliases (a few bytes can stand for billions of
-    values) and a key repeated in one mapping (the second would silently win). Raises a one-line
-    `SoundvjError` with the line and column."""
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            line = event.start_mark.line + 1
-            raise SoundvjError(f"{source}: line {line}: aliases (*{one_line(event.anchor, limit=40)}) are not "
-                               "allowed in a mapping file")
-    pending: list[yaml.Node] = [yaml.compose(text, Loader=yaml.SafeLoader)]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, yaml.MappingNode):
-            seen: set[tuple[str, str]] = set()
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode):
-                    key = (key_node.tag, key_node.value)
-                    if key in seen:
-                        raise SoundvjError(f"{source}: line {key_node.start_mark.line + 1}: duplicate key "
-                                           f"{short_repr(key_node.value)}")
-                    seen.add(key)
-                pending.extend((key_node, value_node))
-        elif isinstance(node, yaml.SequenceNode):
-            pending.extend(node.value)
-
-
-def read_small_yaml(path: Path, max_bytes: int, what: str) -> Any:
-    """The YAML document in `path` (at most `max_bytes`), checked by `check_plain_yaml`; every failure
-    is one `SoundvjError` line naming the file (`what` says what kind of file it is)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
-    except OSError as e:
-        raise SoundvjError(f"{path}: cannot read the {what} ({one_line(e)})") from None
-    if len(raw) > max_bytes:
-        raise SoundvjError(f"{path}: too large for a {what} (over {max_bytes // 1024} kB)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SoundvjError(f"{path}: not UTF-8 text; a {what} is YAML") from None
-    try:
-        check_plain_yaml(text, str(path))
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or one_line(e, first_line_only=True)
-        raise SoundvjError(f"{path}: invalid YAML{at}: {one_line(problem)}") from None
-    except RecursionError:
-        raise SoundvjError(f"{path}: invalid YAML: nested too deeply for a {what}") from None
-    except ValueError as e:  # e.g. an integer past Python's digit limit
-        raise SoundvjError(f"{path}: invalid YAML: {one_line(e)}") from None
-
-
 def load_mapping(path: str | os.PathLike) -> tuple[Binding, ...]:
     """The bindings in the mapping file at `path`, validated; a missing or broken file raises a
     one-line `SoundvjError` (the dispatcher then keeps the bindings it has)."""
@@ -111,7 +58,7 @@ def load_mapping(path: str | os.PathLike) -> tuple[Binding, ...]:
     source = str(path)
     if not path.is_file():
         raise SoundvjError(f"{source}: no mapping file there")
-    doc = read_small_yaml(path, MAX_MAPPING_BYTES, "mapping file")
+    doc = read_plain_yaml(path, MAX_MAPPING_BYTES, "a mapping file", "the mapping file")
     if doc is None:
         return ()
     if not isinstance(doc, dict):
