@@ -403,6 +403,29 @@ def test_the_window_taps_on_t_shows_the_tempo_and_passes_bound_keys_to_the_dispa
         delete_window_now(window)
 
 
+@pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")),
+                    reason="no display: run the tests through ./dev.sh test (it starts Xvfb)")
+def test_the_sliders_and_fade_box_follow_remote_changes_so_a_slider_move_does_not_undo_them(model, qtbot, tmp_path):
+    from visualizer.main_window import MainWindow, delete_window_now  # the window's modules need a display
+
+    session = LiveSession(model, Params(fps=24, psi=0.7), control=ControlConfig(mapping_path=tmp_path / "mapping.yaml"))
+    window = MainWindow(session)
+    try:
+        window.show()
+        qtbot.waitExposed(window)
+        session.change_params({"psi": 0.3})  # as an OSC message or a MIDI knob does, from another thread
+        session.fade_seconds = 4.0
+        qtbot.waitUntil(lambda: window.param_panel.controls["psi"].value() == pytest.approx(0.3), timeout=3000)
+        qtbot.waitUntil(lambda: window.fade_box.value() == pytest.approx(4.0), timeout=3000)
+        window.param_panel.controls["alpha"].set_value(0.55)
+        window.param_panel.controls["alpha"].edited.emit()  # the performer moves another slider
+        assert session.target.psi == pytest.approx(0.3) and session.target.alpha == pytest.approx(0.55)
+        window.fade_box.setValue(2.5)
+        assert session.fade_seconds == pytest.approx(2.5)
+    finally:
+        delete_window_now(window)
+
+
 def test_a_midi_port_that_is_not_there_is_a_message_and_the_session_plays_on(model, tmp_path):
     messages: list[str] = []
     session = LiveSession(model, Params(), on_message=messages.append,

@@ -166,6 +166,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.fade_box.setValue(DEFAULT_FADE_SECONDS)
         self.fade_box.setSuffix(" s fade")
         self.fade_box.setToolTip("Crossfade time when a preset is picked")
+        # One fade time for the window, MIDI and OSC: the box writes the session's, poll() shows it.
+        self.fade_box.valueChanged.connect(self._fade_edited)
         row.addWidget(load)
         row.addWidget(save)
         row.addWidget(self.fade_box)
@@ -248,6 +250,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _params_edited(self, params: Params) -> None:
         self.session.set_params(params)
+
+    def _fade_edited(self, seconds: float) -> None:
+        self.session.fade_seconds = float(seconds)
 
     def nudge(self, name: str, step: float) -> None:
         """Step parameter `name` by `step`, clamped to its range (the arrow keys)."""
@@ -471,8 +476,20 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status_dropped.setText(f"dropped {status.dropped}")
             self.status_tempo.setText(tempo_text(status.bpm, status.beat_phase, status.tempo_source))
             self.status_model.setText(f"model: {status.model}" + (f" | look: {status.look}" if status.look else ""))
+        self._show_remote_changes()
         self._update_input_state()
         self._update_record_panel()
+
+    def _show_remote_changes(self) -> None:
+        """Show what MIDI, OSC or a mapped key changed: the sliders follow the session's target and
+        the fade box its fade time, so the next slider move starts from the values now playing
+        instead of sending stale ones back."""
+        target = self.session.target
+        if target is not self.param_panel.params():
+            self.param_panel.set_params(target)
+        if abs(self.session.fade_seconds - self.fade_box.value()) > 1e-9 and not self.fade_box.hasFocus():
+            with QtCore.QSignalBlocker(self.fade_box):
+                self.fade_box.setValue(self.session.fade_seconds)
 
     def _update_input_state(self) -> None:
         state, error = self.session.input_state()
