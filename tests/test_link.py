@@ -7,6 +7,9 @@ network. `test_two_processes_share_tempo_and_phase` re-runs this file's `inner` 
 Link, and the peer process (`tests/link_peer.py`, plain aalink) checks too. Without aalink, without
 permission for `unshare -n`, or without `ip`, the test skips and says why.
 
+The live session's wiring (`soundvj live --link`: ControlConfig.link, the render worker's
+`set_link_state`) is tested too once the session has it; until then that test skips and says so.
+
 The tests that need no Link session (a bad tempo, a missing aalink) run directly.
 """
 
@@ -27,7 +30,10 @@ import pytest
 
 from core.control import BeatClock
 from core.errors import SoundvjError
+from core.params import Params
+from visualizer.control.config import ControlConfig
 from visualizer.control.link import QUANTUM, LinkState, LinkSync
+from visualizer.render_worker import RenderWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 INSIDE = "SOUNDVJ_TEST_LINK_NAMESPACE"  # set for the re-run inside the loopback-only namespace
@@ -104,14 +110,14 @@ def test_two_processes_share_tempo_and_phase():
     problem = _namespace_problem()
     if problem:
         pytest.skip(f"needs a loopback-only network namespace: {problem}")
-    script = ('set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo; '
-              'exec "$0" -m pytest -q -p no:cacheprovider -k inner tests/test_link.py')
+    script = ("set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo || true; "
+              'exec "$0" -m pytest -q -rs -p no:cacheprovider -k inner tests/test_link.py')
     env = {**os.environ, INSIDE: "1"}
     done = subprocess.run(["unshare", "-n", "sh", "-c", script, sys.executable], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
     output = (done.stdout + done.stderr)[-4000:]
     assert done.returncode == 0, output
-    assert "3 passed" in done.stdout, output
+    assert " passed" in done.stdout and "failed" not in done.stdout and "error" not in done.stdout, output
 
 
 class LinkPeer:
@@ -248,3 +254,48 @@ def test_inner_a_failing_receiver_is_counted_and_leave_ends_the_session(linked):
     assert not sync.joined and sync.status_text() == "Link off"
     assert wait_for(lambda: peer.state().peers == 0, 15.0, step=0.1) is not None
     assert messages[-1] == "Link: left the session"
+
+
+SESSION_HAS_LINK = "link" in ControlConfig.__dataclass_fields__ and hasattr(RenderWorker, "set_link_state")
+
+
+@inner
+@pytest.mark.skipif(not SESSION_HAS_LINK, reason="the live session has no Link wiring yet (ControlConfig.link, "
+                                                 "RenderWorker.set_link_state)")
+def test_inner_a_live_session_with_link_follows_and_leads_the_peer():
+    """`LiveSession(control=ControlConfig(link=True))`: the peer's tempo reaches the frames' status as an
+    external tempo, the session's taps reach the peer, and stopping the session leaves Link."""
+    from tests.pipeline_helpers import tiny_model
+    from visualizer.session import LiveSession
+
+    assert only_loopback(), "Link must only run inside a loopback-only network namespace"
+    messages: list[str] = []
+    session = LiveSession(tiny_model(), Params(fps=24), control=ControlConfig(link=True), on_message=messages.append)
+    peer = LinkPeer()
+    try:
+        session.start_control()
+        session.worker.start()
+        assert wait_for(lambda: session.link.peers == 1, 15.0, step=0.05) is not None, messages
+
+        def shown_tempo() -> tuple[float, str]:
+            status, _ = session.worker.status.peek()
+            return (status.bpm, status.tempo_source) if status is not None else (math.nan, "")
+
+        peer.ask("tempo 133")
+        frame_limit = SHARE_LIMIT_S + 2.0 / 24  # Link's share, then the next frame
+        reached = wait_for(lambda: abs(shown_tempo()[0] - 133.0) < BPM_TOLERANCE, frame_limit)
+        assert reached is not None, f"the frames show {shown_tempo()}"
+        assert shown_tempo()[1] == "external"
+
+        now = time.monotonic()
+        for k in range(4):  # a tap pad or key T: 120 BPM
+            session.tap(now - 1.5 + 0.5 * k)
+        took = wait_for(lambda: abs(peer.state().bpm - 120.0) < BPM_TOLERANCE, SHARE_LIMIT_S)
+        assert took is not None, f"the taps did not reach the peer ({peer.state().bpm} BPM)"
+        assert wait_for(lambda: abs(shown_tempo()[0] - 120.0) < BPM_TOLERANCE, frame_limit) is not None
+    finally:
+        session.stop()
+        peer_alone = wait_for(lambda: peer.state().peers == 0, 15.0, step=0.1)
+        peer.stop()
+    assert session.link is None and peer_alone is not None
+    assert "Link: left the session" in messages
