@@ -7,9 +7,9 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-# Debian packages: g++ (builds the fast CPU kernel; without it a slower pure-PyTorch path runs), ffmpeg (ffprobe for checking videos), PortAudio + PulseAudio (audio device path),
+# Debian packages: g++ (builds the fast CPU kernel; without it a slower pure-PyTorch path runs), ffmpeg (ffprobe for checking videos), jackd2 (a JACK server with a dummy backend: real MIDI ports for the controller tests), PortAudio + PulseAudio (audio device path),
 # Xvfb and the libraries Qt needs for a real window on a virtual screen.
-APT_PACKAGES="g++ ffmpeg libportaudio2 pulseaudio pulseaudio-utils xvfb xauth libegl1 libgl1 libxkbcommon0
+APT_PACKAGES="g++ ffmpeg jackd2 libportaudio2 pulseaudio pulseaudio-utils xvfb xauth libegl1 libgl1 libxkbcommon0
   libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0
   libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1"
 # torch 2.14.1 with torchaudio 2.11.0 is the pair known to install and import together.

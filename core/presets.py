@@ -7,8 +7,18 @@ File format (see presets/README.md):
     description: "..."     # optional
     params: {alpha: 0.7}   # any subset of core.params.NAMES
 
+Version 2 adds `modulations:`, a list of at most 64 mappings (`core.control.modulation`):
+
+    version: 2
+    params: {noise: 0.2}
+    modulations:
+      - {target: noise, source: onset, depth: 0.8}          # a noise burst on each kick
+      - {target: rotate_deg, source: saw, depth: 180, beats: 4}  # one turn a bar
+
 A preset only ever changes the keys it sets, so it can be layered over CLI flags or the current UI
-state. Every problem is one `SoundvjError` line naming the file and the key.
+state; likewise `Preset.modulations` is None when the file has no `modulations:` (a version-1 file
+reads exactly as before) and leaves the current matrix alone, while a list, even an empty one,
+replaces it. Every problem is one `SoundvjError` line naming the file and the key.
 """
 
 from __future__ import annotations
@@ -22,12 +32,16 @@ from typing import Any
 import yaml
 
 from core.atomic_write import atomic_open
+from core.control.modulation import Modulation, ModulationMatrix
 from core.errors import SoundvjError, one_line, short_repr, suggest
 from core.params import NAMES, Params, Value, check_known_names, validate_values
+from core.plain_yaml import read_plain_yaml
 
-SUPPORTED_VERSIONS = (1,)
-CURRENT_VERSION = 1
-TOP_LEVEL_KEYS = ("version", "name", "description", "params")
+SUPPORTED_VERSIONS = (1, 2)
+CURRENT_VERSION = 2
+PLAIN_VERSION = 1  # what a preset without modulations is saved as, so older readers still take it
+TOP_LEVEL_KEYS = ("version", "name", "description", "params", "modulations")
+VERSION_OF_KEY = {"modulations": 2}  # top-level keys newer than version 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 USER_DIR_ENV = "SOUNDVJ_PRESETS_DIR"  # os.pathsep-separated folders, searched before the shipped one
 SUFFIXES = (".yaml", ".yml")
@@ -37,12 +51,14 @@ MAX_PRESET_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Preset:
-    """A loaded preset. `values` holds only the keys the file sets (validated and coerced)."""
+    """A loaded preset. `values` holds only the keys the file sets (validated and coerced);
+    `modulations` is None when the preset does not set them (see the module docstring)."""
 
     name: str
     description: str = ""
     path: Path | None = None
     values: dict[str, Value] = field(default_factory=dict, hash=False)  # dicts are unhashable
+    modulations: tuple[Modulation, ...] | None = None
 
     def __post_init__(self) -> None:
         source = str(self.path) if self.path else f"preset {self.name!r}"
@@ -52,6 +68,14 @@ class Preset:
             raise SoundvjError(f"{source}: description must be a string, got {type(self.description).__name__}")
         # A private copy: the dataclass is frozen, and callers' dicts must not alias it.
         object.__setattr__(self, "values", validate_values(self.values, source))
+        if self.modulations is not None:
+            matrix = ModulationMatrix(self.modulations)  # checks the entries and the count
+            object.__setattr__(self, "modulations", matrix.modulations)
+
+    @property
+    def matrix(self) -> ModulationMatrix | None:
+        """The modulations as a `ModulationMatrix`, or None when the preset does not set them."""
+        return None if self.modulations is None else ModulationMatrix(self.modulations)
 
     def apply(self, base: Params) -> Params:
         """`base` with exactly this preset's keys replaced."""
@@ -105,64 +129,9 @@ def resolve_preset_path(ref: str | os.PathLike) -> Path:
     raise SoundvjError(f"preset {name!r}: not found in {', '.join(map(str, preset_dirs()))}; {hint}")
 
 
-class _PresetLoader(yaml.SafeLoader):
-    """YAML's safe loader without aliases and without duplicate keys.
-
-    Aliases (`*name`) let a few hundred bytes stand for billions of values ("billion laughs");
-    a preset never needs them. A repeated key would silently win over the first one.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{short_repr(event.anchor)[1:-1]}) are not allowed in a preset",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: set = set()
-            for key_node, _value_node in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    duplicate = key in seen
-                    seen.add(key)
-                except TypeError:
-                    continue  # unhashable: the base class reports it
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {short_repr(key)}", key_node.start_mark
-                    )
-        return super().construct_mapping(node, deep=deep)
-
-
-_PresetLoader.add_constructor("tag:yaml.org,2002:map", _PresetLoader.construct_yaml_map)
-
-
 def _parse_yaml(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_PRESET_BYTES + 1)
-        if len(raw) > MAX_PRESET_BYTES:
-            raise SoundvjError(
-                f"{path}: too large for a preset (over {MAX_PRESET_BYTES // 1024} kB; presets are a few hundred bytes)"
-            )
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SoundvjError(f"{path}: cannot read preset ({one_line(e)})") from None
-    try:
-        return yaml.load(text, Loader=_PresetLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or one_line(e, first_line_only=True)
-        raise SoundvjError(f"{path}: invalid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise SoundvjError(f"{path}: invalid YAML: nested too deeply for a preset") from None
-    except ValueError as e:  # e.g. an integer past Python's 4300-digit conversion limit
-        raise SoundvjError(f"{path}: invalid YAML: {short_repr(str(e))[1:-1]}") from None
+    return read_plain_yaml(path, MAX_PRESET_BYTES, "a preset", "preset",
+                           too_large_hint="presets are a few hundred bytes")
 
 
 def _check_version(doc: Mapping, source: str) -> None:
@@ -180,6 +149,9 @@ def _check_version(doc: Mapping, source: str) -> None:
 def _check_top_level_keys(doc: Mapping, source: str) -> None:
     for key in doc:
         if key in TOP_LEVEL_KEYS:
+            needed = VERSION_OF_KEY.get(key, 1)
+            if doc["version"] < needed:
+                raise SoundvjError(f"{source}: {key!r} needs 'version: {needed}' (the file says version {doc['version']})")
             continue
         if key in NAMES:  # the most likely slip: a parameter written at the top level
             raise SoundvjError(f"{source}: {key!r} is a parameter; put it under 'params:'")
@@ -210,11 +182,18 @@ def load_preset(path_or_name: str | os.PathLike, base: Params | None = None) -> 
     if not isinstance(params, Mapping):
         kind = type(params).__name__
         raise SoundvjError(f"{source}: 'params' must be a mapping of parameter names to values, got {kind}")
+    modulations = None
+    if "modulations" in doc:
+        items = doc["modulations"]
+        if items is None:
+            items = []  # `modulations:` with nothing under it: no modulations
+        modulations = ModulationMatrix.from_list(items, f"{source}: modulations").modulations
     preset = Preset(
         name=doc.get("name", path.stem),
         description=doc.get("description") or "",
         path=path,
         values=dict(params),
+        modulations=modulations,
     )
     if base is not None:
         preset.apply(base)
@@ -241,8 +220,10 @@ def save_preset(
     name: str | None = None,
     description: str = "",
     only: Iterable[str] | None = None,
+    modulations: Iterable[Modulation] | None = None,
 ) -> Path:
-    """Write `params` (or just the `only` keys) as a version-1 preset, atomically.
+    """Write `params` (or just the `only` keys) as a preset, atomically: version 1 without
+    `modulations`, version 2 with them (a list, even empty, or a `ModulationMatrix`).
 
     The YAML goes to a temp file in the same folder and is renamed over `path` only once fully
     written (`core.atomic_write`), so a crash or error never leaves a half-written preset (or
@@ -252,11 +233,17 @@ def save_preset(
     keys = NAMES if only is None else tuple(only)
     check_known_names(keys, source=str(path))
     name = name or path.stem
-    preset = Preset(name=name, description=description, path=path, values={k: getattr(params, k) for k in keys})
-    doc: dict[str, Any] = {"version": CURRENT_VERSION, "name": preset.name}
+    preset = Preset(
+        name=name, description=description, path=path, values={k: getattr(params, k) for k in keys},
+        modulations=None if modulations is None else tuple(modulations),
+    )
+    version = PLAIN_VERSION if preset.modulations is None else CURRENT_VERSION
+    doc: dict[str, Any] = {"version": version, "name": preset.name}
     if preset.description:
         doc["description"] = preset.description
     doc["params"] = {k: preset.values[k] for k in NAMES if k in preset.values}  # registry order
+    if preset.modulations is not None:
+        doc["modulations"] = [m.to_dict() for m in preset.modulations]
 
     folder = path.parent
     if not folder.is_dir():

@@ -242,7 +242,7 @@ def test_missing_path(tmp_path):
     "text, fragments",
     [
         ("params: {alpha: 0.5}\n", ["missing 'version'", "supported versions: 1"]),
-        ("version: 2\nparams: {}\n", ["version 2 is not supported", "supported versions: 1"]),
+        ("version: 3\nparams: {}\n", ["version 3 is not supported", "supported versions: 1, 2"]),
         ("version: true\n", ["version True is not supported"]),
         ("version: '1'\n", ["version '1' is not supported"]),
         ("- version: 1\n", ["top level must be a mapping", "list"]),

@@ -13,6 +13,7 @@ from core.model import load_model
 from core.params import Params, params_from_cli
 from core.presets import load_preset
 from core.video_writer import check_output_path
+from visualizer.control.config import control_config_from_args
 from visualizer.display import check_display
 from visualizer.portaudio import find_input_device
 from visualizer.session import InputChoice, LiveSession
@@ -51,6 +52,7 @@ def run_app(args: argparse.Namespace) -> int:
     window closes, --duration runs out, Ctrl-C or SIGTERM; returns the exit code."""
     params, look = _start_params(args)
     source = _check_source(args)
+    control = control_config_from_args(args)
     if args.record is not None:
         check_output_path(args.record)
     screenshot = check_output_path(args.screenshot, suffixes=(".png",)) if args.screenshot is not None else None
@@ -64,10 +66,13 @@ def run_app(args: argparse.Namespace) -> int:
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("soundvj")
-    session = LiveSession(model, params, source, output_device=args.output_device)
+    session = LiveSession(model, params, source, output_device=args.output_device, control=control)
     session.look = look
+    session.start_control()  # a port in use: one line and exit 2, before any window opens
     window = MainWindow(session, use_gl=not args.no_gl)
     session.on_message = window.message.emit
+    for text in session.messages:  # said before the window existed (a broken mapping file, ...)
+        window.message.emit(text)
     window.show()
     if args.fullscreen is not None:
         window.show_output(args.fullscreen)

@@ -6,6 +6,7 @@ and the session's input and recorder states; nothing here calls a model or waits
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ NOISE_STEP = 0.1
 KEYS_HELP = """1-9      crossfade to preset 1-9 (in the preset list's order)
 Space    freeze / unfreeze the picture (sound and recording go on)
 R        start / stop recording
+T        tap tempo (each press is a beat)
 F        output window fullscreen on the chosen screen / back
 Esc      leave fullscreen (nothing else)
 Up/Down  alpha +/- 0.05
@@ -94,7 +96,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_dropped = QtWidgets.QLabel()
         self.status_input = QtWidgets.QLabel()
         self.status_model = QtWidgets.QLabel()
-        for w in (self.status_fps, self.status_latency, self.status_dropped, self.status_input, self.status_model):
+        self.status_tempo = QtWidgets.QLabel()
+        self.status_tempo.setToolTip("Tempo (who set it: tap, audio, external, default) and the beat phase; T taps")
+        for w in (self.status_fps, self.status_latency, self.status_dropped, self.status_tempo, self.status_input,
+                  self.status_model):
             self.statusBar().addPermanentWidget(w)
         self._build_menus()
         self._build_keys()
@@ -161,6 +166,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.fade_box.setValue(DEFAULT_FADE_SECONDS)
         self.fade_box.setSuffix(" s fade")
         self.fade_box.setToolTip("Crossfade time when a preset is picked")
+        # One fade time for the window, MIDI and OSC: the box writes the session's, poll() shows it.
+        self.fade_box.valueChanged.connect(self._fade_edited)
         row.addWidget(load)
         row.addWidget(save)
         row.addWidget(self.fade_box)
@@ -205,6 +212,7 @@ class MainWindow(QtWidgets.QMainWindow):
             **{getattr(k, f"Key_{n}"): (lambda n=n: self.apply_preset_number(n)) for n in range(1, 10)},
             k.Key_Space: self.toggle_freeze,
             k.Key_R: self.toggle_recording,
+            k.Key_T: self.tap_tempo,
             k.Key_F: self.toggle_output_fullscreen,
             k.Key_Escape: self.leave_fullscreen,
             k.Key_Up: lambda: self.nudge("alpha", ALPHA_STEP),
@@ -221,8 +229,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if not isinstance(obj, QtWidgets.QWidget):
             return False
         action = self._keys.get(event.key())
-        if action is None or not self._owns(obj) or self._typing_in(obj):
+        if not self._owns(obj) or self._typing_in(obj):
             return False
+        if action is None:  # a key the mapping file binds (a tap on B, a preset on a letter, ...)
+            name = QtGui.QKeySequence(event.key()).toString()
+            return bool(name) and self.session.control.key(name)
         action()
         return True
 
@@ -239,6 +250,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _params_edited(self, params: Params) -> None:
         self.session.set_params(params)
+
+    def _fade_edited(self, seconds: float) -> None:
+        self.session.fade_seconds = float(seconds)
 
     def nudge(self, name: str, step: float) -> None:
         """Step parameter `name` by `step`, clamped to its range (the arrow keys)."""
@@ -261,6 +275,10 @@ class MainWindow(QtWidgets.QMainWindow):
             for i in range(self.preset_list.count()):
                 item = self.preset_list.item(i)
                 item.setSelected(item.data(QtCore.Qt.ItemDataRole.UserRole) == preset.name)
+
+    def tap_tempo(self) -> None:
+        """A tempo tap for the beat clock (key T); the status bar shows the tempo it gives."""
+        self.session.tap()
 
     def toggle_freeze(self) -> None:
         frozen = self.session.worker.frozen
@@ -456,9 +474,22 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status_fps.setText(f"{status.fps:5.1f} fps" + (" (frozen)" if status.frozen else ""))
             self.status_latency.setText(f"latency {status.latency_ms_median:.0f} / p95 {status.latency_ms_p95:.0f} ms")
             self.status_dropped.setText(f"dropped {status.dropped}")
+            self.status_tempo.setText(tempo_text(status.bpm, status.beat_phase, status.tempo_source))
             self.status_model.setText(f"model: {status.model}" + (f" | look: {status.look}" if status.look else ""))
+        self._show_remote_changes()
         self._update_input_state()
         self._update_record_panel()
+
+    def _show_remote_changes(self) -> None:
+        """Show what MIDI, OSC or a mapped key changed: the sliders follow the session's target and
+        the fade box its fade time, so the next slider move starts from the values now playing
+        instead of sending stale ones back."""
+        target = self.session.target
+        if target is not self.param_panel.params():
+            self.param_panel.set_params(target)
+        if abs(self.session.fade_seconds - self.fade_box.value()) > 1e-9 and not self.fade_box.hasFocus():
+            with QtCore.QSignalBlocker(self.fade_box):
+                self.fade_box.setValue(self.session.fade_seconds)
 
     def _update_input_state(self) -> None:
         state, error = self.session.input_state()
@@ -509,6 +540,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self._output.deleteLater()  # a top-level window without a parent: nothing else deletes it
             self._output = None
         super().closeEvent(event)
+
+
+def tempo_text(bpm: float, phase: float, source: str) -> str:
+    """The status bar's tempo: "120.0 BPM tap  ●○○○" (the dot marks the quarter of the beat we are in)."""
+    if not (math.isfinite(bpm) and math.isfinite(phase)):
+        return "-- BPM"
+    quarter = min(3, max(0, int(phase * 4)))
+    dots = "".join("●" if i == quarter else "○" for i in range(4))
+    return f"{bpm:5.1f} BPM {source}  {dots}"
 
 
 def delete_window_now(window: QtWidgets.QWidget) -> None:

@@ -6,7 +6,8 @@ newest window and publishes the frame into latest-value slots (view, output scre
 are absolute (t0 + k / fps); when a frame comes out late, the deadlines it missed are skipped and counted
 as dropped, so the next frame answers the sound at that moment rather than working off a backlog.
 
-Nothing here waits on the UI: commands arrive through `LatestSlot`s that are read between frames, and
+Nothing here waits on the UI or on a control thread: commands arrive through mailboxes (`LatestSlot`s,
+the merging `ParamCommandBox`, a bounded queue of taps) that are read between frames, and
 no lock is held across a model call. It is a plain thread (no Qt), so the same worker runs in tests,
 benchmarks and the app.
 """
@@ -17,12 +18,14 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
+from core.control import BeatClock, ClockState, ModulationMatrix, SoundFeatures, SoundFeatureTracker
 from core.errors import SoundvjError, one_line
 from core.model import SoundvjModel, load_model
 from core.param_fade import ParamFade
@@ -33,6 +36,7 @@ from core.video_writer import to_uint8_rgb
 from visualizer.mailbox import LatestSlot
 
 DEFAULT_FADE_SECONDS = 2.0
+MAX_WAITING_TAPS = 32  # taps between two frames beyond this are dropped (nobody taps that fast)
 STATUS_WINDOW = 48  # frames over which fps and latency are summarised
 SOUND_MODEL_THREADS = 1  # CPU threads for E_A, E_I and the stepper on one window (more threads only wait)
 
@@ -54,11 +58,56 @@ class FrameSink(Protocol):
 
 @dataclass(frozen=True)
 class ParamCommand:
-    """Go to `params`, crossfading over `fade_seconds` (0: at once). `name` labels the look (status)."""
+    """Go to `params`, crossfading over `fade_seconds` (0: at once). `name` labels the look (status).
+
+    `cut`: parameters that jump to their new value at once whatever the fade (a knob that moved).
+    `keep_fade`: leave the running crossfade as it is for every other parameter (a control moving
+    one knob during a preset's fade must not cut the fade short, nor start another).
+    """
 
     params: Params
     fade_seconds: float = 0.0
     name: str = ""
+    cut: frozenset[str] = frozenset()
+    keep_fade: bool = False
+
+    def merged_after(self, earlier: ParamCommand) -> ParamCommand:
+        """This command as if `earlier` (posted before it, not yet taken) had been applied first.
+
+        `params` is always a whole snapshot, so the newer one wins; what must not get lost is the
+        earlier command's fade when this one only moves some knobs on top of it.
+        """
+        if not self.keep_fade:
+            return self
+        cut = earlier.cut | self.cut
+        if not earlier.keep_fade:
+            return ParamCommand(self.params, earlier.fade_seconds, earlier.name, cut, keep_fade=False)
+        return ParamCommand(self.params, self.fade_seconds, self.name or earlier.name, cut, keep_fade=True)
+
+
+class ParamCommandBox:
+    """The render worker's parameter mailbox: one waiting command, which a newer one is merged into
+    (`ParamCommand.merged_after`) rather than overwriting it, so a preset's fade posted just before a
+    knob move in the same frame is not lost. The lock guards one reference swap, never a computation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: ParamCommand | None = None
+        self.merged = 0  # commands folded into a newer one before the render thread took them
+
+    def put(self, command: ParamCommand) -> None:
+        """Post `command` (returns at once)."""
+        with self._lock:
+            if self._waiting is not None:
+                command = command.merged_after(self._waiting)
+                self.merged += 1
+            self._waiting = command
+
+    def take(self) -> ParamCommand | None:
+        """The waiting command (None if there is none), emptying the box."""
+        with self._lock:
+            command, self._waiting = self._waiting, None
+            return command
 
 
 @dataclass(frozen=True)
@@ -69,8 +118,11 @@ class PublishedFrame:
     index: int
     shown_at: float
     audio_arrival: float  # when the newest sample this frame heard arrived in the callback (nan: none yet)
-    params: Params
+    params: Params  # what the frame was made with: the base below with the modulations applied
     mel: np.ndarray  # the window the model saw, [n_mels, W] in [0, 1]
+    base_params: Params | None = None  # what the performer and the controls set (mid-fade: between looks)
+    features: SoundFeatures | None = None  # the sound's analysis at this frame (level, bands, onsets)
+    clock: ClockState | None = None  # tempo and beat phase at this frame
 
     @property
     def latency(self) -> float:
@@ -95,6 +147,9 @@ class RenderStatus:
     look: str
     fading: bool
     error: str | None = None
+    bpm: float = math.nan
+    beat_phase: float = math.nan
+    tempo_source: str = ""
 
 
 @dataclass
@@ -125,8 +180,10 @@ class RenderWorker(threading.Thread):
             )
         self.source = source
         # Mailboxes in (read between frames) ...
-        self.commands: LatestSlot[ParamCommand] = LatestSlot()
+        self.commands = ParamCommandBox()
+        self.taps: deque[float] = deque(maxlen=MAX_WAITING_TAPS)  # time.monotonic() of each tap
         self.models: LatestSlot[SoundvjModel] = LatestSlot()
+        self.modulations: LatestSlot[ModulationMatrix] = LatestSlot()
         # ... and out (overwritten each frame, read whenever a reader likes).
         self.frames: LatestSlot[PublishedFrame] = LatestSlot()
         self.status: LatestSlot[RenderStatus] = LatestSlot()
@@ -145,12 +202,30 @@ class RenderWorker(threading.Thread):
         self._last_frame: PublishedFrame | None = None
         self._level = (0.0, 0.0)
         self.error: str | None = None
+        self.clock = BeatClock()  # the render thread's own: taps and tempo changes arrive as events
+        self._matrix = ModulationMatrix()
+        self._control_error: str | None = None
 
     # -- control (any thread) ---------------------------------------------------------------------
 
-    def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "") -> None:
-        """Go to `params`, crossfading over `fade_seconds`, from the next frame on (returns at once)."""
-        self.commands.put(ParamCommand(params, fade_seconds, name))
+    def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "",
+                   only: Iterable[str] | None = None) -> None:
+        """Go to `params`, crossfading over `fade_seconds`, from the next frame on (returns at once).
+
+        `only`: just these parameters changed (a control moved them); they jump at once and a running
+        crossfade goes on for the others."""
+        if only is None:
+            self.commands.put(ParamCommand(params, fade_seconds, name))
+        else:
+            self.commands.put(ParamCommand(params, 0.0, name, cut=frozenset(only), keep_fade=True))
+
+    def set_modulations(self, matrix: ModulationMatrix) -> None:
+        """Apply `matrix` to the base parameters from the next frame on (returns at once)."""
+        self.modulations.put(matrix)
+
+    def tap(self, at: float | None = None) -> None:
+        """A tempo tap at monotonic time `at` (default: now), for the beat clock from the next frame on."""
+        self.taps.append(time.monotonic() if at is None else at)
 
     def swap_model(self, model: SoundvjModel) -> None:
         """Play `model` from the next frame on (load it off this thread first; see `load_model_async`)."""
@@ -174,8 +249,18 @@ class RenderWorker(threading.Thread):
 
     @property
     def params(self) -> Params:
-        """The snapshot the last frame was made with (mid-fade: the intermediate values)."""
+        """The snapshot the last frame was made with (mid-fade: the intermediate values), modulated."""
         return self._params_now
+
+    @property
+    def base_params(self) -> Params:
+        """The last frame's parameters before the modulations (what the performer and controls set)."""
+        return self._base_now
+
+    @property
+    def matrix(self) -> ModulationMatrix:
+        """The modulation matrix in use."""
+        return self._matrix
 
     @property
     def model(self) -> SoundvjModel:
@@ -237,7 +322,7 @@ class RenderWorker(threading.Thread):
         tests and benchmarks may call it directly on a worker that was not started)."""
         self._apply_mailboxes()
         now = time.monotonic() if now is None else now
-        self._advance_params(now)
+        base = self._advance_base(now)
         samples, arrival = self.source.read_new()
         if samples.size:
             self.windower.push(samples)
@@ -248,13 +333,15 @@ class RenderWorker(threading.Thread):
         if not math.isfinite(arrival):
             arrival = self._last_frame.audio_arrival if self._last_frame else float("nan")
         mel = self.windower.latest()
+        features, clock_state, params = self._control(base, mel, arrival, now)
+        self._set_frame_params(params, now)
         if self.frozen.is_set() and self._last_frame is not None:
             image = self._last_frame.image  # the picture holds; the audio (and recording) go on
         else:
             image = self._step(mel, now)
         frame = PublishedFrame(
             image=image, index=self._stats.frames, shown_at=time.monotonic(), audio_arrival=arrival,
-            params=self._params_now, mel=mel.numpy(),
+            params=self._params_now, mel=mel.numpy(), base_params=base, features=features, clock=clock_state,
         )
         self.frames.put(frame)
         for sink in self.sinks:
@@ -275,7 +362,9 @@ class RenderWorker(threading.Thread):
             self.windower.set_window_seconds(params.window_seconds)
         else:
             self.windower = self.pipeline.make_windower()
+            self.feature_tracker = SoundFeatureTracker(model.mel_config)  # reads this windower's columns
         self._params_now = params
+        self._base_now = params
         self._latent_fade = None
 
     def _apply_mailboxes(self) -> None:
@@ -286,25 +375,64 @@ class RenderWorker(threading.Thread):
                              f"the input runs at {self.source.sample_rate} Hz (kept the current model)")
             else:
                 self._install_model(model, self._params_now)
-        command, self._command_seq = self.commands.take_new(getattr(self, "_command_seq", 0))
+        matrix, self._matrix_seq = self.modulations.take_new(getattr(self, "_matrix_seq", 0))
+        if matrix is not None:
+            self._matrix = matrix
+        command = self.commands.take()
         if command is not None:
             now = time.monotonic()
             current = self._fade.at(now)
-            self._fade = ParamFade(current, command.params, now, max(0.0, command.fade_seconds))
+            cut = {name: getattr(command.params, name) for name in command.cut}
+            if command.keep_fade:
+                old = self._fade
+                self._fade = ParamFade(old.start.replace(**cut), command.params, old.t0, old.seconds)
+            else:
+                self._fade = ParamFade(current.replace(**cut), command.params, now, max(0.0, command.fade_seconds))
             self._look = command.name or self._look
-            if command.params.seed != self.pipeline.params.seed and command.fade_seconds > 0:
+            if (command.params.seed != self.pipeline.params.seed and command.fade_seconds > 0
+                    and not command.keep_fade and "seed" not in command.cut):
                 # A seed cannot be halfway: run the new sequence beside the old one and blend the latents.
                 old = self.pipeline
                 self.pipeline = FramePipeline(self._model, current.replace(seed=command.params.seed))
                 self._latent_fade = (old, now, command.fade_seconds)
 
-    def _advance_params(self, now: float) -> None:
+    def _advance_base(self, now: float) -> Params:
+        """The base parameters at `now` (the crossfade's), with the windower following fps and window."""
         params = self._fade.at(now)
-        before = self._params_now
+        before = self._base_now
         if params.fps != before.fps:
             self.windower.set_fps(params.fps)
         if params.window_seconds != before.window_seconds:
             self.windower.set_window_seconds(params.window_seconds)
+        self._base_now = params
+        return params
+
+    def _control(self, base: Params, mel: torch.Tensor, arrival: float,
+                 now: float) -> tuple[SoundFeatures | None, ClockState | None, Params]:
+        """The sound's features on this frame's window, the beat clock (taps first), and the base with
+        the modulation matrix applied. The analysis reads the window before `gain_db`, and modulations
+        never move audio parameters, so they cannot feed back into what the sound models hear.
+        A failure here is reported once and the frame renders the base: control must not stop the show."""
+        try:
+            sr = self.windower.mel_config.sample_rate
+            audio_now = self.windower.samples_seen / sr
+            # Wall time -> audio time: the newest sample (audio_now) arrived at `arrival`.
+            heard_at = arrival if math.isfinite(arrival) else now
+            while self.taps:
+                self.clock.tap(audio_now - (heard_at - self.taps.popleft()))
+            features = self.feature_tracker.update(mel, self.windower.samples_seen)
+            self.clock.observe(features)
+            params = self._matrix.apply(base, features, self.clock, audio_now)
+            self._control_error = None
+            return features, self.clock.state_at(audio_now), params
+        except Exception as e:  # noqa: BLE001 - keep rendering the base; say it once
+            message = one_line(f"control: {type(e).__name__}: {e}", first_line_only=True)
+            if message != self._control_error:
+                self._control_error = message
+                self._report(message)
+            return None, None, base
+
+    def _set_frame_params(self, params: Params, now: float) -> None:
         self.pipeline.set_params(params)  # a new seed without a fade restarts the sequence here
         if self._latent_fade is not None:
             old, t0, seconds = self._latent_fade
@@ -349,6 +477,9 @@ class RenderWorker(threading.Thread):
             level_peak=peak, level_rms=rms, clipped=peak >= 0.999, frozen=self.frozen.is_set(),
             model=self._model.source, look=self._look, fading=not self._fade.done(frame.shown_at),
             error=self.error,
+            bpm=frame.clock.bpm if frame.clock else math.nan,
+            beat_phase=frame.clock.phase if frame.clock else math.nan,
+            tempo_source=frame.clock.source if frame.clock else "",
         ))
 
     def _report(self, message: str) -> None:

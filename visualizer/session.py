@@ -1,23 +1,34 @@
 """A live session without any Qt: the audio ring, the input (microphone or file player), the render
-worker, presets and the recorder, wired together. The window drives one; `soundvj live` scripted runs,
-the benchmark and the tests drive it directly.
+worker, presets, the recorder and the control layer (dispatcher, OSC in and out), wired together. The
+window drives one; `soundvj live` scripted runs, the benchmark and the tests drive it directly.
+
+It is the control layer's `ControlSurface`: every method the dispatcher calls returns at once (a
+parameter snapshot, a modulation matrix or a tap posted into the render worker's mailboxes), and
+the read-modify-write of the target parameters is one short lock, so a knob on the MIDI thread and
+an OSC fader on the OSC thread never undo each other.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
+from core.control import Modulation, ModulationMatrix
 from core.errors import SoundvjError
 from core.model import SoundvjModel
-from core.params import Params
+from core.params import Params, Value
 from core.presets import Preset, load_preset, preset_dirs, preset_files
 from visualizer.audio_ring import SampleRing
+from visualizer.control.config import ControlConfig
+from visualizer.control.dispatcher import ControlDispatcher
+from visualizer.control.midi import MidiInput
+from visualizer.control.osc import OscInput, OscOutput
 from visualizer.file_player import FilePlayer
 from visualizer.mic_input import MicInput
-from visualizer.recorder import SessionRecorder
+from visualizer.recorder import SessionRecorder, default_recording_path
 from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
 
 RING_SECONDS = 10.0  # audio kept for the render thread; a frame longer than this late loses the oldest
@@ -44,6 +55,8 @@ class LiveSession:
         output_device: str | None = None,
         on_message: Callable[[str], None] | None = None,
         keep_latencies: int = 0,
+        control: ControlConfig = ControlConfig(),
+        record_folder: str | None = None,
     ) -> None:
         self.model = model
         self.target = params or Params()
@@ -60,22 +73,68 @@ class LiveSession:
         self.recorder: SessionRecorder | None = None
         self.presets: list[Preset] = []
         self.look = ""
+        self.fade_seconds = DEFAULT_FADE_SECONDS  # crossfade time when a control picks a preset
+        self.modulations = ModulationMatrix()  # the matrix the worker was last given
+        self.record_folder = record_folder
+        self.control_config = control
         self._lock = threading.Lock()
         self._input_lock = threading.Lock()
+        self._params_lock = threading.Lock()  # the target's read-modify-write; never held across I/O
+        self.control = ControlDispatcher(self, control.mapping_path)
+        self.osc_in: OscInput | None = None
+        self.osc_out: OscOutput | None = None
+        self.midi_in: MidiInput | None = None
         self.reload_presets()
+        self.control.load_mapping()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self, record: str | os.PathLike | None = None, record_seconds: float | None = None) -> None:
         """Start rendering, then (if asked) recording, then the input, so a recording of a file
         begins with the file's first sample."""
+        self.start_control()
         self.worker.start()
         if record is not None:
             self.start_recording(record, max_seconds=record_seconds)
         self.use_source(self.source_choice)
 
+    def start_control(self) -> None:
+        """Open OSC in and out and the MIDI input as configured (an OSC port in use or an unknown
+        host: one-line `SoundvjError`, with nothing left open; MIDI problems are messages)."""
+        config = self.control_config
+        if config.midi is not None and self.midi_in is None:
+            self.midi_in = MidiInput(self.control.midi, config.midi, reporter=self.control.reporter)
+            self.midi_in.start()
+        if config.osc_out is not None and self.osc_out is None:
+            out = OscOutput(*config.osc_out, reporter=self.control.reporter)
+            out.start()
+            self.osc_out = out
+            self.worker.add_sink(out)
+        if config.osc_port and self.osc_in is None:
+            osc_in = OscInput(self.control, config.osc_host, config.osc_port)
+            try:
+                osc_in.start()
+            except SoundvjError:
+                self.stop_control()
+                raise
+            self.osc_in = osc_in
+
+    def stop_control(self) -> None:
+        """Close OSC in and out and the MIDI input."""
+        if self.midi_in is not None:
+            self.midi_in.stop()
+            self.midi_in = None
+        if self.osc_in is not None:
+            self.osc_in.stop()
+            self.osc_in = None
+        if self.osc_out is not None:
+            self.worker.remove_sink(self.osc_out)
+            self.osc_out.stop()
+            self.osc_out = None
+
     def stop(self) -> None:
-        """Finish any recording, close the input, stop the render thread."""
+        """Close the control inputs, finish any recording, close the input, stop the render thread."""
+        self.stop_control()
         self.stop_recording(wait=True)
         self._close_input()
         self.worker.stop()
@@ -142,14 +201,64 @@ class LiveSession:
 
     def set_params(self, params: Params, fade_seconds: float = 0.0, name: str = "") -> None:
         """Make `params` the target, crossfading over `fade_seconds`; `name` labels the look."""
-        self.target = params
-        self.worker.set_params(params, fade_seconds, name)
+        with self._params_lock:
+            self.target = params
+            self.worker.set_params(params, fade_seconds, name)
 
     def set_param(self, name: str, value: object) -> Params:
         """Change one parameter at once (no fade); returns the new target."""
-        params = self.target.replace(**{name: value})
-        self.set_params(params)
+        return self.change_params({name: value})
+
+    def change_params(self, changes: Mapping[str, Value]) -> Params:
+        """Set the parameters in `changes` at once on top of the current target (validated by the
+        registry); a running preset crossfade goes on for the others. Returns the new target."""
+        with self._params_lock:
+            params = self.target.replace(**changes)
+            self.target = params
+            self.worker.set_params(params, only=changes.keys())
         return params
+
+    def set_modulation_depth(self, target: str, source: str, depth: float) -> ModulationMatrix:
+        """Set the depth of `target` modulated by `source` in the current matrix: the first such
+        modulation changes, a new one is added, depth 0 removes it. Returns the new matrix."""
+        with self._params_lock:
+            matrix = self.modulations
+            index = next((i for i, m in enumerate(matrix) if m.target == target and m.source == source), None)
+            if index is None:
+                if depth != 0:
+                    matrix = matrix.added(Modulation(target, source, depth))
+            elif depth == 0:
+                matrix = matrix.removed(index)
+            else:
+                matrix = matrix.replaced(index, depth=depth)
+            self.set_modulations(matrix)
+        return matrix
+
+    def set_modulations(self, matrix: ModulationMatrix) -> None:
+        """Use `matrix` from the next frame on."""
+        self.modulations = matrix
+        self.worker.set_modulations(matrix)
+
+    def tap(self, at: float | None = None) -> None:
+        """A tempo tap (time.monotonic(); default now) for the render thread's beat clock."""
+        self.worker.tap(at)
+
+    def toggle_freeze(self) -> bool:
+        """Freeze or unfreeze the picture (sound and recording go on); returns True if frozen now."""
+        frozen = self.worker.frozen
+        if frozen.is_set():
+            frozen.clear()
+            return False
+        frozen.set()
+        return True
+
+    def toggle_recording(self) -> SessionRecorder | None:
+        """Stop the running recording, or start one to a new timestamped file in `record_folder`."""
+        rec = self.recorder
+        if rec is not None and rec.active:
+            self.stop_recording(wait=False)
+            return rec
+        return self.start_recording(default_recording_path(self.record_folder))
 
     def reload_presets(self) -> list[str]:
         """Re-read the preset folders. Returns the problems (a broken file is skipped, not fatal)."""
@@ -168,18 +277,26 @@ class LiveSession:
             self.message(p)
         return problems
 
-    def apply_preset(self, preset: Preset | str, fade_seconds: float = DEFAULT_FADE_SECONDS) -> Params | None:
-        """Crossfade to a preset (an object, a name or a path). A broken file gives a message and the
-        current look stays."""
+    def apply_preset(self, preset: Preset | str, fade_seconds: float | None = None) -> Params | None:
+        """Crossfade to a preset (an object, a name or a path) over `fade_seconds` (default: the
+        session's `fade_seconds`). The preset sets its own keys on top of the current target, so what
+        controls set elsewhere stays; its modulations (if it has any) replace the matrix. A broken
+        file gives a message and the current look stays."""
+        if fade_seconds is None:
+            fade_seconds = self.fade_seconds
         try:
             if not isinstance(preset, Preset):
                 preset = load_preset(preset)
-            params = preset.apply(self.target)
+            with self._params_lock:
+                params = preset.apply(self.target)
+                self.look = preset.name
+                self.target = params
+                self.worker.set_params(params, fade_seconds, preset.name)
+                if preset.modulations is not None:
+                    self.set_modulations(ModulationMatrix(preset.modulations))
         except SoundvjError as e:
             self.message(str(e))
             return None
-        self.look = preset.name
-        self.set_params(params, fade_seconds, preset.name)
         return params
 
     def preset_by_number(self, number: int) -> Preset | None:
