@@ -24,6 +24,7 @@ from core.presets import Preset, load_preset, preset_dirs, preset_files
 from visualizer.audio_ring import SampleRing
 from visualizer.control.config import ControlConfig
 from visualizer.control.dispatcher import ControlDispatcher
+from visualizer.control.link import LinkSync
 from visualizer.control.midi import MidiInput
 from visualizer.control.osc import OscInput, OscOutput
 from visualizer.file_player import FilePlayer
@@ -84,6 +85,7 @@ class LiveSession:
         self.osc_in: OscInput | None = None
         self.osc_out: OscOutput | None = None
         self.midi_in: MidiInput | None = None
+        self.link: LinkSync | None = None
         self.reload_presets()
         self.control.load_mapping()
 
@@ -99,9 +101,13 @@ class LiveSession:
         self.use_source(self.source_choice)
 
     def start_control(self) -> None:
-        """Open OSC in and out and the MIDI input as configured (an OSC port in use or an unknown
-        host: one-line `SoundvjError`, with nothing left open; MIDI problems are messages)."""
+        """Open OSC in and out, the MIDI input and Ableton Link as configured (an OSC port in use or
+        an unknown host: one-line `SoundvjError`, with nothing left open; MIDI and Link problems are
+        messages)."""
         config = self.control_config
+        if config.link and self.link is None:
+            self.link = LinkSync(post=self.worker.set_link_state, reporter=self.control.reporter)
+            self.link.join(self.worker.clock.bpm)
         if config.midi is not None and self.midi_in is None:
             self.midi_in = MidiInput(self.control.midi, config.midi, reporter=self.control.reporter)
             self.midi_in.start()
@@ -120,7 +126,10 @@ class LiveSession:
             self.osc_in = osc_in
 
     def stop_control(self) -> None:
-        """Close OSC in and out and the MIDI input."""
+        """Close OSC in and out, the MIDI input and Link."""
+        if self.link is not None:
+            self.link.leave()
+            self.link = None
         if self.midi_in is not None:
             self.midi_in.stop()
             self.midi_in = None
@@ -240,8 +249,13 @@ class LiveSession:
         self.worker.set_modulations(matrix)
 
     def tap(self, at: float | None = None) -> None:
-        """A tempo tap (time.monotonic(); default now) for the render thread's beat clock."""
-        self.worker.tap(at)
+        """A tempo tap (time.monotonic(); default now) for the render thread's beat clock; while in an
+        Ableton Link session the tap leads the session, and its tempo comes back with Link's next reading."""
+        link = self.link
+        if link is not None and link.joined:
+            link.tap(at)
+        else:
+            self.worker.tap(at)
 
     def toggle_freeze(self) -> bool:
         """Freeze or unfreeze the picture (sound and recording go on); returns True if frozen now."""
