@@ -313,19 +313,22 @@ class MainWindow(QtWidgets.QMainWindow):
         binds (Esc or a second right-click cancels)."""
         self.session.control.learn(ControlTarget("param", param=name))
         self.param_panel.set_learning(name)
-        self._show_message(f"learn: move a MIDI control (or send OSC) for {name}; Esc cancels")
+        self.side_scroll.ensureWidgetVisible(self.param_panel.controls[name])
+        # Learn's lines go through the queued signal, as the dispatcher's own lines do, so they show in
+        # the order they were said (this one after the dispatcher's "learn: ...", saying how to cancel).
+        self.message.emit(f"learn: move a MIDI control (or send OSC) for {spec(name).label} ({name}); Esc cancels")
 
     def cancel_learn(self) -> None:
         """Disarm MIDI learn (Esc, a second right-click, the Controls menu)."""
         if self.session.control.learning is not None:
             self.session.control.cancel_learn()
-            self._show_message("learn cancelled")
+            self.message.emit("learn cancelled")
         self.param_panel.set_learning(None)
 
     def forget_param(self, name: str) -> None:
         """Remove every binding to parameter `name` (saved to the mapping file)."""
         removed = self.session.control.unbind(ControlTarget("param", param=name))
-        self._show_message(f"forgot {removed} binding{'s' if removed != 1 else ''} of {name}")
+        self.message.emit(f"forgot {removed} binding{'s' if removed != 1 else ''} of {name}")
 
     def _learned(self, binding: Binding) -> None:
         self.param_panel.set_learning(None)

@@ -24,7 +24,8 @@ from visualizer.session import LiveSession
 
 COLUMNS = ("Target", "Source", "Depth", "Beats / decay", "")
 OPTION_OF_SOURCE = {**{s: "beats" for s in LFO_SOURCES}, "onset": "decay"}  # the one option a source has
-TABLE_MAX_HEIGHT = 150
+TABLE_VISIBLE_ROWS = 4  # the table grows to this many rows, then scrolls (the side panel is shared)
+ADD_DEPTH_LIMIT = 1000.0  # the add box's range; the matrix then says what fits the target
 
 
 def _depth_box(target: str) -> QtWidgets.QDoubleSpinBox:
@@ -76,13 +77,12 @@ class ModulationPanel(QtWidgets.QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
-        self.table.setMaximumHeight(TABLE_MAX_HEIGHT)
         self.empty_label = QtWidgets.QLabel("no modulations: add one below, or load a preset that has some")
         self.empty_label.setWordWrap(True)
         layout.addWidget(self.table)
         layout.addWidget(self.empty_label)
 
-        row = QtWidgets.QHBoxLayout()
+        row = QtWidgets.QGridLayout()  # two by two: the side panel is narrow
         self.target_combo = QtWidgets.QComboBox()
         self.target_combo.addItems(MODULATABLE)
         self.target_combo.setToolTip("the parameter to move")
@@ -92,16 +92,16 @@ class ModulationPanel(QtWidgets.QWidget):
                                      "the sound, 0-1; sine, saw, square, sample_hold: LFOs on the beat, -1-1")
         self.add_depth = QtWidgets.QDoubleSpinBox()
         self.add_depth.setDecimals(3)
-        self.add_depth.setRange(-1e6, 1e6)  # the matrix says what fits the target, in one line
+        self.add_depth.setRange(-ADD_DEPTH_LIMIT, ADD_DEPTH_LIMIT)
         self.add_depth.setValue(0.2)
         self.add_depth.setToolTip("depth in the target's units")
         add = QtWidgets.QPushButton("Add")
         add.setToolTip("add this modulation (LFOs start at one cycle a beat; edit the beats in its row)")
         add.clicked.connect(self._add_clicked)
-        row.addWidget(self.target_combo, 1)
-        row.addWidget(self.source_combo, 1)
-        row.addWidget(self.add_depth)
-        row.addWidget(add)
+        row.addWidget(self.target_combo, 0, 0)
+        row.addWidget(self.source_combo, 0, 1)
+        row.addWidget(self.add_depth, 1, 0)
+        row.addWidget(add, 1, 1)
         layout.addLayout(row)
         self.show_matrix(session.modulations)
 
@@ -166,6 +166,15 @@ class ModulationPanel(QtWidgets.QWidget):
             self.table.setCellWidget(i, 4, remove)
         self.table.resizeColumnsToContents()
         self.empty_label.setVisible(len(self._matrix) == 0)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """As tall as the rows (at least one, at most `TABLE_VISIBLE_ROWS`), so an empty or short
+        matrix leaves the side panel's room to the parameters."""
+        rows = min(max(len(self._matrix), 1), TABLE_VISIBLE_ROWS)
+        row_height = self.table.verticalHeader().defaultSectionSize()
+        height = self.table.horizontalHeader().sizeHint().height() + rows * row_height + 2 * self.table.frameWidth()
+        self.table.setFixedHeight(height)
 
     # -- edits ----------------------------------------------------------------------------------------
 
