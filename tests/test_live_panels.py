@@ -8,6 +8,7 @@ a real context-menu event sent to the slider; CCs reach the dispatcher through i
 JACK MIDI port from a JACK server the fixture starts and stops by its PID.
 """
 
+import dataclasses
 import os
 import shutil
 import time
@@ -30,7 +31,6 @@ from visualizer.control.config import ControlConfig  # noqa: E402
 from visualizer.control.mapping_file import load_mapping  # noqa: E402
 from visualizer.control.midi import MidiEvent, MidiSettings  # noqa: E402
 from visualizer.main_window import MainWindow, delete_window_now  # noqa: E402
-from visualizer.midi_menu import NO_MIDI_INPUT  # noqa: E402
 from visualizer.session import InputChoice, LiveSession  # noqa: E402
 
 PULSE = Path(__file__).resolve().parents[1] / "presets" / "pulse.yaml"
@@ -232,14 +232,22 @@ def test_the_window_fits_a_1280x800_screen_with_its_status_bar_in_view(app_windo
     assert window.side_scroll.horizontalScrollBar().maximum() == 0, "a side panel is cut off at the right"
 
 
-def test_without_a_midi_input_the_picker_says_none_and_the_show_plays_on(app_window, qtbot):
-    """No --midi-port: the Controls menu's MIDI input says so, the status bar shows "MIDI: none"."""
+def test_without_a_midi_system_the_picker_says_why_and_the_show_plays_on(app_window, qtbot, monkeypatch):
+    """No --midi-port: the status bar says "MIDI: none" until the picker is opened; opening it
+    creates the MIDI input on demand. Here there is no MIDI system to reach (JACK asked for, no
+    server running, none started), so the menu says why, choosing a port opens nothing, and frames
+    keep coming."""
     window, session, _ = app_window
-    window.midi_menu.fill()
-    texts = [(a.text(), a.isEnabled()) for a in window.midi_menu.actions()]
-    assert texts == [(NO_MIDI_INPUT, False)]
     qtbot.waitUntil(lambda: window.status_midi.text() == "MIDI: none", timeout=2000)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"soundvj_no_such_server_{os.getpid()}")
+    session.control_config = dataclasses.replace(session.control_config, midi=MidiSettings(api="jack"))
+    window.midi_menu.fill()
+    assert session.midi_in is not None and session.midi_in.state == "unavailable"
+    texts = [(a.text(), a.isEnabled()) for a in window.midi_menu.actions() if not a.isSeparator()]
+    assert texts[0] == (session.midi_in.status_text(), False)
     assert not window.midi_menu.choose("anything")
+    qtbot.waitUntil(lambda: window.status_midi.text() == "MIDI: unavailable", timeout=2000)
     drawn = window.frames_drawn
     qtbot.waitUntil(lambda: window.frames_drawn > drawn + 3, timeout=10000)
 

@@ -15,7 +15,7 @@ from PyQt6 import QtWidgets
 
 from visualizer.session import LiveSession
 
-NO_MIDI_INPUT = "MIDI: none (start soundvj live with --midi-port NAME to pick ports here)"
+NO_MIDI_INPUT = "MIDI: none (pick a port in Controls > MIDI input, or start with --midi-port NAME)"
 STATUS_NAME_CHARS = 24  # a long port name is cut in the status bar (its tooltip has all of it)
 
 
@@ -40,16 +40,12 @@ class MidiPortMenu(QtWidgets.QMenu):
         super().__init__("MIDI input", parent)
         self.session = session
         self.on_message = on_message
-        self.aboutToShow.connect(self.fill)
-        self.fill()
+        self.aboutToShow.connect(self.fill)  # filled when opened: the MIDI input is made on first use
 
     def fill(self) -> None:
         """List the ports again, the open one ticked, then Rescan and Close port."""
         self.clear()
-        midi_in = self.session.midi_in
-        if midi_in is None:
-            self.addAction(NO_MIDI_INPUT).setEnabled(False)
-            return
+        midi_in = self.session.midi_input()
         ports = midi_in.list_ports()
         for name in ports:
             action = self.addAction(name)
@@ -66,20 +62,13 @@ class MidiPortMenu(QtWidgets.QMenu):
 
     def choose(self, name: str) -> bool:
         """Open port `name` through the session's MIDI input; True if it is open now."""
-        midi_in = self.session.midi_in
-        if midi_in is None:
-            self.on_message(NO_MIDI_INPUT)
-            return False
-        opened = midi_in.open(name)
-        self.on_message(midi_in.status_text())
+        opened = self.session.open_midi(name)
+        self.on_message(self.session.midi_input().status_text())
         return opened
 
     def rescan(self) -> None:
         """Look at the ports again (a port that came back opens; the mapping stays) and say what is there."""
-        midi_in = self.session.midi_in
-        if midi_in is None:
-            self.on_message(NO_MIDI_INPUT)
-            return
+        midi_in = self.session.midi_input()
         midi_in.rescan()
         count = len(midi_in.list_ports())
         self.on_message(f"{midi_in.status_text()}; {count} input port{'s' if count != 1 else ''}")

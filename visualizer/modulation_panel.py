@@ -14,6 +14,8 @@ being typed in, so a remote change never snatches the field from under the perfo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PyQt6 import QtCore, QtWidgets
 
 from core.control import MODULATABLE, SOURCES, Modulation, ModulationMatrix
@@ -184,7 +186,7 @@ class ModulationPanel(QtWidgets.QWidget):
     def add(self, target: str, source: str, depth: float) -> bool:
         """Add `target` <- `source` x `depth` to the playing matrix; False (one-line message) if refused."""
         try:
-            return self._use(self.session.modulations.added(Modulation(target, source, depth)))
+            return self._use(lambda playing: playing.added(Modulation(target, source, depth)))
         except SoundvjError as e:
             self.session.message(f"modulation not added: {e}")
             return False
@@ -204,28 +206,26 @@ class ModulationPanel(QtWidgets.QWidget):
     def remove(self, row: int) -> bool:
         """Remove row `row` from the playing matrix."""
         try:
-            return self._use(self._current(row).removed(row))
+            return self._use(lambda playing: self._checked(playing, row).removed(row))
         except SoundvjError as e:
             self.session.message(str(e))
             return False
 
     def _edit(self, row: int, **changes: float) -> bool:
         try:
-            return self._use(self._current(row).replaced(row, **changes))
+            return self._use(lambda playing: self._checked(playing, row).replaced(row, **changes))
         except SoundvjError as e:
             self.session.message(str(e))
             self.show_matrix(self.session.modulations)
             self._set_back(row)
             return False
 
-    def _current(self, row: int) -> ModulationMatrix:
-        """The playing matrix, if row `row` is still the row shown (a preset may have replaced it)."""
-        playing = self.session.modulations
+    def _checked(self, playing: ModulationMatrix, row: int) -> ModulationMatrix:
+        """`playing`, if its row `row` is still the row shown (a preset or OSC may have replaced it)."""
         if playing is not self._matrix and not (
                 row < len(playing) and row < len(self._matrix)
                 and (playing.modulations[row].target, playing.modulations[row].source)
                 == (self._matrix.modulations[row].target, self._matrix.modulations[row].source)):
-            self.show_matrix(playing)
             raise SoundvjError("modulations changed meanwhile (a preset or OSC); the table shows them now")
         return playing
 
@@ -236,7 +236,12 @@ class ModulationPanel(QtWidgets.QWidget):
             with QtCore.QSignalBlocker(self._depth_boxes[row]):
                 self._depth_boxes[row].setValue(m.depth)
 
-    def _use(self, matrix: ModulationMatrix) -> bool:
-        self.session.set_modulations(matrix)
+    def _use(self, change: Callable[[ModulationMatrix], ModulationMatrix]) -> bool:
+        """Apply `change` to the playing matrix under the session's lock, then show the result."""
+        try:
+            matrix = self.session.edit_modulations(change)
+        except SoundvjError:
+            self.show_matrix(self.session.modulations)  # a refused edit: show what plays now
+            raise
         self.show_matrix(matrix)
         return True

@@ -25,7 +25,7 @@ from visualizer.audio_ring import SampleRing
 from visualizer.control.config import ControlConfig
 from visualizer.control.dispatcher import ControlDispatcher
 from visualizer.control.link import LinkSync
-from visualizer.control.midi import MidiInput
+from visualizer.control.midi import MidiInput, MidiSettings
 from visualizer.control.osc import OscInput, OscOutput
 from visualizer.file_player import FilePlayer
 from visualizer.mic_input import MicInput
@@ -227,21 +227,43 @@ class LiveSession:
             self.worker.set_params(params, only=changes.keys())
         return params
 
+    def edit_modulations(self, change: Callable[[ModulationMatrix], ModulationMatrix]) -> ModulationMatrix:
+        """Replace the matrix by `change(current matrix)` under the session's lock, so edits from the
+        window, OSC and MIDI never lose one another. `change` may raise (a refused value): then
+        nothing changes. Returns the new matrix."""
+        with self._params_lock:
+            matrix = change(self.modulations)
+            self.set_modulations(matrix)
+        return matrix
+
     def set_modulation_depth(self, target: str, source: str, depth: float) -> ModulationMatrix:
         """Set the depth of `target` modulated by `source` in the current matrix: the first such
         modulation changes, a new one is added, depth 0 removes it. Returns the new matrix."""
-        with self._params_lock:
-            matrix = self.modulations
+
+        def change(matrix: ModulationMatrix) -> ModulationMatrix:
             index = next((i for i, m in enumerate(matrix) if m.target == target and m.source == source), None)
             if index is None:
-                if depth != 0:
-                    matrix = matrix.added(Modulation(target, source, depth))
-            elif depth == 0:
-                matrix = matrix.removed(index)
-            else:
-                matrix = matrix.replaced(index, depth=depth)
-            self.set_modulations(matrix)
-        return matrix
+                return matrix.added(Modulation(target, source, depth)) if depth != 0 else matrix
+            if depth == 0:
+                return matrix.removed(index)
+            return matrix.replaced(index, depth=depth)
+
+        return self.edit_modulations(change)
+
+    def midi_input(self) -> MidiInput:
+        """The session's MIDI input, created on first use with no port open, so the window's port
+        picker works whether or not `--midi-port` was given. Without a MIDI system it is there in
+        state "unavailable" and says why; it never raises."""
+        with self._input_lock:
+            if self.midi_in is None:
+                settings = self.control_config.midi or MidiSettings()
+                self.midi_in = MidiInput(self.control.midi, settings, reporter=self.control.reporter)
+                self.midi_in.start()
+            return self.midi_in
+
+    def open_midi(self, port: str) -> bool:
+        """Listen to MIDI input port `port` (see `midi_input`); True if it is open now."""
+        return self.midi_input().open(port)
 
     def set_modulations(self, matrix: ModulationMatrix) -> None:
         """Use `matrix` from the next frame on."""
