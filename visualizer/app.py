@@ -8,6 +8,7 @@ import sys
 
 from core.atomic_write import atomic_path
 from core.audio.decode import decode_audio
+from core.control import ModulationMatrix
 from core.errors import SoundvjError, one_line
 from core.model import load_model
 from core.params import Params, params_from_cli
@@ -19,12 +20,13 @@ from visualizer.portaudio import find_input_device
 from visualizer.session import InputChoice, LiveSession
 
 
-def _start_params(args: argparse.Namespace) -> tuple[Params, str]:
-    params, look = Params(), ""
+def _start_look(args: argparse.Namespace) -> tuple[Params, str, ModulationMatrix | None]:
+    """The starting parameters, the look's name and the preset's modulations (None: it has none)."""
+    params, look, matrix = Params(), "", None
     if args.preset:
         preset = load_preset(args.preset)
-        params, look = preset.apply(params), preset.name
-    return params_from_cli(args, params), look
+        params, look, matrix = preset.apply(params), preset.name, preset.matrix
+    return params_from_cli(args, params), look, matrix
 
 
 def _check_source(args: argparse.Namespace) -> InputChoice:
@@ -50,7 +52,7 @@ def _quitter_class() -> type:
 def run_app(args: argparse.Namespace) -> int:
     """Check every input (one line and exit 2 on a problem), then open the window and play until the
     window closes, --duration runs out, Ctrl-C or SIGTERM; returns the exit code."""
-    params, look = _start_params(args)
+    params, look, matrix = _start_look(args)
     source = _check_source(args)
     control = control_config_from_args(args)
     if args.record is not None:
@@ -68,6 +70,8 @@ def run_app(args: argparse.Namespace) -> int:
     app.setApplicationName("soundvj")
     session = LiveSession(model, params, source, output_device=args.output_device, control=control)
     session.look = look
+    if matrix is not None:  # a version-2 preset's modulations play from the first frame
+        session.set_modulations(matrix)
     session.start_control()  # a port in use: one line and exit 2, before any window opens
     window = MainWindow(session, use_gl=not args.no_gl)
     session.on_message = window.message.emit

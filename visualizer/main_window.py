@@ -1,7 +1,12 @@
-"""The control window: picture, scopes, parameter / preset / input / record panels, status bar, keys.
+"""The control window: picture, scopes, parameter / preset / input / record / modulation panels, status
+bar, keys, and the rig: MIDI learn from the parameter panel, the MIDI port picker.
 
 The UI thread only draws and edits. A timer polls the render worker's latest-value slots (frame, status)
-and the session's input and recorder states; nothing here calls a model or waits on another thread.
+and the session's input, recorder, modulation and MIDI learn states; nothing here calls a model or
+waits on another thread.
+
+The side panels sit in one scroll area and the window opens no larger than the screen, so on a
+1280x800 projector or laptop the status bar (fps, latency, dropped, tempo) stays in view.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from core.errors import SoundvjError
 from core.params import Params, spec
 from core.presets import load_preset, preset_dirs, save_preset
+from visualizer.control.bindings import Binding, ControlTarget
 from visualizer.frame_view import FrameView
+from visualizer.midi_menu import MidiPortMenu, midi_status
+from visualizer.modulation_panel import ModulationPanel
 from visualizer.output_window import OutputWindow
 from visualizer.param_panel import ParamPanel
 from visualizer.portaudio import AudioDevice, list_input_devices, rescan_devices
@@ -25,6 +33,9 @@ from visualizer.scopes import LevelMeter, MelScope
 from visualizer.session import InputChoice, LiveSession
 
 POLL_MS = 15
+PREFERRED_SIZE = (1180, 760)  # opened at this size, or the screen's free area if that is smaller
+WINDOW_FRAME_PX = (16, 40)  # what a window manager's border and title bar take, roughly
+SIDE_PANEL_MIN_WIDTH = 400
 ALPHA_STEP = 0.05
 NOISE_STEP = 0.1
 
@@ -33,7 +44,8 @@ Space    freeze / unfreeze the picture (sound and recording go on)
 R        start / stop recording
 T        tap tempo (each press is a beat)
 F        output window fullscreen on the chosen screen / back
-Esc      leave fullscreen (nothing else)
+Esc      cancel MIDI learn, else leave fullscreen
+Right-click a parameter: Learn MIDI / OSC (the next control that moves binds), Forget binding
 Up/Down  alpha +/- 0.05
 Right/Left  noise +/- 0.1
 ?        this list"""
@@ -43,6 +55,7 @@ class MainWindow(QtWidgets.QMainWindow):
     """The control window of a `LiveSession`: the picture, scopes and panels, the keys, and the output window it
     opens; `closeEvent` stops the session (see `delete_window_now` for destroying it)."""
     message = QtCore.pyqtSignal(str)  # from any thread; shown in the status bar and the message line
+    learned = QtCore.pyqtSignal(object)  # a Binding MIDI learn made, from the control thread that made it
 
     def __init__(self, session: LiveSession, use_gl: bool = True, record_folder: str | None = None) -> None:
         super().__init__()
@@ -50,7 +63,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.use_gl = use_gl
         self.record_folder = record_folder
         self.setWindowTitle("soundvj live")
-        self.resize(1180, 820)
+        self.resize(*self._opening_size())
         self._frame_seq = 0
         self._frames_drawn = 0
         self._last_status = None
@@ -58,6 +71,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._output_screen = 0
         self._watched: set[str] = set()
         self.message.connect(self._show_message, QtCore.Qt.ConnectionType.QueuedConnection)
+        self.learned.connect(self._learned, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._on_learned = self.learned.emit  # called on the MIDI / OSC thread: only a queued signal
+        session.control.on_learned = self._on_learned
 
         central = QtWidgets.QWidget()
         self.setCentralWidget(central)
@@ -82,14 +98,18 @@ class MainWindow(QtWidgets.QMainWindow):
         side_layout.addWidget(self._build_input_panel())
         side_layout.addWidget(self._build_preset_panel())
         side_layout.addWidget(self._build_record_panel())
+        side_layout.addWidget(self._build_modulation_panel())
         self.param_panel = ParamPanel(session.target)
         self.param_panel.changed.connect(self._params_edited)
+        self.param_panel.context_menu_requested.connect(self._param_context_menu)
+        self.param_menu: QtWidgets.QMenu | None = None  # the last parameter context menu (tests trigger it)
         side_layout.addWidget(self.param_panel)
-        scroll = QtWidgets.QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(side)
-        scroll.setMinimumWidth(400)
-        main.addWidget(scroll, 2)
+        # One scroll area for all side panels: the window's height no longer depends on how many there are.
+        self.side_scroll = QtWidgets.QScrollArea()
+        self.side_scroll.setWidgetResizable(True)
+        self.side_scroll.setWidget(side)
+        self.side_scroll.setMinimumWidth(SIDE_PANEL_MIN_WIDTH)
+        main.addWidget(self.side_scroll, 2)
 
         self.status_fps = QtWidgets.QLabel()
         self.status_latency = QtWidgets.QLabel()
@@ -98,8 +118,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_model = QtWidgets.QLabel()
         self.status_tempo = QtWidgets.QLabel()
         self.status_tempo.setToolTip("Tempo (who set it: tap, audio, external, default) and the beat phase; T taps")
-        for w in (self.status_fps, self.status_latency, self.status_dropped, self.status_tempo, self.status_input,
-                  self.status_model):
+        self.status_midi = QtWidgets.QLabel()
+        for w in (self.status_fps, self.status_latency, self.status_dropped, self.status_tempo, self.status_midi,
+                  self.status_input, self.status_model):
             self.statusBar().addPermanentWidget(w)
         self._build_menus()
         self._build_keys()
@@ -113,6 +134,16 @@ class MainWindow(QtWidgets.QMainWindow):
     def frames_drawn(self) -> int:
         """Frames this window has drawn so far (each new frame the poll found in the worker's slot)."""
         return self._frames_drawn
+
+    def _opening_size(self) -> tuple[int, int]:
+        """`PREFERRED_SIZE`, shrunk to the primary screen's free area minus a window frame."""
+        width, height = PREFERRED_SIZE
+        screen = QtGui.QGuiApplication.primaryScreen()
+        if screen is not None:
+            free = screen.availableGeometry()
+            width = min(width, free.width() - WINDOW_FRAME_PX[0])
+            height = min(height, free.height() - WINDOW_FRAME_PX[1])
+        return max(width, 320), max(height, 240)
 
     # -- panels -----------------------------------------------------------------------------------
 
@@ -186,6 +217,14 @@ class MainWindow(QtWidgets.QMainWindow):
         row.addWidget(self.record_label, 1)
         return box
 
+    def _build_modulation_panel(self) -> QtWidgets.QGroupBox:
+        box = QtWidgets.QGroupBox("Modulation")
+        box.setToolTip("parameter = base + sum of depth x source, clamped to the parameter's range")
+        layout = QtWidgets.QVBoxLayout(box)
+        self.modulation_panel = ModulationPanel(self.session)
+        layout.addWidget(self.modulation_panel)
+        return box
+
     def _build_menus(self) -> None:
         view_menu = self.menuBar().addMenu("&Output")
         self.screen_menu = view_menu.addMenu("Screen")
@@ -201,6 +240,10 @@ class MainWindow(QtWidgets.QMainWindow):
         model_menu = self.menuBar().addMenu("&Model")
         model_menu.addAction("Open model…", self._open_model)
         model_menu.addAction("Embedded default", lambda: self.session.load_model(None))
+        controls_menu = self.menuBar().addMenu("&Controls")
+        self.midi_menu = MidiPortMenu(self.session, self._show_message, self)
+        controls_menu.addMenu(self.midi_menu)
+        controls_menu.addAction("Cancel MIDI learn (Esc)", self.cancel_learn)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("Keys (?)", self.show_keys)
 
@@ -214,7 +257,7 @@ class MainWindow(QtWidgets.QMainWindow):
             k.Key_R: self.toggle_recording,
             k.Key_T: self.tap_tempo,
             k.Key_F: self.toggle_output_fullscreen,
-            k.Key_Escape: self.leave_fullscreen,
+            k.Key_Escape: self.escape,
             k.Key_Up: lambda: self.nudge("alpha", ALPHA_STEP),
             k.Key_Down: lambda: self.nudge("alpha", -ALPHA_STEP),
             k.Key_Right: lambda: self.nudge("noise", NOISE_STEP),
@@ -245,6 +288,58 @@ class MainWindow(QtWidgets.QMainWindow):
     def _typing_in(widget: QtWidgets.QWidget) -> bool:
         editing = (QtWidgets.QAbstractSpinBox, QtWidgets.QLineEdit, QtWidgets.QTextEdit, QtWidgets.QAbstractItemView)
         return isinstance(widget, editing) or isinstance(widget.parent(), QtWidgets.QAbstractSpinBox)
+
+    # -- MIDI learn -------------------------------------------------------------------------------
+
+    def _param_context_menu(self, name: str, where: QtCore.QPoint) -> None:
+        """A right-click on parameter `name`: cancels a learn in progress, else shows the learn menu."""
+        if self.session.control.learning is not None:
+            self.cancel_learn()
+            return
+        menu = QtWidgets.QMenu(self)
+        menu.addAction(f"Learn MIDI / OSC for {name}", lambda: self.learn_param(name))
+        target = ControlTarget("param", param=name)
+        bound = [b for b in self.session.control.bindings if b.target == target]
+        if bound:
+            sources = ", ".join(b.source.describe() for b in bound)
+            menu.addAction(f"Forget binding ({sources})", lambda: self.forget_param(name))
+        if self.param_menu is not None:
+            self.param_menu.deleteLater()
+        self.param_menu = menu
+        menu.popup(where)  # not exec(): the poll (frames, status) goes on while the menu is open
+
+    def learn_param(self, name: str) -> None:
+        """Arm MIDI learn for parameter `name`: its control is marked until a CC, note or OSC fader
+        binds (Esc or a second right-click cancels)."""
+        self.session.control.learn(ControlTarget("param", param=name))
+        self.param_panel.set_learning(name)
+        self.side_scroll.ensureWidgetVisible(self.param_panel.controls[name])
+        # Learn's lines go through the queued signal, as the dispatcher's own lines do, so they show in
+        # the order they were said (this one after the dispatcher's "learn: ...", saying how to cancel).
+        self.message.emit(f"learn: move a MIDI control (or send OSC) for {spec(name).label} ({name}); Esc cancels")
+
+    def cancel_learn(self) -> None:
+        """Disarm MIDI learn (Esc, a second right-click, the Controls menu)."""
+        if self.session.control.learning is not None:
+            self.session.control.cancel_learn()
+            self.message.emit("learn cancelled")
+        self.param_panel.set_learning(None)
+
+    def forget_param(self, name: str) -> None:
+        """Remove every binding to parameter `name` (saved to the mapping file)."""
+        removed = self.session.control.unbind(ControlTarget("param", param=name))
+        self.message.emit(f"forgot {removed} binding{'s' if removed != 1 else ''} of {name}")
+
+    def _learned(self, binding: Binding) -> None:
+        self.param_panel.set_learning(None)
+        self._show_message(f"learned: {binding.source.describe()} now moves {binding.target.describe()}")
+
+    def escape(self) -> None:
+        """Esc: cancel MIDI learn if it is armed, else leave fullscreen."""
+        if self.session.control.learning is not None:
+            self.cancel_learn()
+        else:
+            self.leave_fullscreen()
 
     # -- actions ----------------------------------------------------------------------------------
 
@@ -477,6 +572,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status_tempo.setText(tempo_text(status.bpm, status.beat_phase, status.tempo_source))
             self.status_model.setText(f"model: {status.model}" + (f" | look: {status.look}" if status.look else ""))
         self._show_remote_changes()
+        self.modulation_panel.refresh()
+        self._update_learn_and_midi()
         self._update_input_state()
         self._update_record_panel()
 
@@ -490,6 +587,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if abs(self.session.fade_seconds - self.fade_box.value()) > 1e-9 and not self.fade_box.hasFocus():
             with QtCore.QSignalBlocker(self.fade_box):
                 self.fade_box.setValue(self.session.fade_seconds)
+
+    def _update_learn_and_midi(self) -> None:
+        """Mark the control MIDI learn waits for (whoever armed it) and show the MIDI input's state."""
+        learning = self.session.control.learning
+        name = learning.param if learning is not None and learning.kind == "param" else None
+        if name != self.param_panel.learning():
+            self.param_panel.set_learning(name)
+        text, tip = midi_status(self.session)
+        if self.status_midi.text() != text:
+            self.status_midi.setText(text)
+            self.status_midi.setToolTip(tip)
 
     def _update_input_state(self) -> None:
         state, error = self.session.input_state()
@@ -534,6 +642,9 @@ class MainWindow(QtWidgets.QMainWindow):
         widgets themselves go with `delete_window_now` (or the app's event loop)."""
         self._timer.stop()
         QtWidgets.QApplication.instance().removeEventFilter(self)  # a closed window takes no more keys
+        if self.session.control.on_learned is self._on_learned:
+            self.session.control.on_learned = None
+        self.session.control.cancel_learn()
         self.session.stop()
         if self._output is not None:
             self._output.close()

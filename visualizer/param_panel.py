@@ -4,6 +4,11 @@ range, default, unit and tooltip here with no UI code.
 Floats: a slider (1000 steps over the range) beside a spin box; whole numbers: a spin box; nullable
 knobs: an "auto" box that stands for null (its meaning is the tooltip). Editing emits `changed` with
 a complete, validated `Params` snapshot.
+
+Right-clicking a control emits `context_menu_requested(name, global position)`; the window builds
+the MIDI learn menu from it (the panel knows nothing of bindings). `set_learning(name)` marks the
+control that waits for a MIDI / OSC control with an orange border, so the performer sees which knob
+the next CC will take.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from core.errors import format_number
 from core.params import GROUPS, PARAMS, ParamSpec, Params
 
 SLIDER_STEPS = 1000
+LEARNING_STYLE = "#learning { border: 2px solid #f80; border-radius: 3px; background: #fff1dc; }"
 
 
 class _Control(QtWidgets.QWidget):
@@ -23,8 +29,10 @@ class _Control(QtWidgets.QWidget):
         super().__init__(parent)
         self.spec = spec
         self._updating = True  # until built: range set-up must not emit edits
+        # Lets this plain QWidget paint the border its style sheet gives it while learning.
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_StyledBackground, True)
         row = QtWidgets.QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
+        row.setContentsMargins(2, 2, 2, 2)
         tip = f"{spec.description}\nRange {spec.range_text} {spec.unit}".strip()
         tip += f"\nDefault {'null' if spec.default is None else format_number(spec.default)}"
         if not spec.live:
@@ -55,6 +63,17 @@ class _Control(QtWidgets.QWidget):
             self.box.setSuffix(f" {spec.unit}")
         row.addWidget(self.box)
         self._updating = False
+
+    @property
+    def learning(self) -> bool:
+        """True while the control is marked as waiting for MIDI learn."""
+        return self.objectName() == "learning"
+
+    def set_learning(self, on: bool) -> None:
+        """Mark (or unmark) the control as the one MIDI learn will bind."""
+        if on != self.learning:
+            self.setObjectName("learning" if on else "")
+            self.setStyleSheet(LEARNING_STYLE if on else "")  # the children keep the normal style
 
     def value(self) -> float | int | None:
         """The control's value; None while "auto" is ticked."""
@@ -114,6 +133,7 @@ class ParamPanel(QtWidgets.QWidget):
     """One control per registry entry, grouped as the registry groups them."""
 
     changed = QtCore.pyqtSignal(object)  # Params
+    context_menu_requested = QtCore.pyqtSignal(str, QtCore.QPoint)  # parameter name, global position
 
     def __init__(self, params: Params, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -131,12 +151,30 @@ class ParamPanel(QtWidgets.QWidget):
                 control.edited.connect(self._edited)
                 label = QtWidgets.QLabel(s.label)
                 label.setToolTip(control.toolTip())
+                for widget in (label, control, *control.findChildren(QtWidgets.QWidget)):
+                    self._route_context_menu(widget, s.name)
                 form.addRow(label, control)
                 self.controls[s.name] = control
             outer.addWidget(box)
         outer.addStretch(1)
         self._params = params
         self.set_params(params)
+
+    def _route_context_menu(self, widget: QtWidgets.QWidget, name: str) -> None:
+        """A right-click on `widget` (a slider, a box, its label) asks for parameter `name`'s menu;
+        the spin boxes' own edit menu gives way to it."""
+        widget.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.CustomContextMenu)
+        widget.customContextMenuRequested.connect(
+            lambda pos, w=widget: self.context_menu_requested.emit(name, w.mapToGlobal(pos)))
+
+    def set_learning(self, name: str | None) -> None:
+        """Mark parameter `name`'s control as waiting for MIDI learn (None: no control is)."""
+        for n, control in self.controls.items():
+            control.set_learning(n == name)
+
+    def learning(self) -> str | None:
+        """The parameter whose control is marked as waiting for MIDI learn, or None."""
+        return next((n for n, c in self.controls.items() if c.learning), None)
 
     def params(self) -> Params:
         """The snapshot the controls show."""

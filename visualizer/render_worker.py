@@ -33,6 +33,7 @@ from core.params import Params
 from core.pipeline import FramePipeline
 from core.stylegan3.ops import backend as ops_backend
 from core.video_writer import to_uint8_rgb
+from visualizer.control.link import LinkState
 from visualizer.mailbox import LatestSlot
 
 DEFAULT_FADE_SECONDS = 2.0
@@ -184,6 +185,7 @@ class RenderWorker(threading.Thread):
         self.taps: deque[float] = deque(maxlen=MAX_WAITING_TAPS)  # time.monotonic() of each tap
         self.models: LatestSlot[SoundvjModel] = LatestSlot()
         self.modulations: LatestSlot[ModulationMatrix] = LatestSlot()
+        self.link_states: LatestSlot[LinkState] = LatestSlot()  # the newest Ableton Link reading
         # ... and out (overwritten each frame, read whenever a reader likes).
         self.frames: LatestSlot[PublishedFrame] = LatestSlot()
         self.status: LatestSlot[RenderStatus] = LatestSlot()
@@ -204,6 +206,7 @@ class RenderWorker(threading.Thread):
         self.error: str | None = None
         self.clock = BeatClock()  # the render thread's own: taps and tempo changes arrive as events
         self._matrix = ModulationMatrix()
+        self._link_seq = 0
         self._control_error: str | None = None
 
     # -- control (any thread) ---------------------------------------------------------------------
@@ -226,6 +229,10 @@ class RenderWorker(threading.Thread):
     def tap(self, at: float | None = None) -> None:
         """A tempo tap at monotonic time `at` (default: now), for the beat clock from the next frame on."""
         self.taps.append(time.monotonic() if at is None else at)
+
+    def set_link_state(self, state: LinkState) -> None:
+        """The Link session's tempo and beat at a monotonic time, for the beat clock from the next frame on."""
+        self.link_states.put(state)
 
     def swap_model(self, model: SoundvjModel) -> None:
         """Play `model` from the next frame on (load it off this thread first; see `load_model_async`)."""
@@ -420,6 +427,9 @@ class RenderWorker(threading.Thread):
             heard_at = arrival if math.isfinite(arrival) else now
             while self.taps:
                 self.clock.tap(audio_now - (heard_at - self.taps.popleft()))
+            link, self._link_seq = self.link_states.take_new(self._link_seq)
+            if link is not None:  # Ableton Link leads: its beat at `link.at`, in audio time
+                self.clock.set_tempo(link.bpm, audio_now - (heard_at - link.at), link.beat)
             features = self.feature_tracker.update(mel, self.windower.samples_seen)
             self.clock.observe(features)
             params = self._matrix.apply(base, features, self.clock, audio_now)

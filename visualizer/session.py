@@ -24,7 +24,8 @@ from core.presets import Preset, load_preset, preset_dirs, preset_files
 from visualizer.audio_ring import SampleRing
 from visualizer.control.config import ControlConfig
 from visualizer.control.dispatcher import ControlDispatcher
-from visualizer.control.midi import MidiInput
+from visualizer.control.link import LinkSync
+from visualizer.control.midi import MidiInput, MidiSettings
 from visualizer.control.osc import OscInput, OscOutput
 from visualizer.file_player import FilePlayer
 from visualizer.mic_input import MicInput
@@ -84,6 +85,7 @@ class LiveSession:
         self.osc_in: OscInput | None = None
         self.osc_out: OscOutput | None = None
         self.midi_in: MidiInput | None = None
+        self.link: LinkSync | None = None
         self.reload_presets()
         self.control.load_mapping()
 
@@ -99,9 +101,13 @@ class LiveSession:
         self.use_source(self.source_choice)
 
     def start_control(self) -> None:
-        """Open OSC in and out and the MIDI input as configured (an OSC port in use or an unknown
-        host: one-line `SoundvjError`, with nothing left open; MIDI problems are messages)."""
+        """Open OSC in and out, the MIDI input and Ableton Link as configured (an OSC port in use or
+        an unknown host: one-line `SoundvjError`, with nothing left open; MIDI and Link problems are
+        messages)."""
         config = self.control_config
+        if config.link and self.link is None:
+            self.link = LinkSync(post=self.worker.set_link_state, reporter=self.control.reporter)
+            self.link.join(self.worker.clock.bpm)
         if config.midi is not None and self.midi_in is None:
             self.midi_in = MidiInput(self.control.midi, config.midi, reporter=self.control.reporter)
             self.midi_in.start()
@@ -120,7 +126,10 @@ class LiveSession:
             self.osc_in = osc_in
 
     def stop_control(self) -> None:
-        """Close OSC in and out and the MIDI input."""
+        """Close OSC in and out, the MIDI input and Link."""
+        if self.link is not None:
+            self.link.leave()
+            self.link = None
         if self.midi_in is not None:
             self.midi_in.stop()
             self.midi_in = None
@@ -218,21 +227,43 @@ class LiveSession:
             self.worker.set_params(params, only=changes.keys())
         return params
 
+    def edit_modulations(self, change: Callable[[ModulationMatrix], ModulationMatrix]) -> ModulationMatrix:
+        """Replace the matrix by `change(current matrix)` under the session's lock, so edits from the
+        window, OSC and MIDI never lose one another. `change` may raise (a refused value): then
+        nothing changes. Returns the new matrix."""
+        with self._params_lock:
+            matrix = change(self.modulations)
+            self.set_modulations(matrix)
+        return matrix
+
     def set_modulation_depth(self, target: str, source: str, depth: float) -> ModulationMatrix:
         """Set the depth of `target` modulated by `source` in the current matrix: the first such
         modulation changes, a new one is added, depth 0 removes it. Returns the new matrix."""
-        with self._params_lock:
-            matrix = self.modulations
+
+        def change(matrix: ModulationMatrix) -> ModulationMatrix:
             index = next((i for i, m in enumerate(matrix) if m.target == target and m.source == source), None)
             if index is None:
-                if depth != 0:
-                    matrix = matrix.added(Modulation(target, source, depth))
-            elif depth == 0:
-                matrix = matrix.removed(index)
-            else:
-                matrix = matrix.replaced(index, depth=depth)
-            self.set_modulations(matrix)
-        return matrix
+                return matrix.added(Modulation(target, source, depth)) if depth != 0 else matrix
+            if depth == 0:
+                return matrix.removed(index)
+            return matrix.replaced(index, depth=depth)
+
+        return self.edit_modulations(change)
+
+    def midi_input(self) -> MidiInput:
+        """The session's MIDI input, created on first use with no port open, so the window's port
+        picker works whether or not `--midi-port` was given. Without a MIDI system it is there in
+        state "unavailable" and says why; it never raises."""
+        with self._input_lock:
+            if self.midi_in is None:
+                settings = self.control_config.midi or MidiSettings()
+                self.midi_in = MidiInput(self.control.midi, settings, reporter=self.control.reporter)
+                self.midi_in.start()
+            return self.midi_in
+
+    def open_midi(self, port: str) -> bool:
+        """Listen to MIDI input port `port` (see `midi_input`); True if it is open now."""
+        return self.midi_input().open(port)
 
     def set_modulations(self, matrix: ModulationMatrix) -> None:
         """Use `matrix` from the next frame on."""
@@ -240,8 +271,13 @@ class LiveSession:
         self.worker.set_modulations(matrix)
 
     def tap(self, at: float | None = None) -> None:
-        """A tempo tap (time.monotonic(); default now) for the render thread's beat clock."""
-        self.worker.tap(at)
+        """A tempo tap (time.monotonic(); default now) for the render thread's beat clock; while in an
+        Ableton Link session the tap leads the session, and its tempo comes back with Link's next reading."""
+        link = self.link
+        if link is not None and link.joined:
+            link.tap(at)
+        else:
+            self.worker.tap(at)
 
     def toggle_freeze(self) -> bool:
         """Freeze or unfreeze the picture (sound and recording go on); returns True if frozen now."""

@@ -55,13 +55,14 @@ class ControlConfig:
     """`osc_port`: listen for OSC there (0: no OSC input); `osc_host`: the address to listen on (the
     loopback unless opened on purpose); `osc_out`: (host, port) to send the analysis to each frame, or
     None; `mapping_path`: the mapping file (None: bindings are not read or saved); `midi`: the MIDI
-    input to open (None: no MIDI)."""
+    input to open (None: no MIDI); `link`: join an Ableton Link session."""
 
     osc_port: int = 0
     osc_host: str = LOCALHOST
     osc_out: tuple[str, int] | None = None
     mapping_path: Path | None = None
     midi: MidiSettings | None = None
+    link: bool = False
 
     def __post_init__(self) -> None:
         _check_port(self.osc_port, "--osc-port", allow_zero=True)
@@ -71,6 +72,8 @@ class ControlConfig:
                 raise SoundvjError(f"--osc-out: {short_repr(self.osc_out)}: expected (host, port)")
             _check_host(self.osc_out[0], "--osc-out")
             _check_port(self.osc_out[1], "--osc-out", allow_zero=False)
+        if not isinstance(self.link, bool):
+            raise SoundvjError(f"--link: {short_repr(self.link)}: expected true or false")
         if self.mapping_path is not None:
             object.__setattr__(self, "mapping_path", Path(self.mapping_path).expanduser())
             if self.mapping_path.is_dir():
@@ -78,7 +81,7 @@ class ControlConfig:
 
 
 def add_control_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --osc-port, --osc-host, --osc-out and --mapping to `soundvj live`."""
+    """Add --osc-port, --osc-host, --osc-out, --mapping, --link and the MIDI flags to `soundvj live`."""
     parser.add_argument("--osc-port", type=int, default=0, metavar="N",
                         help="listen for OSC on this UDP port (0 or absent: off); see docs/controllers.md")
     parser.add_argument("--osc-host", default=LOCALHOST, metavar="ADDR",
@@ -89,6 +92,9 @@ def add_control_arguments(parser: argparse.ArgumentParser) -> None:
                              "over OSC to HOST:PORT every frame")
     parser.add_argument("--mapping", default=None, metavar="FILE",
                         help=f"the MIDI/OSC/key mapping file (default {default_mapping_path()})")
+    parser.add_argument("--link", action="store_true",
+                        help="join an Ableton Link session: follow its tempo and beat phase, and lead it "
+                             "with taps (off by default; Link talks to every network interface)")
     add_midi_arguments(parser)
 
 
@@ -98,4 +104,4 @@ def control_config_from_args(args: argparse.Namespace) -> ControlConfig:
     mapping = Path(args.mapping) if args.mapping else default_mapping_path()
     midi = midi_settings_from_args(args) if args.midi_port else None
     return ControlConfig(osc_port=args.osc_port, osc_host=args.osc_host, osc_out=osc_out, mapping_path=mapping,
-                         midi=midi)
+                         midi=midi, link=args.link)
