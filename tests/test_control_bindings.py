@@ -12,10 +12,12 @@ import time
 import pytest
 import yaml
 
-from core.control import Modulation, ModulationMatrix
+from core.control import ClockState, Modulation, ModulationMatrix, SoundFeatures
 from core.errors import SoundvjError
 from core.params import Params
 from core.presets import Preset, save_preset
+from tests.click_tracks import beat_track
+from tests.live_helpers import wait_for
 from tests.pipeline_helpers import tiny_model
 from visualizer.control.bindings import Binding, ControlSource, ControlTarget, shape
 from visualizer.control.config import ControlConfig, parse_host_port
@@ -354,6 +356,64 @@ def test_a_pad_bound_to_tap_sets_the_tempo_from_the_notes_arrival_times(session)
     session.worker.tick()
     status, _ = session.worker.status.peek()
     assert status.bpm == pytest.approx(100.0, rel=0.01) and status.tempo_source == "tap"
+
+
+def test_modulator_bindings_round_trip_and_refuse_unknown_signals(tmp_path):
+    binding = Binding(ControlSource("modulator", signal="onset"), ControlTarget("next_preset"))
+    assert Binding.from_dict(binding.to_dict(), "b") == binding
+    assert binding.to_dict()["source"] == {"modulator": "onset"}
+    with pytest.raises(SoundvjError, match="modulator 'onsett'; did you mean 'onset'"):
+        ControlSource.from_dict({"modulator": "onsett"}, "bindings[0]")
+    with pytest.raises(SoundvjError, match="a modulator source has no 'key'"):
+        ControlSource("modulator", signal="beat", key="b")
+
+
+def test_modulator_events_fire_once_each_and_levels_move_parameters(session):
+    """Frames' analysis as the modulator thread hands it over: an onset picks the next preset, each
+    new bar taps, the bass level moves psi over the binding's range, and a level fires an action only
+    as it rises past half."""
+    session.control.set_bindings([
+        Binding(ControlSource("modulator", signal="onset"), ControlTarget("next_preset")),
+        Binding(ControlSource("modulator", signal="bar"), ControlTarget("tap")),
+        Binding(ControlSource("modulator", signal="low"), ControlTarget("param", param="psi"), minimum=0.5, maximum=1.0),
+        Binding(ControlSource("modulator", signal="high"), ControlTarget("freeze")),
+    ])
+    taps: list[float] = []
+    session.tap = lambda at=None: taps.append(at)
+    frames = [  # (onsets, low, high, beat)
+        ((), 0.0, 0.0, 3.5), ((0.1,), 0.0, 0.0, 3.9), ((), 0.4, 0.7, 4.1), ((), 1.0, 0.9, 4.6),
+        ((0.3,), 0.2, 0.2, 7.9), ((), 0.2, 0.6, 8.2),
+    ]
+    looks, psis = [], []
+    for onsets, low, high, beat in frames:
+        session.control.modulators(SoundFeatures(onsets=onsets, low=low, high=high),
+                                   ClockState(bpm=120.0, beat=beat, phase=beat % 1.0, source="tap"))
+        looks.append(session.look)
+        psis.append(session.target.psi)
+    assert looks == ["", "dark", "dark", "dark", "bright", "bright"]  # one preset step per onset
+    assert len(taps) == 2  # bars start at beats 4 and 8
+    assert psis[2:] == pytest.approx([0.7, 1.0, 0.6, 0.6])  # 0.5 + low x 0.5 (the first frame only primes)
+    assert session.worker.frozen.is_set() is False  # high rose past half twice: frozen, then unfrozen
+    assert session.control.reporter.total() == 0
+
+
+def test_onsets_in_the_sound_step_the_presets_through_the_render_thread_and_the_modulator_thread(session):
+    """End to end: a kick track reaches the render worker; its frames' onsets go through the
+    modulator feed (a frame sink with its own thread) to a binding that picks the next preset."""
+    session.control.set_bindings([Binding(ControlSource("modulator", signal="onset"), ControlTarget("next_preset"))])
+    picked: list[str] = []
+    apply_preset = session.apply_preset
+    session.apply_preset = lambda preset, fade_seconds=None: (picked.append(preset.name),
+                                                              apply_preset(preset, fade_seconds))[1]
+    session.start_control()
+    samples, hits = beat_track(120.0, 4.0, snr_db=30.0, kind="kick")
+    block = session.sample_rate // 24
+    for start in range(0, samples.size, block):  # as a sound card would: a frame's worth at a time
+        session.ring.write(samples[start:start + block])
+        session.worker.tick()
+    assert wait_for(lambda: len(picked) >= len(hits) - 1, timeout=10.0), (picked, len(hits))
+    assert len(picked) <= len(hits) and picked[:2] == ["dark", "bright"]
+    assert session.control.reporter.total() == 0
 
 
 def test_modulation_depth_from_a_control_edits_the_matrix(session):

@@ -23,7 +23,7 @@ from core.params import Params, Value
 from core.presets import Preset, load_preset, preset_dirs, preset_files
 from visualizer.audio_ring import SampleRing
 from visualizer.control.config import ControlConfig
-from visualizer.control.dispatcher import ControlDispatcher
+from visualizer.control.dispatcher import ControlDispatcher, ModulatorFeed
 from visualizer.control.link import LinkSync
 from visualizer.control.midi import MidiInput, MidiSettings
 from visualizer.control.osc import OscInput, OscOutput
@@ -86,6 +86,7 @@ class LiveSession:
         self.osc_out: OscOutput | None = None
         self.midi_in: MidiInput | None = None
         self.link: LinkSync | None = None
+        self.modulator_feed: ModulatorFeed | None = None  # modulator bindings (onset, beat, bands)
         self.reload_presets()
         self.control.load_mapping()
 
@@ -105,6 +106,11 @@ class LiveSession:
         an unknown host: one-line `SoundvjError`, with nothing left open; MIDI and Link problems are
         messages)."""
         config = self.control_config
+        if self.modulator_feed is None:
+            feed = ModulatorFeed(self.control)
+            feed.start()
+            self.modulator_feed = feed
+            self.worker.add_sink(feed)
         if config.link and self.link is None:
             self.link = LinkSync(post=self.worker.set_link_state, reporter=self.control.reporter)
             self.link.join(self.worker.clock.bpm)
@@ -126,7 +132,11 @@ class LiveSession:
             self.osc_in = osc_in
 
     def stop_control(self) -> None:
-        """Close OSC in and out, the MIDI input and Link."""
+        """Close OSC in and out, the MIDI input, Link and the modulator bindings' thread."""
+        if self.modulator_feed is not None:
+            self.worker.remove_sink(self.modulator_feed)
+            self.modulator_feed.stop()
+            self.modulator_feed = None
         if self.link is not None:
             self.link.leave()
             self.link = None

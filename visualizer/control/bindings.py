@@ -1,6 +1,7 @@
 """Bindings: which control source moves which target, and how a control's value maps onto the target.
 
-A `Binding` joins a `ControlSource` (a MIDI CC or note, an OSC address, a key) to a `ControlTarget`
+A `Binding` joins a `ControlSource` (a MIDI CC or note, an OSC address, a key, a modulator: the
+sound's onsets, the beat or bar of the beat clock, or a band level) to a `ControlTarget`
 (a registry parameter, a preset by number or name, the next/previous preset, tap, record, freeze,
 the fade time). Targets with a range (a parameter, the fade time) take the control's value: a CC's
 0..127 (or an OSC fader's 0..1) becomes x in [0, 1], which is inverted if asked, shaped by the curve,
@@ -22,7 +23,12 @@ from typing import Any, Literal
 from core.errors import SoundvjError, format_number, short_repr, suggest
 from core.params import NAMES, spec
 
-SOURCE_KINDS = ("cc", "note", "osc", "key")
+SOURCE_KINDS = ("cc", "note", "osc", "key", "modulator")
+# What a modulator source follows: events fire an action each time they happen; levels (0..1) move a
+# parameter or fire an action when they rise past half.
+MODULATOR_EVENTS = ("onset", "beat", "bar")
+MODULATOR_LEVELS = ("level", "low", "mid", "high", "envelope", "onset_strength")
+MODULATOR_SIGNALS = (*MODULATOR_EVENTS, *MODULATOR_LEVELS)
 ACTIONS = ("next_preset", "previous_preset", "tap", "record", "freeze")
 TARGET_KINDS = ("param", "preset", "fade", *ACTIONS)
 CURVES = ("linear", "exp", "log")
@@ -33,7 +39,7 @@ MAX_KEY_NAME = 20
 CURVE_STEEPNESS = 4.0  # "exp": x -> (2^(k x) - 1) / (2^k - 1); "log" is its inverse
 PRESS_LEVEL = 0.5  # a control at or above half way counts as pressed (buttons send 0/127 or 0/1)
 
-SourceKind = Literal["cc", "note", "osc", "key"]
+SourceKind = Literal["cc", "note", "osc", "key", "modulator"]
 Curve = Literal["linear", "exp", "log"]
 
 
@@ -49,7 +55,7 @@ class ControlSource:
 
     `kind` "cc" or "note": `number` 0-127 and `channel` 1-16 (None: any channel). "osc": `address`
     (not under /soundvj/, which the built-in table owns). "key": `key`, a key's name as the window
-    reports it, compared without case.
+    reports it, compared without case. "modulator": `signal`, one of MODULATOR_SIGNALS.
     """
 
     kind: SourceKind
@@ -57,13 +63,16 @@ class ControlSource:
     channel: int | None = None
     address: str | None = None
     key: str | None = None
+    signal: str | None = None
 
     def __post_init__(self) -> None:
         where = "binding source"
         if self.kind not in SOURCE_KINDS:
             raise SoundvjError(f"{where}: kind {short_repr(self.kind)}; {suggest(str(self.kind), SOURCE_KINDS)}")
-        extra = {"number": self.number, "channel": self.channel, "address": self.address, "key": self.key}
-        needs = {"cc": ("number", "channel"), "note": ("number", "channel"), "osc": ("address",), "key": ("key",)}
+        extra = {"number": self.number, "channel": self.channel, "address": self.address, "key": self.key,
+                 "signal": self.signal}
+        needs = {"cc": ("number", "channel"), "note": ("number", "channel"), "osc": ("address",), "key": ("key",),
+                 "modulator": ("signal",)}
         for name, value in extra.items():
             if name not in needs[self.kind] and value is not None:
                 raise SoundvjError(f"{where}: a {self.kind} source has no {name!r}")
@@ -80,6 +89,10 @@ class ControlSource:
             if address.startswith(RESERVED_OSC_PREFIX) or address == RESERVED_OSC_PREFIX.rstrip("/"):
                 raise SoundvjError(f"{where}: osc address {address}: {RESERVED_OSC_PREFIX}... is the built-in "
                                    "table (see docs/controllers.md); bind another address")
+        elif self.kind == "modulator":
+            if self.signal not in MODULATOR_SIGNALS:
+                raise SoundvjError(f"{where}: modulator {short_repr(self.signal)}; "
+                                   f"{suggest(str(self.signal)[:100], MODULATOR_SIGNALS)}")
         else:
             key = self.key
             if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_NAME or not key.isprintable():
@@ -93,7 +106,7 @@ class ControlSource:
             return False
         if self.kind in ("cc", "note"):
             return self.number == other.number and self.channel in (None, other.channel)
-        return self.address == other.address and self.key == other.key
+        return self.address == other.address and self.key == other.key and self.signal == other.signal
 
     def describe(self) -> str:
         """How a performer reads it: "CC 21 (ch 1)", "note 36 (any channel)", "OSC /1/fader1", "key t"."""
@@ -102,6 +115,8 @@ class ControlSource:
             return f"{'CC' if self.kind == 'cc' else 'note'} {self.number} ({channel})"
         if self.kind == "osc":
             return f"OSC {self.address}"
+        if self.kind == "modulator":
+            return f"modulator {self.signal}"
         return f"key {self.key}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,7 +126,7 @@ class ControlSource:
             if self.channel is not None:
                 out["channel"] = self.channel
             return out
-        return {self.kind: self.address if self.kind == "osc" else self.key}
+        return {self.kind: {"osc": self.address, "key": self.key, "modulator": self.signal}[self.kind]}
 
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> ControlSource:
@@ -132,6 +147,8 @@ class ControlSource:
                 return cls(kind, number=doc[kind], channel=doc.get("channel"))
             if "channel" in doc:
                 raise SoundvjError(f"a {kind} source has no 'channel'")
+            if kind == "modulator":
+                return cls(kind, signal=doc[kind])
             return cls(kind, address=doc[kind]) if kind == "osc" else cls(kind, key=doc[kind])
         except SoundvjError as e:
             raise SoundvjError(f"{where}: {str(e).removeprefix('binding source: ')}") from None

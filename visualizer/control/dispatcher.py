@@ -24,6 +24,7 @@ import math
 import numbers
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +42,8 @@ from visualizer.control.bindings import (
 )
 from visualizer.control.mapping_file import load_mapping, save_mapping
 from visualizer.control.reporting import RateLimitedReporter
+
+BEATS_PER_BAR = 4  # a bar for the "bar" modulator source, as Ableton Link's quantum
 
 MIDI_FULL_SCALE = 127.0
 
@@ -81,7 +84,7 @@ def _index(bindings: Sequence[Binding]) -> dict[tuple, tuple[Binding, ...]]:
     table: dict[tuple, list[Binding]] = {}
     for b in bindings:
         s = b.source
-        key = (s.kind, s.number) if s.kind in ("cc", "note") else (s.kind, s.address or s.key)
+        key = (s.kind, s.number) if s.kind in ("cc", "note") else (s.kind, s.address or s.key or s.signal)
         table.setdefault(key, []).append(b)
     return {k: tuple(v) for k, v in table.items()}
 
@@ -104,6 +107,7 @@ class ControlDispatcher:
         self._table: dict[tuple, tuple[Binding, ...]] = {}
         self._learning: ControlTarget | None = None
         self._pressed: dict[tuple, bool] = {}
+        self._last_modulator_frame: tuple[Any, Any] | None = None  # the previous frame's (features, clock)
         self._action_targets: dict[str, ControlTarget] = {}  # (channel, cc number) -> pressed, for CCs that fire actions
 
     # -- bindings -----------------------------------------------------------------------------------
@@ -268,6 +272,37 @@ class ControlDispatcher:
         except Exception as e:  # noqa: BLE001
             self.reporter.report("key-error", f"key {short_repr(name)}: not applied ({one_line(e)})")
             return False
+
+    def modulators(self, features: Any, clock: Any) -> None:
+        """One rendered frame's analysis (`SoundFeatures`, `ClockState`) for the modulator bindings:
+        an onset in the frame, a new beat or a new bar fires its action; a level (0..1) moves its
+        parameter, or fires an action as it rises past half. Called for every frame in order, from the
+        modulator thread (never the render thread: an action may start a recording)."""
+        try:
+            previous = self._last_modulator_frame
+            self._last_modulator_frame = (features, clock)
+            if previous is None or not any(k[0] == "modulator" for k in self._table):
+                return
+            old_features, old_clock = previous
+            fired = {
+                "onset": bool(getattr(features, "onsets", ())),
+                "beat": clock is not None and old_clock is not None and math.floor(clock.beat) > math.floor(old_clock.beat),
+                "bar": clock is not None and old_clock is not None
+                and math.floor(clock.beat / BEATS_PER_BAR) > math.floor(old_clock.beat / BEATS_PER_BAR),
+            }
+            for (kind, signal), bindings in self._table.items():
+                if kind != "modulator":
+                    continue
+                if signal in fired:
+                    x, fire = (1.0 if fired[signal] else 0.0), fired[signal]
+                else:
+                    x = min(1.0, max(0.0, float(getattr(features, signal))))
+                    fire = x >= PRESS_LEVEL > float(getattr(old_features, signal))
+                for b in bindings:
+                    if b.target.continuous or fire:
+                        self._drive(b, x, fire, None, b.source.describe())
+        except Exception as e:  # noqa: BLE001 - never into the modulator thread
+            self.reporter.report("modulator-error", f"modulators: not applied ({type(e).__name__}: {one_line(e)})")
 
     # -- targets (the OSC table and the UI call these directly) -------------------------------------
 
@@ -439,3 +474,46 @@ class ControlDispatcher:
             self.perform(target, value, source=source)
         elif fire:
             self.perform(target, at=at, source=source)
+
+
+class ModulatorFeed:
+    """A frame sink that hands each rendered frame's analysis to `ControlDispatcher.modulators` on
+    its own thread: `feed` (on the render thread) only appends to a bounded queue and returns, so a
+    modulator binding that starts a recording or loads a preset never delays a frame."""
+
+    QUEUE_FRAMES = 64  # a couple of seconds of frames; older ones are dropped if the thread lags
+
+    def __init__(self, dispatcher: ControlDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._frames: deque[tuple[Any, Any]] = deque(maxlen=self.QUEUE_FRAMES)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="soundvj-modulators", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (frames still queued are dropped)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._thread = None
+
+    def feed(self, frame: Any, audio: Any) -> None:
+        """The render thread's hand-off: keep the frame's analysis, wake the thread, return."""
+        features = getattr(frame, "features", None)
+        if features is not None:
+            self._frames.append((features, getattr(frame, "clock", None)))
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while self._frames and not self._stop.is_set():
+                self.dispatcher.modulators(*self._frames.popleft())
