@@ -42,6 +42,7 @@ from visualizer.control.bindings import (
 )
 from visualizer.control.mapping_file import load_mapping, save_mapping
 from visualizer.control.reporting import RateLimitedReporter
+from visualizer.control.sink_thread import SinkThread
 
 BEATS_PER_BAR = 4  # a bar for the "bar" modulator source, as Ableton Link's quantum
 
@@ -476,7 +477,7 @@ class ControlDispatcher:
             self.perform(target, at=at, source=source)
 
 
-class ModulatorFeed:
+class ModulatorFeed(SinkThread):
     """A frame sink that hands each rendered frame's analysis to `ControlDispatcher.modulators` on
     its own thread: `feed` (on the render thread) only appends to a bounded queue and returns, so a
     modulator binding that starts a recording or loads a preset never delays a frame."""
@@ -484,36 +485,17 @@ class ModulatorFeed:
     QUEUE_FRAMES = 64  # a couple of seconds of frames; older ones are dropped if the thread lags
 
     def __init__(self, dispatcher: ControlDispatcher) -> None:
+        super().__init__("soundvj-modulators")
         self.dispatcher = dispatcher
         self._frames: deque[tuple[Any, Any]] = deque(maxlen=self.QUEUE_FRAMES)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="soundvj-modulators", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """End the thread (frames still queued are dropped)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        self._thread = None
 
     def feed(self, frame: Any, audio: Any) -> None:
         """The render thread's hand-off: keep the frame's analysis, wake the thread, return."""
         features = getattr(frame, "features", None)
         if features is not None:
             self._frames.append((features, getattr(frame, "clock", None)))
-            self._wake.set()
+            self.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.5)
-            self._wake.clear()
-            while self._frames and not self._stop.is_set():
-                self.dispatcher.modulators(*self._frames.popleft())
+    def _drain(self) -> None:
+        while self._frames and not self.stopping:
+            self.dispatcher.modulators(*self._frames.popleft())

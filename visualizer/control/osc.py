@@ -41,6 +41,7 @@ from core.params import NAMES, PARAMS, Value
 from visualizer.control.bindings import MAX_FADE_SECONDS, PRESS_LEVEL
 from visualizer.control.dispatcher import ControlDispatcher
 from visualizer.control.reporting import RateLimitedReporter
+from visualizer.control.sink_thread import SinkThread
 from visualizer.mailbox import LatestSlot
 
 PREFIX = "/soundvj"
@@ -408,10 +409,11 @@ def build_bundle(messages: Sequence[tuple[str, list[Any]]]) -> bytes:
     return bundle.build().dgram
 
 
-class OscOutput:
+class OscOutput(SinkThread):
     """Sends each frame's analysis to (host, port) from its own thread; a `FrameSink` for the render worker."""
 
     def __init__(self, host: str, port: int, reporter: RateLimitedReporter | None = None) -> None:
+        super().__init__("soundvj-osc-out", POLL_SECONDS)
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except OSError as e:
@@ -424,40 +426,24 @@ class OscOutput:
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._slot: LatestSlot[Any] = LatestSlot()
         self._seq = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the sender thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="soundvj-osc-out", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
         """End the thread and close the socket."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        self._thread = None
+        super().stop()
         self._sock.close()
 
     def feed(self, frame: Any, audio: Any) -> None:
         """The render thread's hand-over: keep the newest frame, wake the sender (returns at once)."""
         self._slot.put(frame)
-        self._wake.set()
+        self.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-            frame, self._seq = self._slot.take_new(self._seq)
-            if frame is None or self._stop.is_set():
-                continue
-            try:
-                self._sock.sendto(build_bundle(analysis_messages(frame)), self.address)
-                self.sent += 1
-            except Exception as e:  # noqa: BLE001 - no receiver, a full buffer, an odd value: counted
-                self.failed += 1
-                self.reporter.report("osc-out", f"OSC out to {self.host}:{self.port}: {one_line(e)}")
+    def _drain(self) -> None:
+        frame, self._seq = self._slot.take_new(self._seq)
+        if frame is None:
+            return
+        try:
+            self._sock.sendto(build_bundle(analysis_messages(frame)), self.address)
+            self.sent += 1
+        except Exception as e:  # noqa: BLE001 - no receiver, a full buffer, an odd value: counted
+            self.failed += 1
+            self.reporter.report("osc-out", f"OSC out to {self.host}:{self.port}: {one_line(e)}")
