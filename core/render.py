@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader
 from core.audio.demo import demo_soundscape
@@ -32,6 +31,7 @@ from core.audio.demo_walk import demo_walk, demo_walk_available
 from core.audio.resampling import StreamingResampler, to_mono
 from core.audio.windows import StreamingWindower, num_video_frames
 from core.errors import SoundvjError, short_repr
+from core.frame_scaling import scale_to_cover
 from core.model import SoundvjModel, load_model
 from core.model_file import check_not_an_input
 from core.params import Params, add_cli_arguments, params_from_cli
@@ -174,15 +174,9 @@ def _demo_audio(sample_rate: int, start: float, seconds: float | None) -> Render
 
 
 def fit_frames(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Scale square generator frames to cover width x height, then centre-crop (no stretching)."""
-    _, _, h, w = frames.shape
-    if (w, h) == (width, height):
-        return frames
-    scale = max(width / w, height / h)
-    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    frames = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return frames[:, :, top : top + height, left : left + width]
+    """Scale square generator frames to cover width x height, then centre-crop (no stretching), with
+    the Lanczos-3 resampler of `core.frame_scaling` (smooth on a projector, anti-aliased when smaller)."""
+    return scale_to_cover(frames, width, height)
 
 
 def output_memory_bytes(width: int, height: int) -> int:
