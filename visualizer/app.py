@@ -16,6 +16,7 @@ from core.presets import load_preset
 from core.video_writer import check_output_path
 from visualizer.control.config import control_config_from_args
 from visualizer.display import check_display
+from visualizer.outputs.config import output_config_from_args
 from visualizer.portaudio import find_input_device
 from visualizer.session import InputChoice, LiveSession
 
@@ -55,6 +56,7 @@ def run_app(args: argparse.Namespace) -> int:
     params, look, matrix = _start_look(args)
     source = _check_source(args)
     control = control_config_from_args(args)
+    outputs = output_config_from_args(args)
     if args.record is not None:
         check_output_path(args.record)
     screenshot = check_output_path(args.screenshot, suffixes=(".png",)) if args.screenshot is not None else None
@@ -68,7 +70,8 @@ def run_app(args: argparse.Namespace) -> int:
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("soundvj")
-    session = LiveSession(model, params, source, output_device=args.output_device, control=control)
+    session = LiveSession(model, params, source, output_device=args.output_device, control=control,
+                          outputs=outputs)
     session.look = look
     if matrix is not None:  # a version-2 preset's modulations play from the first frame
         session.set_modulations(matrix)
@@ -108,6 +111,7 @@ def run_app(args: argparse.Namespace) -> int:
 
     session.worker.set_params(params, 0.0, look)
     session.worker.start()
+    session.start_outputs()  # --stream, --ndi: a failure to connect is a message; the show goes on
     if args.record is not None:
         if session.start_recording(args.record, max_seconds=args.duration, on_done=recording_done) is None:
             raise SoundvjError(session.messages[-1] if session.messages else f"{args.record}: cannot record")

@@ -14,6 +14,7 @@ import math
 from core.errors import SoundvjError
 from core.params import add_cli_arguments
 from visualizer.control.config import add_control_arguments, control_config_from_args
+from visualizer.outputs.config import add_output_arguments, output_config_from_args
 from visualizer.portaudio import list_input_devices
 
 INSTALL_HINT = "pip install 'soundvj[live]' (PyQt6, pyqtgraph, vispy)"
@@ -40,6 +41,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compute", default=None, metavar="DEVICE", help="torch device: auto (default), cpu, cuda, cuda:N")
     p.add_argument("--no-gl", action="store_true", help="draw without OpenGL (slower; for machines without GL)")
     add_control_arguments(p)
+    add_output_arguments(p)
     add_cli_arguments(p)
     p.set_defaults(func=run_live_command)
 
@@ -69,6 +71,7 @@ def run_live_command(args: argparse.Namespace) -> int:
     if args.fullscreen is not None and args.fullscreen < 0:
         raise SoundvjError(f"--fullscreen {args.fullscreen}: expected a screen number >= 0")
     control_config_from_args(args)  # --osc-port, --osc-out, --mapping: one line and exit 2 now
+    output_config_from_args(args)  # --stream URL and size, ffmpeg, --ndi and cyndilib: the same
     # Imported here, not at the top: the app loads torch and the model code, and every soundvj command
     # imports this module to register `live`.
     from visualizer.app import run_app

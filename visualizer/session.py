@@ -29,6 +29,9 @@ from visualizer.control.midi import MidiInput, MidiSettings
 from visualizer.control.osc import OscInput, OscOutput
 from visualizer.file_player import FilePlayer
 from visualizer.mic_input import MicInput
+from visualizer.outputs.config import OutputConfig
+from visualizer.outputs.ndi_sender import NdiSender
+from visualizer.outputs.stream_sender import StreamSender
 from visualizer.recorder import SessionRecorder, default_recording_path
 from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
 
@@ -58,6 +61,7 @@ class LiveSession:
         keep_latencies: int = 0,
         control: ControlConfig = ControlConfig(),
         record_folder: str | None = None,
+        outputs: OutputConfig = OutputConfig(),
     ) -> None:
         self.model = model
         self.target = params or Params()
@@ -87,6 +91,9 @@ class LiveSession:
         self.midi_in: MidiInput | None = None
         self.link: LinkSync | None = None
         self.modulator_feed: ModulatorFeed | None = None  # modulator bindings (onset, beat, bands)
+        self.output_config = outputs  # the stream's and NDI's size and sound, also for the Output menu
+        self.stream: StreamSender | None = None
+        self.ndi: NdiSender | None = None
         self.reload_presets()
         self.control.load_mapping()
 
@@ -152,8 +159,11 @@ class LiveSession:
             self.osc_out = None
 
     def stop(self) -> None:
-        """Close the control inputs, finish any recording, close the input, stop the render thread."""
+        """Close the control inputs and network outputs, finish any recording, close the input, stop
+        the render thread."""
         self.stop_control()
+        self.stop_stream()
+        self.stop_ndi()
         self.stop_recording(wait=True)
         self._close_input()
         self.worker.stop()
@@ -400,3 +410,63 @@ class LiveSession:
         rec = self.recorder
         if rec is not None:
             rec.stop(wait=wait)
+
+    # -- network outputs --------------------------------------------------------------------------
+
+    def start_outputs(self) -> None:
+        """Start the stream and NDI that `output_config` asks for (each returns at once)."""
+        config = self.output_config
+        if config.stream is not None:
+            self.start_stream(config.stream)
+        if config.ndi is not None:
+            self.start_ndi(config.ndi)
+
+    def start_stream(self, url: str) -> StreamSender | None:
+        """Stream to `url` at the set's frame rate, with `output_config`'s size and sound, replacing a
+        running stream (returns at once; connecting runs on the stream's thread). A bad URL or no
+        ffmpeg: a message and None. A failure later: a message, and `reconnect_stream` tries again."""
+        self.stop_stream()
+        config = self.output_config
+        try:
+            sender = StreamSender(url, self.target.fps, config.size,
+                                  sample_rate=self.sample_rate if config.sound else None, on_message=self.message)
+        except SoundvjError as e:
+            self.message(str(e))
+            return None
+        self.stream = sender
+        self.worker.add_sink(sender)
+        return sender.start()
+
+    def stop_stream(self, wait: bool = True) -> None:
+        """End the stream (its ffmpeg flushes and closes the connection); `wait=False` returns at once."""
+        sender, self.stream = self.stream, None
+        if sender is not None:
+            self.worker.remove_sink(sender)
+            sender.stop(wait=wait)
+
+    def reconnect_stream(self) -> None:
+        """Close the stream's connection and open it again, on the stream's thread (returns at once)."""
+        if self.stream is not None:
+            self.stream.reconnect()
+
+    def start_ndi(self, name: str) -> NdiSender | None:
+        """Send as the NDI source `name`, with `output_config`'s size and sound, replacing a running one
+        (returns at once). Without cyndilib: a message saying how to install it, and None."""
+        self.stop_ndi(wait=False)
+        config = self.output_config
+        try:
+            sender = NdiSender(name, self.target.fps, config.size,
+                               sample_rate=self.sample_rate if config.sound else None, on_message=self.message)
+        except SoundvjError as e:
+            self.message(str(e))
+            return None
+        self.ndi = sender
+        self.worker.add_sink(sender)
+        return sender.start()
+
+    def stop_ndi(self, wait: bool = True) -> None:
+        """Stop sending as an NDI source; `wait=False` returns at once."""
+        sender, self.ndi = self.ndi, None
+        if sender is not None:
+            self.worker.remove_sink(sender)
+            sender.stop(wait=wait)
