@@ -21,9 +21,10 @@ from core.errors import SoundvjError
 from core.params import Params, spec
 from core.presets import load_preset, preset_dirs, save_preset
 from visualizer.control.bindings import Binding, ControlTarget
-from visualizer.frame_view import FrameView
+from visualizer.frame_view import DEFAULT_VIEW_FILTER, FrameView
 from visualizer.midi_menu import MidiPortMenu, midi_status
 from visualizer.modulation_panel import ModulationPanel
+from visualizer.output_menu import OutputActions
 from visualizer.output_window import OutputWindow
 from visualizer.param_panel import ParamPanel
 from visualizer.portaudio import AudioDevice, list_input_devices, rescan_devices
@@ -57,10 +58,12 @@ class MainWindow(QtWidgets.QMainWindow):
     message = QtCore.pyqtSignal(str)  # from any thread; shown in the status bar and the message line
     learned = QtCore.pyqtSignal(object)  # a Binding MIDI learn made, from the control thread that made it
 
-    def __init__(self, session: LiveSession, use_gl: bool = True, record_folder: str | None = None) -> None:
+    def __init__(self, session: LiveSession, use_gl: bool = True, record_folder: str | None = None,
+                 view_filter: str = DEFAULT_VIEW_FILTER) -> None:
         super().__init__()
         self.session = session
         self.use_gl = use_gl
+        self.view_filter = view_filter
         self.record_folder = record_folder
         self.setWindowTitle("soundvj live")
         self.resize(*self._opening_size())
@@ -80,7 +83,7 @@ class MainWindow(QtWidgets.QMainWindow):
         main = QtWidgets.QHBoxLayout(central)
         left = QtWidgets.QVBoxLayout()
         main.addLayout(left, 3)
-        self.view = FrameView(central, use_gl=use_gl)
+        self.view = FrameView(central, use_gl=use_gl, view_filter=view_filter)
         left.addWidget(self.view, 1)
         scopes = QtWidgets.QHBoxLayout()
         self.mel_scope = MelScope()
@@ -119,8 +122,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_tempo = QtWidgets.QLabel()
         self.status_tempo.setToolTip("Tempo (who set it: tap, audio, external, default) and the beat phase; T taps")
         self.status_midi = QtWidgets.QLabel()
+        self.status_outputs = QtWidgets.QLabel()
+        self.status_outputs.setToolTip("The network outputs: frames sent at the set's rate, repeated when the render "
+                                       "dipped, dropped when the network or encoder was slow")
         for w in (self.status_fps, self.status_latency, self.status_dropped, self.status_tempo, self.status_midi,
-                  self.status_input, self.status_model):
+                  self.status_outputs, self.status_input, self.status_model):
             self.statusBar().addPermanentWidget(w)
         self._build_menus()
         self._build_keys()
@@ -237,6 +243,8 @@ class MainWindow(QtWidgets.QMainWindow):
             action.triggered.connect(lambda _=False, i=i: self.set_output_screen(i))
             group.addAction(action)
         view_menu.addAction("Fullscreen output (F)", self.toggle_output_fullscreen)
+        self.output_actions = OutputActions(view_menu, self.session, self._show_message, self.set_view_filter, self,
+                                            self.view_filter)
         model_menu = self.menuBar().addMenu("&Model")
         model_menu.addAction("Open model…", self._open_model)
         model_menu.addAction("Embedded default", lambda: self.session.load_model(None))
@@ -400,8 +408,15 @@ class MainWindow(QtWidgets.QMainWindow):
     def output_window(self) -> OutputWindow:
         """The output window, made on first use."""
         if self._output is None:
-            self._output = OutputWindow(use_gl=self.use_gl)
+            self._output = OutputWindow(use_gl=self.use_gl, view_filter=self.view_filter)
         return self._output
+
+    def set_view_filter(self, name: str) -> None:
+        """Scale the picture in this window and the output window with GPU filter `name` (Output menu)."""
+        self.view_filter = name
+        self.view.set_view_filter(name)
+        if self._output is not None:
+            self._output.view.set_view_filter(name)
 
     def toggle_output_fullscreen(self) -> None:
         out = self.output_window()
@@ -576,6 +591,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_learn_and_midi()
         self._update_input_state()
         self._update_record_panel()
+        self._update_outputs()
+
+    def _update_outputs(self) -> None:
+        text = self.output_actions.status_text()
+        if self.status_outputs.text() != text:
+            self.status_outputs.setText(text)
+        self.output_actions.refresh()
 
     def _show_remote_changes(self) -> None:
         """Show what MIDI, OSC or a mapped key changed: the sliders follow the session's target and

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from visualizer.frame_view import FrameView
+from visualizer.frame_view import DEFAULT_VIEW_FILTER, FrameView
 
 
 class OutputWindow(QtWidgets.QWidget):
     """A frameless window showing only the picture (`view`), for a projector or a second screen."""
-    def __init__(self, use_gl: bool = True) -> None:
+    def __init__(self, use_gl: bool = True, view_filter: str = DEFAULT_VIEW_FILTER) -> None:
         super().__init__(None, QtCore.Qt.WindowType.Window | QtCore.Qt.WindowType.FramelessWindowHint)
         self.setWindowTitle("soundvj output")
         self.setStyleSheet("background: black")
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.view = FrameView(self, use_gl=use_gl)
+        self.view = FrameView(self, use_gl=use_gl, view_filter=view_filter)
         layout.addWidget(self.view)
         self.resize(640, 640)
 
