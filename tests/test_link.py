@@ -15,43 +15,30 @@ The tests that need no Link session (a bad tempo, a missing aalink) run directly
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from core.control import BeatClock
 from core.errors import SoundvjError
 from core.params import Params
+from tests.loopback_namespace import ROOT, inner_only, namespace_problem, only_loopback, run_inner_tests
 from visualizer.control.config import ControlConfig
 from visualizer.control.link import QUANTUM, LinkState, LinkSync
 from visualizer.render_worker import RenderWorker
 
-ROOT = Path(__file__).resolve().parents[1]
 INSIDE = "SOUNDVJ_TEST_LINK_NAMESPACE"  # set for the re-run inside the loopback-only namespace
 SHARE_LIMIT_S = 1.0  # a tempo change must reach the other process within this
 PHASE_TOLERANCE_BEATS = 0.02  # 10 ms at 120 BPM
 BPM_TOLERANCE = 0.01  # Link keeps a tempo as whole microseconds per beat: 137.5 reads 137.49989
 
 
-def only_loopback() -> bool:
-    """True if this process's network namespace has no interface but `lo`."""
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-inner = pytest.mark.skipif(
-    os.environ.get(INSIDE) != "1",
-    reason="runs only inside the loopback-only network namespace that "
-           "test_two_processes_share_tempo_and_phase makes",
-)
+inner = inner_only(INSIDE, "test_two_processes_share_tempo_and_phase")
 
 
 # -- without a Link session --------------------------------------------------------------------------
@@ -88,37 +75,13 @@ def test_link_state_extrapolates_on_its_tempo():
 
 # -- two processes in a loopback-only namespace ------------------------------------------------------
 
-def _namespace_problem() -> str | None:
-    """Why the namespace test cannot run here, or None."""
-    if importlib.util.find_spec("aalink") is None:
-        return "aalink is not installed (the live extra)"
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    try:
-        done = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unshare -n failed: {e}"
-    if done.returncode != 0:
-        return f"unshare -n is not permitted here: {done.stderr.strip()[:200]}"
-    return None
-
-
 def test_two_processes_share_tempo_and_phase():
     """Re-runs the `inner` tests in a new network namespace with only `lo` up, so Link's multicast
     never leaves this process tree: two processes share tempo changes within 1 s and stay in phase."""
-    problem = _namespace_problem()
+    problem = namespace_problem("aalink", "the live extra")
     if problem:
         pytest.skip(f"needs a loopback-only network namespace: {problem}")
-    script = ("set -e; ip link set lo up; ip route add 224.0.0.0/4 dev lo || true; "
-              'exec "$0" -m pytest -q -rs -p no:cacheprovider -k inner tests/test_link.py')
-    env = {**os.environ, INSIDE: "1"}
-    done = subprocess.run(["unshare", "-n", "sh", "-c", script, sys.executable], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
-    output = (done.stdout + done.stderr)[-4000:]
-    assert done.returncode == 0, output
-    assert " passed" in done.stdout and "failed" not in done.stdout and "error" not in done.stdout, output
-    assert "skipped" not in done.stdout, output  # every inner test ran, the live session's included
+    run_inner_tests("tests/test_link.py", INSIDE)  # every inner test runs, the live session's included
 
 
 class LinkPeer:

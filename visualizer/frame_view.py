@@ -3,8 +3,9 @@
 A 64 px frame fills a 1080p projector at about 17 times its size. The texture is scaled on the GPU
 with a filter kernel (`VIEW_FILTERS`): Catmull-Rom bicubic by default, smooth where the GPU's own
 linear filtering shows the pixel grid as creases and diamonds, and sharp where a blur would smear.
-Spline36 and Lanczos read more texels per pixel (36, 64) for a little more sharpness; linear is the
-cheapest, for software OpenGL on a busy CPU. All of them run under Mesa's llvmpipe too.
+Spline36 and Lanczos read more texels per pixel (36, 64) for a little more sharpness; linear and
+nearest are the cheapest, for software OpenGL on a busy CPU, and nearest is the look of big square
+pixels when that is what a set wants. All of them run under Mesa's llvmpipe too.
 
 Where OpenGL cannot start (a machine without GL), a QLabel pixmap view takes its place with the same
 interface, so the instrument still plays; `backend` says which one runs (Qt's smooth scaling there).
@@ -18,8 +19,8 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from core.errors import SoundvjError
 
 # vispy's names of the GPU scaling kernels offered, cheapest first, with what the menu calls them.
-VIEW_FILTERS = {"linear": "Linear (cheapest)", "catrom": "Bicubic (Catmull-Rom)", "spline36": "Spline36",
-                "lanczos": "Lanczos"}
+VIEW_FILTERS = {"nearest": "Nearest (pixels as blocks)", "linear": "Linear", "catrom": "Bicubic (Catmull-Rom)",
+                "spline36": "Spline36", "lanczos": "Lanczos"}
 DEFAULT_VIEW_FILTER = "catrom"
 
 

@@ -12,7 +12,6 @@ render thread never waits on NDI.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Callable
 
 import numpy as np
@@ -26,9 +25,12 @@ NDI_INSTALL_HINT = "pip install 'soundvj[ndi]' (cyndilib, which bundles NDI's pr
 
 
 def check_ndi_available() -> None:
-    """A one-line SoundvjError saying how to install NDI support, unless cyndilib is there."""
-    if importlib.util.find_spec("cyndilib") is None:
-        raise SoundvjError(f"--ndi needs cyndilib, which is not installed; {NDI_INSTALL_HINT}")
+    """A one-line SoundvjError saying how to install NDI support, unless cyndilib imports."""
+    try:
+        # Imported here, not at the top: the optional extra, loaded only when NDI is asked for.
+        import cyndilib  # noqa: F401
+    except ImportError:
+        raise SoundvjError(f"--ndi needs cyndilib, which is not installed; {NDI_INSTALL_HINT}") from None
 
 
 def check_ndi_name(name: str) -> str:
