@@ -3,6 +3,12 @@
     python benchmarks/live.py                    # embedded default, 20 s, a synthetic callback
     python benchmarks/live.py --seconds 600      # the 10-minute soak: also memory growth and overruns
     python benchmarks/live.py --input pulse      # real PortAudio input (PulseAudio's default source)
+    python benchmarks/live.py --stream local --record /tmp/take.mp4   # outputs on against off
+
+With `--stream` and/or `--record` the run has two halves of `--seconds` each: first with the outputs
+off, then with them on, and prints the render fps of both. `--stream local` streams (udp, with the
+sound) to an ffmpeg receiver this script starts on 127.0.0.1 and ends; `--stream udp://HOST:PORT`
+sends to that address (with no listener UDP sends anyway, so the sender's cost is all there).
 
 Audio arrives as a sound card delivers it: blocks of `--block` samples written into the `SampleRing`
 at the real rate by a feeder thread, through the same `write` the PortAudio callback calls (or by a
@@ -15,6 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +39,8 @@ from core.params import Params  # noqa: E402
 from core.stylegan3.ops import backend as ops_backend  # noqa: E402
 from visualizer.audio_ring import SampleRing  # noqa: E402
 from visualizer.mic_input import MicInput  # noqa: E402
+from visualizer.outputs.stream_sender import DEFAULT_SIZE, StreamSender, parse_stream_size  # noqa: E402
+from visualizer.recorder import SessionRecorder  # noqa: E402
 from visualizer.render_worker import RenderWorker  # noqa: E402
 
 
@@ -55,6 +66,34 @@ def feeder(ring: SampleRing, block: int, stop: threading.Event) -> None:
         written += block
 
 
+def local_receiver() -> tuple[str, subprocess.Popen]:
+    """An ffmpeg on 127.0.0.1 that receives a udp stream and decodes it to nothing: (url, process)."""
+    if shutil.which("ffmpeg") is None:
+        sys.exit("--stream local needs the ffmpeg program")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+                                "-i", f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
+                                "-f", "null", "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return f"udp://127.0.0.1:{port}?pkt_size=1316", process
+
+
+def measure(worker: RenderWorker, seconds: float) -> tuple[float, float, list[float]]:
+    """(frames/s, dropped deadlines, per-interval frames/s) of a running worker over `seconds`."""
+    frames0, dropped0, t0 = worker.frames_made, worker.deadlines_dropped, time.monotonic()
+    samples_fps = []
+    last_frames, last_t = frames0, t0
+    while time.monotonic() - t0 < seconds:
+        time.sleep(min(10.0, seconds / 4))
+        now, frames = time.monotonic(), worker.frames_made
+        samples_fps.append((frames - last_frames) / (now - last_t))
+        last_frames, last_t = frames, now
+    elapsed = time.monotonic() - t0
+    return (worker.frames_made - frames0) / elapsed, worker.deadlines_dropped - dropped0, samples_fps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
@@ -63,6 +102,11 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=512, help="samples per callback (synthetic input)")
     ap.add_argument("--input", default=None, help="a real input device name (PortAudio), e.g. pulse")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stream", default=None, metavar="URL|local",
+                    help="second half with a stream: to URL, or to an ffmpeg receiver started here (local)")
+    ap.add_argument("--stream-size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metavar="WxH")
+    ap.add_argument("--no-stream-audio", action="store_true", help="stream the picture only")
+    ap.add_argument("--record", default=None, metavar="OUT.mp4", help="second half with a recording to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -86,17 +130,34 @@ def main() -> None:
     rss0 = rss_mb()
     worker.start()
     t0 = time.monotonic()
-    samples_fps = []
-    last_frames, last_t = frames0, t0
-    while time.monotonic() - t0 < args.seconds:
-        time.sleep(min(10.0, args.seconds / 4))
-        now, frames = time.monotonic(), worker.frames_made
-        samples_fps.append((frames - last_frames) / (now - last_t))
-        last_frames, last_t = frames, now
+    with_outputs = args.stream is not None or args.record is not None
+    fps_off, dropped_off, samples_fps = measure(worker, args.seconds)
+    sender = recorder = receiver = None
+    if with_outputs:
+        sr = model.mel_config.sample_rate
+        if args.stream is not None:
+            url = args.stream
+            if url == "local":
+                url, receiver = local_receiver()
+            sender = StreamSender(url, args.fps, parse_stream_size(args.stream_size),
+                                  sample_rate=None if args.no_stream_audio else sr, on_message=print).start()
+            worker.add_sink(sender)
+        if args.record is not None:
+            res = model.generator.img_resolution
+            recorder = SessionRecorder(args.record, args.fps, res, res, sr)
+            worker.add_sink(recorder)
+        fps_on, dropped_on, samples_on = measure(worker, args.seconds)
     worker.stop()
     stop.set()
     if mic is not None:
         mic.stop()
+    for out in (sender, recorder):
+        if out is not None:
+            worker.remove_sink(out)
+            out.stop()
+    if receiver is not None:
+        receiver.kill()
+        receiver.wait(10)
     elapsed = time.monotonic() - t0
     frames = worker.frames_made - frames0
     dropped = worker.deadlines_dropped - dropped0
@@ -106,7 +167,18 @@ def main() -> None:
     print(f"ops backend:    {ops_backend.describe_backend()}")
     print(f"run:            {elapsed:.1f} s at target {args.fps:g} fps, {args.threads} torch threads, "
           f"input {'PortAudio ' + args.input if args.input else f'synthetic callback ({args.block} samples)'}")
-    print(f"render fps:     {frames / elapsed:.1f} (per interval: {', '.join(f'{x:.1f}' for x in samples_fps)})")
+    print(f"render fps:     {fps_off:.1f} (per interval: {', '.join(f'{x:.1f}' for x in samples_fps)})"
+          + (" with the outputs off" if with_outputs else ""))
+    if with_outputs:
+        on = " + ".join(name for name, out in (("stream", sender), ("recording", recorder)) if out is not None)
+        print(f"render fps:     {fps_on:.1f} (per interval: {', '.join(f'{x:.1f}' for x in samples_on)}) "
+              f"with {on} on; dropped deadlines {dropped_off} off, {dropped_on} on")
+    if sender is not None:
+        print(f"stream:         {sender.width}x{sender.height}, {sender.frames_sent} sent, {sender.frames_repeated} "
+              f"repeated, {sender.frames_dropped} dropped; {sender.state}{': ' + sender.error if sender.error else ''}")
+    if recorder is not None:
+        print(f"recording:      {recorder.frames_written} frames, {recorder.seconds:.1f} s of sound, "
+              f"{recorder.state}{': ' + recorder.error if recorder.error else ''}")
     print(f"dropped frames: {dropped} ({100 * dropped / max(1, dropped + frames):.1f} % of deadlines)")
     print(f"latency:        median {np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms, "
           f"max {lat.max():.1f} ms (sample arrival -> frame published)")
