@@ -66,21 +66,31 @@ def end_process(process: subprocess.Popen) -> None:
 
 class UdpReceiver:
     """`ffmpeg -i udp://127.0.0.1:PORT -c copy out.ts`: what a receiver on the LAN gets, kept as sent.
-    It ends by itself `idle_seconds` after the stream stops."""
+    `finish` ends it as Ctrl-C does (the file is completed); it would end by itself after
+    `idle_seconds` without data."""
 
-    def __init__(self, folder: Path, idle_seconds: float = 1.5) -> None:
+    def __init__(self, folder: Path, idle_seconds: float = 30.0) -> None:
         self.port = free_port(socket.SOCK_DGRAM)
         self.path = folder / "received.ts"
         self.url = f"udp://127.0.0.1:{self.port}?pkt_size=1316"
         listen = f"udp://127.0.0.1:{self.port}?timeout={int(idle_seconds * 1e6)}&fifo_size=1000000&overrun_nonfatal=1"
         self.process = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", listen, "-c", "copy",
-             "-f", "mpegts", str(self.path)],
+            ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+             "-analyzeduration", "1000000", "-i", listen, "-c", "copy",
+             "-flush_packets", "1", "-f", "mpegts", str(self.path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         time.sleep(0.3)  # listening before anything is sent
 
     def finish(self, timeout: float = 15.0) -> None:
+        """Let the last packets arrive, then end the receiver with Ctrl-C, twice: ffmpeg looks at a
+        first signal only between packets, and none comes any more; the second cuts the wait short.
+        Every packet is in the file already (-flush_packets 1)."""
+        time.sleep(0.5)
+        for _ in range(2):
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                time.sleep(0.2)
         self.process.wait(timeout)
 
     def video(self) -> list[tuple[float, np.ndarray]]:
@@ -163,10 +173,12 @@ def test_a_receiver_gets_the_frames_at_the_stream_size_and_colours(receiver, sen
     sender = StreamSender(receiver.url, FPS, SIZE)
     senders.append(sender.start())
     feed_for(sender, 4.0, lambda t: solid(first if t < 2.0 else second))
+    sending = time.monotonic() - sender.started_at
     sender.stop()
     receiver.finish()
+    counts = (sender.frames_sent, sender.frames_repeated, sender.frames_dropped)
     assert sender.state == "stopped" and sender.error is None
-    assert abs(sender.frames_sent - 4.0 * FPS) <= 3, sender.status_text()
+    assert sending > 3.0 and abs(sender.frames_sent - sending * FPS) <= 2, (sending, counts)  # at the set's rate
     frames = receiver.video()
     assert len(frames) >= MIN_SHARE_RECEIVED * sender.frames_sent, (len(frames), sender.frames_sent)
     assert all(image.shape == (SIZE[1], SIZE[0], 3) for _, image in frames)
@@ -176,18 +188,22 @@ def test_a_receiver_gets_the_frames_at_the_stream_size_and_colours(receiver, sen
     assert (is_first | is_second).all(), means[~(is_first | is_second)][:3]
     switch = int(np.argmax(is_second))
     assert is_first[:switch].all() and is_second[switch:].all()  # in the order fed
-    assert abs(switch - 2.0 * FPS) <= 4
+    assert abs(switch - (2.0 - (4.0 - sending)) * FPS) <= 4
 
 
 def test_the_sound_goes_out_with_the_picture_it_belongs_to(receiver, senders):
     """With sound: black and silent for 2 s, then white with a 1 kHz tone, switched in the same feed
     (as a frame and the sound it answers). In the received stream (H.264 + AAC at 48 kHz) the tone
-    starts at most one and a half frames before the white picture (the picture answers the sound it
+    starts before the white picture by at most the sound fed with it (the picture answers the sound it
     heard, as in the room) and never after it, and the sound lasts as long as the picture."""
     sender = StreamSender(receiver.url, FPS, SIZE, sample_rate=SR)
     senders.append(sender.start())
 
+    heard_with_switch = []  # seconds of sound fed with the first white picture
+
     def sound(t: float, first: int, count: int) -> np.ndarray:  # the tone from the first feed at t >= 2 s
+        if t >= 2.0 and not heard_with_switch:
+            heard_with_switch.append(count / SR)
         k = np.arange(first, first + count)
         return (0.5 * np.sin(2 * np.pi * 1000 * k / SR) * (t >= 2.0)).astype(np.float32)
 
@@ -199,8 +215,9 @@ def test_the_sound_goes_out_with_the_picture_it_belongs_to(receiver, senders):
     start, rate, samples = receiver.audio()
     assert rate == 48000
     onset = start + int(np.argmax(np.abs(samples) > 0.1)) / rate
-    # The picture answers the sound it heard, so it may follow its onset by up to a frame, never lead.
-    assert -0.005 <= white - onset <= 1.5 / FPS, (onset, white)
+    # The white picture answers the sound fed with it (a frame's worth, more when the feeder ran
+    # late), so it shows once that sound has gone out: after the onset by at most its length, never before.
+    assert -0.005 <= white - onset <= heard_with_switch[0] + 0.5 / FPS, (onset, white, heard_with_switch)
     video_seconds = frames[-1][0] - frames[0][0] + 1 / FPS
     assert abs(samples.size / rate - video_seconds) <= 0.15
 

@@ -83,6 +83,7 @@ class PacedOutput:
         self._stopping = threading.Event()
         self._reconnect = threading.Event()
         self._last_sent_at = math.nan
+        self.started_at = math.nan  # time.monotonic() when this connection's first frame went out
         self._thread = threading.Thread(target=self._run, name=f"soundvj-{self.kind.lower()}", daemon=True)
 
     def start(self) -> PacedOutput:
@@ -177,6 +178,10 @@ class PacedOutput:
         """Why the destination stopped working (one line), or None while it works."""
         return None
 
+    def _explain_failure(self) -> str | None:
+        """After a send raised: what the destination says went wrong (it may take a moment to say)."""
+        return self._problem()
+
     def _disconnect(self) -> None:
         """Close the destination (never raises; called even after a failed `_connect`)."""
 
@@ -197,7 +202,7 @@ class PacedOutput:
                 except SoundvjError as e:
                     self._fail(str(e))
                 except (OSError, ValueError, RuntimeError) as e:
-                    self._fail(self._problem() or f"{self.label}: {one_line(e)}")
+                    self._fail(self._explain_failure() or f"{self.label}: {one_line(e)}")
                 except Exception as e:  # noqa: BLE001 - the show goes on; the performer reads the message
                     self._fail(f"{self.label}: {type(e).__name__}: {one_line(e)}")
                 finally:
@@ -267,6 +272,8 @@ class PacedOutput:
             self._send(scaled, audio)
             self.frames_sent += 1
             self._last_sent_at = time.monotonic()
+            if slot == 0:  # the clock starts when the destination took its first frame (an encoder starting
+                started = self.started_at = self._last_sent_at  # up is not a slow network)
             slot += 1
             problem = self._problem()
             if problem is not None:

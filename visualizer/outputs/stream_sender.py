@@ -232,6 +232,17 @@ class StreamSender(PacedOutput):
         why = said or f"ffmpeg ended with exit code {code}"
         return f"{self.label}: {why}"
 
+    def _explain_failure(self) -> str | None:
+        # A broken pipe comes as ffmpeg closes its input on the way out: its exit code and last
+        # message (connection refused, no route, ...) follow within moments.
+        process = self._process
+        if process is not None:
+            try:
+                process.wait(EXIT_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        return self._problem()
+
     def _disconnect(self) -> None:
         process = self._process
         for pipe in (self._audio_pipe, process.stdin if process is not None else None):
