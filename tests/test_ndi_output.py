@@ -118,7 +118,8 @@ def test_inner_a_receiver_gets_the_frames_size_colour_and_sound():
     assert got["source"].endswith("(soundvj-test)")
     assert got["resolutions"] == [[320, 180]]
     assert got["seconds"] > 1.0 and got["frames"] >= 0.9 * FPS * got["seconds"], (got["frames"], got["seconds"])
-    assert got["dropped"] == 0 and sender.frames_dropped == 0
+    # NDI's send may block for a few frames while a receiver connects; the output skips those ticks.
+    assert got["dropped"] == 0 and sender.frames_dropped <= FPS / 2
     assert len(got["means"]) >= 10
     means = np.array(got["means"])
     assert (np.abs(means - COLOUR).max(axis=1) <= COLOUR_TOLERANCE).all(), means[:3]
