@@ -224,18 +224,24 @@ def test_the_sound_goes_out_with_the_picture_it_belongs_to(receiver, senders):
 
 def test_a_refused_destination_is_a_message_and_reconnect_tries_again(senders):
     """rtmp to a port where nothing listens: the stream fails with one line saying the connection was
-    refused, feeding goes on without an exception, and Reconnect tries again (and says so again)."""
+    refused (the stream key not in it), feeding goes on without an exception and without piling up
+    sound, and Reconnect tries again (and says so again)."""
     messages: list[str] = []
     url = f"rtmp://127.0.0.1:{free_port(socket.SOCK_STREAM)}/live/secret-key"
-    sender = StreamSender(url, FPS, SIZE, on_message=messages.append)
+    sender = StreamSender(url, FPS, SIZE, sample_rate=SR, on_message=messages.append)
     senders.append(sender.start())
-    durations = feed_for(sender, 1.5, lambda t: solid((10, 20, 30)))
+
+    def sound(t: float, first: int, count: int) -> np.ndarray:
+        return np.zeros(count, np.float32)
+
+    durations = feed_for(sender, 3.0, lambda t: solid((10, 20, 30)), sound)
     assert wait_for(lambda: sender.state == "failed", 10.0), sender.status_text()
     assert len(messages) == 1 and "\n" not in messages[0]
     assert "refused" in messages[0].lower() and "secret-key" not in messages[0], messages
     assert sender.error == messages[0] and sender.status_text() == "stream failed"
+    assert sender.queued_sound_seconds <= 2.1  # while failed the sound fed is dropped, not hoarded
     sender.reconnect()
-    durations += feed_for(sender, 1.0, lambda t: solid((10, 20, 30)))
+    durations += feed_for(sender, 1.0, lambda t: solid((10, 20, 30)), sound)
     assert wait_for(lambda: sender.connects == 2 and sender.state == "failed", 10.0), sender.status_text()
     assert len(messages) == 2 and "refused" in messages[1].lower()
     assert max(durations) < 0.005

@@ -45,6 +45,7 @@ JITTER_SLOTS = 2  # sound buffered before it goes out: absorbs the render thread
 MAX_BACKLOG_SLOTS = JITTER_SLOTS + 4  # sound queued beyond this (after a stall) is discarded
 HISTORY_SECONDS = 1.0  # pictures kept to pair with their sound (only while sending sound)
 STALL_SECONDS = 1.0  # no slot sent for this long while live: the status says the output is stuck
+QUEUED_SOUND_SECONDS = 2.0  # sound chunks kept while sending is stuck or failed (later ones are dropped)
 
 
 class PacedOutput:
@@ -76,6 +77,7 @@ class PacedOutput:
         self.connects = 0
         self._frames: LatestSlot[tuple[np.ndarray, int]] = LatestSlot()
         self._audio: deque[tuple[np.ndarray, int]] = deque()  # (chunk, position of its first sample)
+        self._max_chunks = max(8, int(QUEUED_SOUND_SECONDS * self.fps))  # the render thread feeds one a frame
         self._fed_samples = 0  # written by the render thread only
         self._consumed = 0  # sound samples sent or discarded: the position in what the render thread fed
         self._primed = False  # the jitter buffer is full and sound goes out
@@ -98,7 +100,8 @@ class PacedOutput:
         if self._stopping.is_set():
             return
         if self.sample_rate is not None and audio.size:
-            self._audio.append((audio, self._fed_samples))  # a private copy already (SampleRing.read_new)
+            if len(self._audio) < self._max_chunks:  # else sending is stuck or failed: drop, do not hoard
+                self._audio.append((audio, self._fed_samples))  # a private copy already (SampleRing.read_new)
             self._fed_samples += audio.size
         self._frames.put((frame.image, self._fed_samples))
         self._wake.set()
@@ -109,6 +112,13 @@ class PacedOutput:
     def active(self) -> bool:
         """True while the output is starting or live (not failed, not stopped)."""
         return self.state in ("starting", "live")
+
+    @property
+    def queued_sound_seconds(self) -> float:
+        """Sound fed and not yet sent, in seconds (0 without sound)."""
+        if self.sample_rate is None:
+            return 0.0
+        return sum(chunk.size for chunk, _ in list(self._audio)) / self.sample_rate
 
     @property
     def stalled_seconds(self) -> float:
