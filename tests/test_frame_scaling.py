@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.frame_scaling import axis_weights, cover_crop, scale_rgb_to_cover, scale_to_cover
+from core.frame_scaling import axis_plan, axis_weights, cover_crop, scale_rgb_to_cover, scale_to_cover
 from core.render import fit_frames
 
 
@@ -105,3 +105,16 @@ def test_the_crop_is_the_middle_of_the_full_scale():
     frames = torch.rand(1, 3, 64, 64)
     whole = scale_to_cover(frames, 300, 300)
     assert torch.allclose(scale_to_cover(frames, 300, 160), whole[:, :, 70:230], atol=1e-5)
+
+
+@pytest.mark.parametrize("source, scaled, start, count", [
+    (64, 1280, 0, 1280), (64, 1280, 280, 720), (64, 720, 0, 720), (48, 1000, 3, 997), (7, 1366, 5, 1300),
+    (256, 60, 0, 60), (100, 64, 0, 64), (64, 17, 2, 15), (5, 3, 0, 3), (64, 64, 0, 64),
+])
+def test_the_fast_polyphase_form_is_the_weight_matrix(source, scaled, start, count):
+    """What runs (`axis_plan`: windows stepping through the source, one small kernel per phase) gives
+    the same pixels as the resampling's definition as a matrix (`axis_weights`), for enlarging,
+    shrinking, odd ratios and crops."""
+    x = torch.rand(2, 3, source)
+    assert torch.allclose(axis_plan(source, scaled, start, count).apply(x),
+                          x @ axis_weights(source, scaled, start, count).T, atol=1e-5)
