@@ -55,7 +55,8 @@ def test_output_menu_streams_shows_the_state_and_stops(window, qtbot, tmp_path):
         actions.start_stream(receiver.url)
         qtbot.waitUntil(lambda: win.status_outputs.text().startswith("stream live ("), timeout=15000)
         assert actions.stop_stream.isEnabled() and actions.reconnect.isEnabled()
-        qtbot.waitUntil(lambda: session.stream.frames_sent >= 24, timeout=15000)
+        qtbot.waitUntil(lambda: session.stream.frames_sent >= 72, timeout=15000)
+        assert receiver.wait_receiving()
         sender = session.stream
         actions.stop_stream.trigger()
         qtbot.waitUntil(lambda: win.status_outputs.text() == "" and sender.state == "stopped", timeout=15000)

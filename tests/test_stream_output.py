@@ -82,6 +82,10 @@ class UdpReceiver:
         )
         time.sleep(0.3)  # listening before anything is sent
 
+    def wait_receiving(self, timeout: float = 10.0) -> bool:
+        """True once the receiver recognised the stream and writes it (its file is not empty)."""
+        return wait_for(lambda: self.path.exists() and self.path.stat().st_size > 0, timeout)
+
     def finish(self, timeout: float = 15.0) -> None:
         """Let the last packets arrive, then end the receiver with Ctrl-C, twice: ffmpeg looks at a
         first signal only between packets, and none comes any more; the second cuts the wait short.
@@ -174,6 +178,7 @@ def test_a_receiver_gets_the_frames_at_the_stream_size_and_colours(receiver, sen
     senders.append(sender.start())
     feed_for(sender, 4.0, lambda t: solid(first if t < 2.0 else second))
     sending = time.monotonic() - sender.started_at
+    assert receiver.wait_receiving()
     sender.stop()
     receiver.finish()
     counts = (sender.frames_sent, sender.frames_repeated, sender.frames_dropped)
@@ -208,6 +213,7 @@ def test_the_sound_goes_out_with_the_picture_it_belongs_to(receiver, senders):
         return (0.5 * np.sin(2 * np.pi * 1000 * k / SR) * (t >= 2.0)).astype(np.float32)
 
     feed_for(sender, 4.0, lambda t: solid((255, 255, 255) if t >= 2.0 else (0, 0, 0)), sound)
+    assert receiver.wait_receiving()
     sender.stop()
     receiver.finish()
     frames = receiver.video()
@@ -219,7 +225,7 @@ def test_the_sound_goes_out_with_the_picture_it_belongs_to(receiver, senders):
     # late), so it shows once that sound has gone out: after the onset by at most its length, never before.
     assert -0.005 <= white - onset <= heard_with_switch[0] + 0.5 / FPS, (onset, white, heard_with_switch)
     video_seconds = frames[-1][0] - frames[0][0] + 1 / FPS
-    assert abs(samples.size / rate - video_seconds) <= 0.15
+    assert abs(samples.size / rate - video_seconds) <= 0.25  # the ends: the jitter buffer, AAC framing
 
 
 def test_a_refused_destination_is_a_message_and_reconnect_tries_again(senders):
@@ -322,6 +328,7 @@ def test_a_live_session_streams_its_render_workers_frames(receiver):
         sender = session.stream
         assert sender is not None and sender.wait_live(10.0), (sender.status_text(), messages)
         time.sleep(3.0)
+        assert receiver.wait_receiving()
     finally:
         stop.set()
         session.stop()
