@@ -8,6 +8,9 @@ Everything streams: the file is decoded, resampled (`StreamingResampler`), windo
 (`Mp4Writer.write_audio`) half a second at a time, so a two-hour set renders in the memory of a
 five-second clip. The frame count, round(duration x fps), is known only once the audio ends, so the
 last window or two wait until it is.
+
+`soundvj replay` (`core.replay`) renders a set log with the same pieces: `reader_audio` for the
+sound, `streamed_frame_samples` for each frame's share of it, `write_video` for the mp4.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from core.audio.windows import StreamingWindower
 from core.control import BeatClock, ClockState, ModulationMatrix, SoundFeatures, SoundFeatureTracker
 from core.errors import one_line
 from core.model import SoundvjModel
@@ -171,7 +172,7 @@ class ShowControl:
         self._taps: list[float] = []
         self._link: LinkTaken | None = None
         self._events: list[ShowEvent] = []
-        self.windower = None
+        self.windower: StreamingWindower | None = None  # the owner pushes the sound into it
         self._install_model(model, params)
         self._fade = ParamFade(params, params, 0.0, 0.0)
         self._latent_fade: tuple[FramePipeline, float, float] | None = None  # (old pipeline, t0, seconds)
@@ -195,6 +196,7 @@ class ShowControl:
 
     @property
     def matrix(self) -> ModulationMatrix:
+        """The modulation matrix in use."""
         return self._matrix
 
     @property
@@ -204,6 +206,7 @@ class ShowControl:
 
     @property
     def frozen(self) -> bool:
+        """True while the picture holds (the sound analysis and the beat clock go on)."""
         return self._frozen
 
     @property
@@ -281,6 +284,8 @@ class ShowControl:
             self.clock.resume(state.clock, at)
         base = self._fixed(self._fade.at(at))
         self.pipeline.set_params(base)
+        self.windower.set_fps(base.fps)
+        self.windower.set_window_seconds(base.window_seconds)
         self._params_now = self._base_now = base
 
     # -- the frame --------------------------------------------------------------------------------
