@@ -28,6 +28,7 @@ from core.model_file import (
 )
 from core.presets import list_presets
 from core.render import register_cli as register_render_cli
+from core.replay import register_cli as register_replay_cli
 from core.stylegan3.nvidia_pickle import list_pickle_contents
 from core.stylegan3.ops.backend import describe_backend
 
@@ -166,12 +167,12 @@ ENTRY_POINT_GROUP = "soundvj.commands"
 def _extra_commands() -> list[Callable]:
     """Subcommands that live with the code they run.
 
-    `render` is in core; `live` (visualizer) and `train`/`data`/`eval` (training) register through the
+    `render` and `replay` are in core; `live` (visualizer) and `train`/`data`/`eval` (training) register through the
     `soundvj.commands` entry-point group, so core never imports those packages. Each entry point names
     a `register_cli(subparsers)` function that must import nothing heavy (no Qt) at registration.
     """
-    registrars: list[Callable] = [register_render_cli]
-    seen = {"render"}
+    registrars: list[Callable] = [register_render_cli, register_replay_cli]
+    seen = {"render", "replay"}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if ep.name in seen:
             continue

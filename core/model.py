@@ -49,6 +49,7 @@ class SoundvjModel:
     source: str
     sound_is_seeded: bool  # True: the sound models are untrained stand-ins
     metadata: dict[str, str] = field(default_factory=dict)  # free-form model-file fields (training data, credits)
+    file: Path | None = None  # the file it was read from (None: built in memory, e.g. the random weights)
 
     @property
     def device(self) -> torch.device:
@@ -217,6 +218,7 @@ def load_model(
     else:
         sound, mel = _sound_from_file(path, sound_config or {}, sound_state, G)
         model = SoundvjModel(G, sound, mel, source or str(path), False, metadata)
+    model.file = path.absolute()
     if embedded:  # what the status bar and render's summary call it
         model.source = f"embedded default (trained, {G.img_resolution} px)"
     return _choose_ops_backend(model.to(dev))

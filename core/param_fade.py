@@ -3,7 +3,7 @@
 Numbers fade linearly over the fade's duration. A nullable alpha (alpha_coarse/middle/fine) that is
 unset on one side fades from/to the value it stands for (`alpha`). Whole-number knobs (seed) and knobs
 that restart the stream (fps) switch at the start: a seed cannot be halfway, so the pipeline
-crossfades the *latent* of the old sequence into the new one instead (see visualizer's render worker).
+crossfades the *latent* of the old sequence into the new one instead (see `core.show_control`).
 """
 
 from __future__ import annotations

@@ -8,11 +8,15 @@ Everything streams: the file is decoded, resampled (`StreamingResampler`), windo
 (`Mp4Writer.write_audio`) half a second at a time, so a two-hour set renders in the memory of a
 five-second clip. The frame count, round(duration x fps), is known only once the audio ends, so the
 last window or two wait until it is.
+
+`soundvj replay` (`core.replay`) renders a set log with the same pieces: `reader_audio` for the
+sound, `streamed_frame_samples` for each frame's share of it, `write_video` for the mp4.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import signal
 import sys
@@ -29,7 +33,7 @@ from core.audio.decode import MAX_SPAN_SECONDS, STDIN, AudioFileReader
 from core.audio.demo import demo_soundscape
 from core.audio.demo_walk import demo_walk, demo_walk_available
 from core.audio.resampling import StreamingResampler, to_mono
-from core.audio.windows import StreamingWindower, num_video_frames
+from core.audio.windows import StreamingWindower, frame_end_sample, num_video_frames
 from core.errors import SoundvjError, short_repr
 from core.frame_scaling import scale_to_cover
 from core.model import SoundvjModel, load_model
@@ -111,7 +115,19 @@ def load_render_audio(
     plus the track to mux. A file is opened once here, so its problems surface before any rendering."""
     if path is None:
         return _demo_audio(sample_rate, start, seconds)
-    probe = AudioFileReader(path, start, seconds, chunk_seconds=CHUNK_SECONDS)
+    label = "standard input" if str(path) == STDIN else str(path)
+    return reader_audio(str(path), label, lambda: AudioFileReader(path, start, seconds, CHUNK_SECONDS),
+                        sample_rate, start, seconds)
+
+
+def reader_audio(
+    name: str, label: str, open_reader: Callable[[], AudioFileReader], sample_rate: int,
+    start: float = 0.0, seconds: float | None = None,
+) -> RenderAudio:
+    """The sound `open_reader` reads (a new `AudioFileReader` per call, over `start` and `seconds`), as
+    the render's stream; `name` names it in errors, `label` in progress output. The first reader
+    opened here checks the file before any rendering."""
+    probe = open_reader()
     native_rate, channels, declared = probe.sample_rate, probe.channels, probe.declared_seconds
     if not probe.is_stream:
         probe.close()  # each reading opens the file again
@@ -125,8 +141,8 @@ def load_render_audio(
     def open_pieces() -> Iterator[AudioPiece]:
         audio.notes.clear()  # each reading says its own
         if probe.is_stream and not stream_reader:
-            raise SoundvjError(f"{path}: a stream (stdin or a FIFO) can be rendered once")
-        reader = stream_reader.pop() if stream_reader else AudioFileReader(path, start, seconds, CHUNK_SECONDS)
+            raise SoundvjError(f"{name}: a stream (stdin or a FIFO) can be rendered once")
+        reader = stream_reader.pop() if stream_reader else open_reader()
         to_model = StreamingResampler(native_rate, sample_rate)
         to_mux = StreamingResampler(native_rate, mux_rate)
         with reader:
@@ -138,7 +154,6 @@ def load_render_audio(
                 audio.notes.append(reader.ended_early)
         yield to_model.flush(), to_mux.flush().numpy()
 
-    label = "standard input" if str(path) == STDIN else str(path)
     audio = RenderAudio(label, sample_rate, mux_rate, 1 if channels == 1 else 2, expected, open_pieces)
     return audio
 
@@ -240,28 +255,52 @@ def render(
     windower = pipeline.make_windower()
     if audio.sample_rate != pipeline.mel_config.sample_rate:
         raise ValueError(f"render: audio at {audio.sample_rate} Hz, the model hears {pipeline.mel_config.sample_rate} Hz")
-    res = model.generator.img_resolution
-    width, height = size or (res, res)
     windowing_seconds = [0.0]
     started = time.perf_counter()
-    expected = None if audio.expected_seconds is None else max(1, round(audio.expected_seconds * params.fps))
-    bar = _progress_bar(expected, out, progress)
-    produced = 0
-    try:
-        with Mp4Writer(out, params.fps, width, height, sample_rate=audio.mux_rate,
-                       audio_channels=audio.mux_channels, crf=crf) as writer:
-            windows = streamed_frame_windows(audio, windower, writer.write_audio, windowing_seconds)
-            for group in _batches(windows, batch):
-                frames = pipeline.step_batch(torch.stack(group))
-                for frame in frames:  # scaled one at a time: a batch of 8192 px frames would not fit
-                    writer.write(_scaled_rgb(frame, width, height))
-                produced += len(group)
-                bar.update(len(group))
-    finally:
-        bar.close()
+
+    def frames(mux: Callable[[np.ndarray], None]) -> Iterator[torch.Tensor]:
+        windows = streamed_frame_windows(audio, windower, mux, windowing_seconds)
+        for group in _batches(windows, batch):
+            yield from pipeline.step_batch(torch.stack(group))
+
+    produced = write_video(audio, out, params.fps, size or _square(model), frames, crf=crf, progress=progress)
     elapsed = time.perf_counter() - started
     return RenderResult(out, produced, elapsed, pipeline.times.as_ms_per_frame(),
                         1000 * windowing_seconds[0] / max(produced, 1))
+
+
+def _square(model: SoundvjModel) -> tuple[int, int]:
+    res = model.generator.img_resolution
+    return res, res
+
+
+def write_video(
+    audio: RenderAudio,
+    out: Path,
+    fps: float,
+    size: tuple[int, int],
+    frames: Callable[[Callable[[np.ndarray], None]], Iterator[torch.Tensor]],
+    crf: int = 18,
+    progress: bool = True,
+) -> int:
+    """Encode the generator frames [3, r, r] that `frames(mux)` yields to `out` (H.264, scaled and
+    cropped to `size`), with `audio`'s mux track, which the frames' source hands to `mux` as it
+    reads the sound; a progress bar on standard error when `progress`. Returns the frame count.
+    The file appears only when complete (`Mp4Writer`)."""
+    width, height = size
+    expected = None if audio.expected_seconds is None else max(1, round(audio.expected_seconds * fps))
+    bar = _progress_bar(expected, out, progress)
+    produced = 0
+    try:
+        with Mp4Writer(out, fps, width, height, sample_rate=audio.mux_rate,
+                       audio_channels=audio.mux_channels, crf=crf) as writer:
+            for frame in frames(writer.write_audio):  # scaled one at a time: 8192 px batches would not fit
+                writer.write(_scaled_rgb(frame, width, height))
+                produced += 1
+                bar.update(1)
+    finally:
+        bar.close()
+    return produced
 
 
 def _scaled_rgb(frame: torch.Tensor, width: int, height: int, rows: int = 256) -> np.ndarray:
@@ -271,6 +310,53 @@ def _scaled_rgb(frame: torch.Tensor, width: int, height: int, rows: int = 256) -
     return torch.cat([to_uint8_rgb(scaled[:, i : i + rows]) for i in range(0, height, rows)]).cpu().numpy()
 
 
+def streamed_frame_samples(
+    audio: RenderAudio, fps: float, mux: Callable[[np.ndarray], None]
+) -> Iterator[torch.Tensor]:
+    """Each frame's new sound, as the stream arrives: for frame k the mono samples from the end of
+    frame k - 1 up to its own end (`frame_end_sample`; frame 0 gets none), round(duration x fps)
+    frames in all; each piece's mux track goes to `mux` first. A frame is released once the audio so
+    far proves it is within the final count; frames that end after the audio hear silence. Pushing
+    these into a windower one frame at a time gives each frame's window as `windower.latest()`."""
+    sr = audio.sample_rate
+    held: deque[torch.Tensor] = deque()  # samples after the last released frame's end
+    seen = produced = released_to = 0
+
+    def take(count: int) -> torch.Tensor:
+        parts, wanted = [], count
+        while wanted and held:
+            head = held[0]
+            if head.shape[0] <= wanted:
+                parts.append(held.popleft())
+                wanted -= head.shape[0]
+            else:
+                parts.append(head[:wanted])
+                held[0] = head[wanted:]
+                wanted = 0
+        if wanted or not parts:  # past the end of the sound (or frame 0, which hears nothing new)
+            parts.append(torch.zeros(wanted))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    for mono, mux_piece in audio.pieces():
+        if mux_piece.shape[-1]:
+            mux(mux_piece)
+        if not mono.numel():
+            continue
+        held.append(mono)
+        seen += mono.shape[0]
+        surely = num_video_frames(seen, sr, fps)  # the final count is at least this
+        while produced < surely and (end := frame_end_sample(produced, sr, fps)) <= seen:
+            yield take(end - released_to)
+            released_to, produced = end, produced + 1
+    total = num_video_frames(seen, sr, fps)
+    if total == 0:
+        raise SoundvjError(f"{audio.label}: shorter than one video frame at {fps:g} fps; nothing to render")
+    while produced < total:
+        end = frame_end_sample(produced, sr, fps)
+        yield take(end - released_to)
+        released_to, produced = end, produced + 1
+
+
 def streamed_frame_windows(
     audio: RenderAudio,
     windower: StreamingWindower,
@@ -278,36 +364,31 @@ def streamed_frame_windows(
     seconds: list[float] | None = None,
 ) -> Iterator[torch.Tensor]:
     """The mel windows of every frame of `audio`, round(duration x fps) of them, as the stream
-    arrives; each piece's mux track goes to `mux` first. A frame is released once the audio so far
-    proves it is within the final count (frames that end after the audio hear silence, as
-    `frame_windows`). Time spent windowing is added to `seconds[0]`."""
+    arrives (`streamed_frame_samples`, pushed into `windower` about CHUNK_SECONDS at a time: the
+    windows do not depend on how the sound is cut). Time spent windowing is added to `seconds[0]`."""
     sr, fps = windower.mel_config.sample_rate, windower.window_config.fps
-    held: deque[torch.Tensor] = deque()
-    seen = produced = 0
-    for mono, mux_piece in audio.pieces():
-        if mux_piece.shape[-1]:
-            mux(mux_piece)
-        if not mono.numel():
-            continue
+    group: list[torch.Tensor] = []
+    grouped = 0
+
+    def push() -> list[torch.Tensor]:
+        nonlocal grouped
         t0 = time.perf_counter()
-        held.extend(fw.mel for fw in windower.push(mono))
-        seen += mono.shape[0]
+        windows = [fw.mel for fw in windower.push(torch.cat(group))]
         if seconds is not None:
             seconds[0] += time.perf_counter() - t0
-        surely = num_video_frames(seen, sr, fps)  # the final count is at least this
-        while held and produced < surely:
-            yield held.popleft()
-            produced += 1
-    total = num_video_frames(seen, sr, fps)
-    if total == 0:
-        raise SoundvjError(f"{audio.label}: shorter than one video frame at {fps:g} fps; nothing to render")
-    silence = torch.zeros(max(1, int(CHUNK_SECONDS * sr)))
-    while produced < total:
-        if not held:
-            held.extend(fw.mel for fw in windower.push(silence))
-            continue
-        yield held.popleft()
-        produced += 1
+        if len(windows) != len(group):  # one frame's samples end exactly at that frame's end
+            raise RuntimeError(f"windower gave {len(windows)} windows for {len(group)} frames")
+        group.clear()
+        grouped = 0
+        return windows
+
+    for samples in streamed_frame_samples(audio, fps, mux):
+        group.append(samples)
+        grouped += samples.shape[0]
+        if grouped >= CHUNK_SECONDS * sr:
+            yield from push()
+    if group:
+        yield from push()
 
 
 def frame_windows(
@@ -354,6 +435,16 @@ def _raise_terminated(signum, frame) -> None:  # noqa: ARG001
     raise Terminated()
 
 
+@contextlib.contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` (so an output in progress is removed)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _check_span(args: argparse.Namespace) -> None:
     """--start/--seconds as finite numbers in range, named as flags (1e308 overflowed in the decoder)."""
     if not (math.isfinite(args.start) and 0 <= args.start <= MAX_SPAN_SECONDS):
@@ -397,15 +488,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     audio = load_render_audio(None if args.demo else args.audio, model.mel_config.sample_rate, args.start, args.seconds)
     if ops_backend.kernel_pending(model.device.type):
         print("soundvj: compiling the fast CPU kernel (first run on this machine only, about 10 s)", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        result = render(audio, args.output, model, params, size=size, batch=args.batch, crf=args.crf,
-                        progress=not args.quiet)
+        with sigterm_as_exception():
+            result = render(audio, args.output, model, params, size=size, batch=args.batch, crf=args.crf,
+                            progress=not args.quiet)
     except Terminated:
         print("soundvj: terminated; no output written", file=sys.stderr)
         return 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     for note in audio.notes:
         print(f"soundvj: warning: {note}", file=sys.stderr)
     times = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in result.stage_ms.items())

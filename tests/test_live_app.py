@@ -116,6 +116,35 @@ def test_record_key_gives_a_playable_file(app_window, qtbot):
     qtbot.waitUntil(lambda: "saved" in window.record_label.text(), timeout=2000)  # next UI poll
 
 
+def test_set_log_box_keeps_a_set_log_beside_the_recording_that_replays(app_window, qtbot):
+    """With Set log ticked, R records the mp4 and a set log beside it, started mid-show; the set
+    log replays to a video as long as its sound."""
+    from core.replay import replay
+    from core.set_log import open_set_log
+
+    window, session, tmp = app_window
+    _frames_drawn(window, 3, qtbot)
+    window.set_log_box.setChecked(True)
+    assert session.keep_set_logs
+    session.apply_preset(session.presets[1], fade_seconds=1.0)  # a fade under way as the set log starts
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: session.recorder is not None and session.recorder.seconds > 1.0, timeout=15000)
+    assert "set log" in window.record_label.text()
+    session.apply_preset(session.presets[0], fade_seconds=0.0)
+    qtbot.wait(500)
+    qtbot.keyClick(window.view, QtCore.Qt.Key.Key_R)
+    qtbot.waitUntil(lambda: session.set_logger.state != "logging" and session.recorder.state != "recording",
+                    timeout=30000)
+    rec, log = session.recorder, session.set_logger
+    assert rec.state == "finished" and log.state == "finished", (rec.error, log.error)
+    assert log.path == rec.path.with_suffix(".soundvjset")
+    set_log = open_set_log(log.path)
+    assert set_log.meta.seconds == pytest.approx(rec.seconds, abs=0.2)
+    assert any(e.event.command.name == "a_still" for e in set_log.events if hasattr(e.event, "command"))
+    result = replay(set_log, tmp / "again.mp4", lambda _identity: session.model, progress=False)
+    assert result.frames == round(set_log.meta.seconds * set_log.meta.fps)
+
+
 def test_freeze_holds_the_picture(app_window, qtbot):
     window, session, _ = app_window
     _frames_drawn(window, 3, qtbot)

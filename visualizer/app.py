@@ -19,6 +19,7 @@ from visualizer.display import check_display
 from visualizer.outputs.config import output_config_from_args
 from visualizer.portaudio import find_input_device
 from visualizer.session import InputChoice, LiveSession
+from visualizer.set_logger import check_set_log_path
 
 
 def _start_look(args: argparse.Namespace) -> tuple[Params, str, ModulationMatrix | None]:
@@ -59,6 +60,8 @@ def run_app(args: argparse.Namespace) -> int:
     outputs = output_config_from_args(args)
     if args.record is not None:
         check_output_path(args.record)
+    if args.set_log is not None:
+        check_set_log_path(args.set_log)
     screenshot = check_output_path(args.screenshot, suffixes=(".png",)) if args.screenshot is not None else None
     check_display()
     model = load_model(args.model, device=args.compute)
@@ -103,23 +106,33 @@ def run_app(args: argparse.Namespace) -> int:
     quitter = _quitter_class()()
     quitter.quit.connect(app.quit, QtCore.Qt.ConnectionType.QueuedConnection)
 
-    def recording_done(rec) -> None:  # on the recorder's thread: hand the quit to the UI thread
-        if rec.error:
-            outcome["error"] = rec.error
-        if args.duration is not None:
-            quitter.quit.emit()
+    # With --duration, the recording and the set log each end after S seconds of sound; the run ends
+    # when the last of them is done.
+    running = {name for name, path in (("record", args.record), ("set log", args.set_log)) if path is not None}
+
+    def finished(name: str, error: str | None) -> None:  # on the recorder's or logger's thread
+        if error:
+            outcome["error"] = error
+        running.discard(name)
+        if args.duration is not None and not running:
+            quitter.quit.emit()  # hand the quit to the UI thread
 
     session.worker.set_params(params, 0.0, look)
+    if args.set_log is not None:  # before the first frame, so the set starts with the show
+        if session.start_set_log(args.set_log, args.set_log_audio, max_seconds=args.duration,
+                                 on_done=lambda log: finished("set log", log.error)) is None:
+            raise SoundvjError(session.messages[-1] if session.messages else f"{args.set_log}: cannot keep a set log")
     session.worker.start()
     session.start_outputs()  # --stream, --ndi: a failure to connect is a message; the show goes on
     if args.record is not None:
-        if session.start_recording(args.record, max_seconds=args.duration, on_done=recording_done) is None:
+        if session.start_recording(args.record, max_seconds=args.duration,
+                                   on_done=lambda rec: finished("record", rec.error)) is None:
             raise SoundvjError(session.messages[-1] if session.messages else f"{args.record}: cannot record")
     session.use_source(source)
     if args.duration is not None:
-        # Without a recording the clock ends the run; with one, the recorder does (exactly S seconds of
-        # sound), and this is only a backstop if the input never delivers.
-        backstop = 0.0 if args.record is None else 30.0 + args.duration
+        # Without a recording or set log the clock ends the run; with one, they do (exactly S seconds
+        # of sound), and this is only a backstop if the input never delivers.
+        backstop = 0.0 if not running else 30.0 + args.duration
         QtCore.QTimer.singleShot(int((args.duration + backstop) * 1000), app.quit)
     # Ctrl-C in the terminal ends the app cleanly (Qt's loop would otherwise swallow it).
     signal.signal(signal.SIGINT, lambda *_: app.quit())
@@ -140,4 +153,8 @@ def run_app(args: argparse.Namespace) -> int:
     rec = session.recorder
     if rec is not None and rec.error is None and rec.state == "finished":
         print(f"recorded {rec.path} ({rec.seconds:.2f} s, {rec.frames_written} frames)")
+    log = session.set_logger
+    if log is not None and log.error is None and log.state == "finished":
+        print(f"set log {log.path} ({log.seconds:.2f} s, {log.events_logged} changes, {log.frames_seen} frames); "
+              f"soundvj replay {log.path} -o OUT.mp4 renders it again")
     return 0

@@ -32,8 +32,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", action="store_true", help="loop the --file")
     p.add_argument("--output-device", default=None, metavar="NAME", help="audio output device for --file playback")
     p.add_argument("--record", default=None, metavar="OUT.mp4", help="record the session (video + sound) to this file")
+    p.add_argument("--set-log", default=None, metavar="SET.soundvjset",
+                   help="keep a set log: the sound heard and every change, for `soundvj replay` to render "
+                   "the set again offline, every frame")
+    p.add_argument("--set-log-audio", default="flac", choices=("flac", "opus"),
+                   help="how the set log keeps the sound: flac (lossless, default) or opus (about a tenth the size)")
     p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="end by itself after S seconds (a --record file then holds exactly S seconds)")
+                   help="end by itself after S seconds (a --record file or --set-log then holds exactly S seconds)")
     p.add_argument("--screenshot", default=None, metavar="OUT.png",
                    help="save a picture of the window as the run ends (with --duration: after S seconds)")
     p.add_argument("--fullscreen", type=int, default=None, metavar="N", help="output window fullscreen on screen N")

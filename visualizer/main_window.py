@@ -218,8 +218,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.record_button = QtWidgets.QPushButton("● Record")
         self.record_button.setCheckable(True)
         self.record_button.clicked.connect(self.toggle_recording)
+        self.set_log_box = QtWidgets.QCheckBox("Set log")
+        self.set_log_box.setToolTip("Also keep a set log beside the recording (NAME.soundvjset): the sound and "
+                                    "every change, so `soundvj replay` can render the set again, every frame")
+        self.set_log_box.setChecked(self.session.keep_set_logs)
+        self.set_log_box.toggled.connect(self._set_log_toggled)
         self.record_label = QtWidgets.QLabel("not recording")
         row.addWidget(self.record_button)
+        row.addWidget(self.set_log_box)
         row.addWidget(self.record_label, 1)
         return box
 
@@ -399,6 +405,10 @@ class MainWindow(QtWidgets.QMainWindow):
             path = default_recording_path(self.record_folder)
             self.session.start_recording(path)
         self._update_record_panel()
+
+    def _set_log_toggled(self, on: bool) -> None:
+        """The Set log box: whether the next recording (the button, R, a control) keeps a set log too."""
+        self.session.keep_set_logs = on
 
     def set_output_screen(self, index: int) -> None:
         self._output_screen = index
@@ -647,7 +657,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if rec.active:
             self.record_button.setChecked(True)
-            self.record_label.setText(f"REC {rec.seconds:6.1f} s  {rec.bytes_written / 1e6:5.1f} MB  {rec.path.name}")
+            log = self.session.set_logger
+            logging = " + set log" if log is not None and log.active else ""
+            self.record_label.setText(
+                f"REC {rec.seconds:6.1f} s  {rec.bytes_written / 1e6:5.1f} MB  {rec.path.name}{logging}")
         else:
             self.record_button.setChecked(False)
             if rec.error:

@@ -10,6 +10,11 @@ Nothing here waits on the UI or on a control thread: commands arrive through mai
 the merging `ParamCommandBox`, a bounded queue of taps) that are read between frames, and
 no lock is held across a model call. It is a plain thread (no Qt), so the same worker runs in tests,
 benchmarks and the app.
+
+What each frame is made with (crossfades, modulations, the beat clock, model swaps) is decided by
+`core.show_control.ShowControl`, the same code that replays a set log offline; this thread hands it
+the mailboxes' contents and the sound, and publishes what it makes together with the changes it took
+(`PublishedFrame.events`, which a set log writes down).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from core.audio.windows import StreamingWindower
 from core.control import BeatClock, ClockState, ModulationMatrix, SoundFeatures, SoundFeatureTracker
 from core.errors import SoundvjError, one_line
 from core.model import SoundvjModel, load_model
-from core.param_fade import ParamFade
 from core.params import Params
 from core.pipeline import FramePipeline
-from core.stylegan3.ops import backend as ops_backend
+from core.show_control import ParamCommand, ShowControl, ShowEvent, ShowState
 from core.video_writer import to_uint8_rgb
 from visualizer.control.link import LinkState
 from visualizer.mailbox import LatestSlot
@@ -39,7 +44,6 @@ from visualizer.mailbox import LatestSlot
 DEFAULT_FADE_SECONDS = 2.0
 MAX_WAITING_TAPS = 32  # taps between two frames beyond this are dropped (nobody taps that fast)
 STATUS_WINDOW = 48  # frames over which fps and latency are summarised
-SOUND_MODEL_THREADS = 1  # CPU threads for E_A, E_I and the stepper on one window (more threads only wait)
 
 
 class SampleSource(Protocol):
@@ -55,35 +59,6 @@ class FrameSink(Protocol):
     (the recorder); it must return at once."""
 
     def feed(self, frame: "PublishedFrame", audio: np.ndarray) -> None: ...
-
-
-@dataclass(frozen=True)
-class ParamCommand:
-    """Go to `params`, crossfading over `fade_seconds` (0: at once). `name` labels the look (status).
-
-    `cut`: parameters that jump to their new value at once whatever the fade (a knob that moved).
-    `keep_fade`: leave the running crossfade as it is for every other parameter (a control moving
-    one knob during a preset's fade must not cut the fade short, nor start another).
-    """
-
-    params: Params
-    fade_seconds: float = 0.0
-    name: str = ""
-    cut: frozenset[str] = frozenset()
-    keep_fade: bool = False
-
-    def merged_after(self, earlier: ParamCommand) -> ParamCommand:
-        """This command as if `earlier` (posted before it, not yet taken) had been applied first.
-
-        `params` is always a whole snapshot, so the newer one wins; what must not get lost is the
-        earlier command's fade when this one only moves some knobs on top of it.
-        """
-        if not self.keep_fade:
-            return self
-        cut = earlier.cut | self.cut
-        if not earlier.keep_fade:
-            return ParamCommand(self.params, earlier.fade_seconds, earlier.name, cut, keep_fade=False)
-        return ParamCommand(self.params, self.fade_seconds, self.name or earlier.name, cut, keep_fade=True)
 
 
 class ParamCommandBox:
@@ -124,6 +99,8 @@ class PublishedFrame:
     base_params: Params | None = None  # what the performer and the controls set (mid-fade: between looks)
     features: SoundFeatures | None = None  # the sound's analysis at this frame (level, bands, onsets)
     clock: ClockState | None = None  # tempo and beat phase at this frame
+    events: tuple[ShowEvent, ...] = ()  # the changes this frame took (what a set log keeps)
+    show: ShowState | None = None  # the show's state after this frame (where a set log starts)
 
     @property
     def latency(self) -> float:
@@ -163,7 +140,11 @@ class _Stats:
 
 
 class RenderWorker(threading.Thread):
-    """Steps `FramePipeline` at the target fps on the newest audio; see the module docstring."""
+    """Steps `FramePipeline` at the target fps on the newest audio; see the module docstring. The
+    control logic (fades, modulations, beat clock, model swaps) is `core.show_control.ShowControl`,
+    the same code a replay of a set log runs; this thread feeds it the mailboxes and the sound.
+
+    `clock`: the fade clock, `time.monotonic` live (a test may pass the audio's own clock)."""
 
     def __init__(
         self,
@@ -172,6 +153,7 @@ class RenderWorker(threading.Thread):
         params: Params | None = None,
         keep_latencies: int = 0,
         on_error: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="soundvj-render", daemon=True)
         params = params or Params()
@@ -196,18 +178,12 @@ class RenderWorker(threading.Thread):
         self._on_error = on_error
         self._keep_latencies = keep_latencies
         self._stats = _Stats()
-        self._synthesis_threads = torch.get_num_threads()  # synthesis uses what the process was given
-        self._install_model(model, params)
-        self._fade = ParamFade(params, params, time.monotonic(), 0.0)
-        self._look = ""
-        self._latent_fade: tuple[FramePipeline, float, float] | None = None  # (old pipeline, t0, seconds)
+        self._clock = clock
+        self.show = ShowControl(model, params, report=self._report)
+        self._model_seq = self._matrix_seq = self._link_seq = 0
         self._last_frame: PublishedFrame | None = None
         self._level = (0.0, 0.0)
         self.error: str | None = None
-        self.clock = BeatClock()  # the render thread's own: taps and tempo changes arrive as events
-        self._matrix = ModulationMatrix()
-        self._link_seq = 0
-        self._control_error: str | None = None
 
     # -- control (any thread) ---------------------------------------------------------------------
 
@@ -257,22 +233,42 @@ class RenderWorker(threading.Thread):
     @property
     def params(self) -> Params:
         """The snapshot the last frame was made with (mid-fade: the intermediate values), modulated."""
-        return self._params_now
+        return self.show.params
 
     @property
     def base_params(self) -> Params:
         """The last frame's parameters before the modulations (what the performer and controls set)."""
-        return self._base_now
+        return self.show.base_params
 
     @property
     def matrix(self) -> ModulationMatrix:
         """The modulation matrix in use."""
-        return self._matrix
+        return self.show.matrix
 
     @property
     def model(self) -> SoundvjModel:
         """The model that makes the frames now."""
-        return self._model
+        return self.show.model
+
+    @property
+    def pipeline(self) -> FramePipeline:
+        """The frame pipeline in use (a new one after a model swap or a seed change)."""
+        return self.show.pipeline
+
+    @property
+    def windower(self) -> StreamingWindower:
+        """The windower the input's samples go into."""
+        return self.show.windower
+
+    @property
+    def clock(self) -> BeatClock:
+        """The render thread's beat clock: taps and tempo changes reach it as events between frames."""
+        return self.show.clock
+
+    @property
+    def feature_tracker(self) -> SoundFeatureTracker:
+        """The sound analysis on the windower's columns."""
+        return self.show.feature_tracker
 
     @property
     def latencies(self) -> list[float]:
@@ -296,7 +292,7 @@ class RenderWorker(threading.Thread):
     @property
     def crossfading_seeds(self) -> bool:
         """True while a seed change crossfades: the old and the new latent sequence run side by side."""
-        return self._latent_fade is not None
+        return self.show.crossfading_seeds
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -304,7 +300,7 @@ class RenderWorker(threading.Thread):
         """The frame loop (see the module docstring); errors become one-line messages, never an exit."""
         next_deadline = time.monotonic()
         while not self._stop_event.is_set():
-            period = 1.0 / self._params_now.fps
+            period = 1.0 / self.show.params.fps
             wait = next_deadline - time.monotonic()
             if wait > 0 and self._stop_event.wait(wait):
                 break
@@ -326,29 +322,30 @@ class RenderWorker(threading.Thread):
 
     def tick(self, now: float | None = None) -> PublishedFrame:
         """Make and publish one frame from the audio that arrived since the last one (the loop's body;
-        tests and benchmarks may call it directly on a worker that was not started)."""
-        self._apply_mailboxes()
-        now = time.monotonic() if now is None else now
-        base = self._advance_base(now)
+        tests and benchmarks may call it directly on a worker that was not started). `now`: the fade
+        clock's reading for this frame (default: the worker's clock)."""
+        show = self.show
         samples, arrival = self.source.read_new()
+        if not math.isfinite(arrival):
+            arrival = self._last_frame.audio_arrival if self._last_frame else float("nan")
+        now = self._clock() if now is None else now
+        # Wall time -> audio time for taps and Link: the newest sample arrived at `arrival`.
+        self._apply_mailboxes(heard_at=arrival if math.isfinite(arrival) else now)
         if samples.size:
-            self.windower.push(samples)
+            show.windower.push(samples)
             peak = float(np.max(np.abs(samples)))
             self._level = (peak, float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))))
         else:
             self._level = (0.0, 0.0)
-        if not math.isfinite(arrival):
-            arrival = self._last_frame.audio_arrival if self._last_frame else float("nan")
-        mel = self.windower.latest()
-        features, clock_state, params = self._control(base, mel, arrival, now)
-        self._set_frame_params(params, now)
-        if self.frozen.is_set() and self._last_frame is not None:
-            image = self._last_frame.image  # the picture holds; the audio (and recording) go on
+        made = show.frame(now)
+        if made.image is not None or self._last_frame is None:
+            image = to_uint8_rgb(made.image).cpu().numpy()
         else:
-            image = self._step(mel, now)
+            image = self._last_frame.image  # the picture holds; the audio (and recording) go on
         frame = PublishedFrame(
             image=image, index=self._stats.frames, shown_at=time.monotonic(), audio_arrival=arrival,
-            params=self._params_now, mel=mel.numpy(), base_params=base, features=features, clock=clock_state,
+            params=made.params, mel=made.mel.numpy(), base_params=made.base, features=made.features,
+            clock=made.clock, events=made.events, show=made.state,
         )
         self.frames.put(frame)
         for sink in self.sinks:
@@ -359,116 +356,26 @@ class RenderWorker(threading.Thread):
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _install_model(self, model: SoundvjModel, params: Params) -> None:
-        ops_backend.prepare(model.device.type, wait=False)  # a first C++ build runs beside, never in the loop
-        self._model = model
-        self.pipeline = FramePipeline(model, params)
-        old = getattr(self, "windower", None)
-        if old is not None and old.mel_config == model.mel_config:
-            self.windower.set_fps(params.fps)
-            self.windower.set_window_seconds(params.window_seconds)
-        else:
-            self.windower = self.pipeline.make_windower()
-            self.feature_tracker = SoundFeatureTracker(model.mel_config)  # reads this windower's columns
-        self._params_now = params
-        self._base_now = params
-        self._latent_fade = None
-
-    def _apply_mailboxes(self) -> None:
-        model, self._model_seq = self.models.take_new(getattr(self, "_model_seq", 0))
+    def _apply_mailboxes(self, heard_at: float) -> None:
+        """Hand what the mailboxes hold to the show control, in a fixed order: model, matrix,
+        parameters, taps, Link, freeze. Taps and Link readings go as seconds before the newest
+        sample (it arrived at `heard_at`), the audio-time form a replay can use as well."""
+        show = self.show
+        model, self._model_seq = self.models.take_new(self._model_seq)
         if model is not None:
-            if model.mel_config.sample_rate != self.source.sample_rate:
-                self._report(f"model {model.source}: expects {model.mel_config.sample_rate} Hz audio; "
-                             f"the input runs at {self.source.sample_rate} Hz (kept the current model)")
-            else:
-                self._install_model(model, self._params_now)
-        matrix, self._matrix_seq = self.modulations.take_new(getattr(self, "_matrix_seq", 0))
+            show.swap_model(model)
+        matrix, self._matrix_seq = self.modulations.take_new(self._matrix_seq)
         if matrix is not None:
-            self._matrix = matrix
+            show.set_matrix(matrix)
         command = self.commands.take()
         if command is not None:
-            now = time.monotonic()
-            current = self._fade.at(now)
-            cut = {name: getattr(command.params, name) for name in command.cut}
-            if command.keep_fade:
-                old = self._fade
-                self._fade = ParamFade(old.start.replace(**cut), command.params, old.t0, old.seconds)
-            else:
-                self._fade = ParamFade(current.replace(**cut), command.params, now, max(0.0, command.fade_seconds))
-            self._look = command.name or self._look
-            if (command.params.seed != self.pipeline.params.seed and command.fade_seconds > 0
-                    and not command.keep_fade and "seed" not in command.cut):
-                # A seed cannot be halfway: run the new sequence beside the old one and blend the latents.
-                old = self.pipeline
-                self.pipeline = FramePipeline(self._model, current.replace(seed=command.params.seed))
-                self._latent_fade = (old, now, command.fade_seconds)
-
-    def _advance_base(self, now: float) -> Params:
-        """The base parameters at `now` (the crossfade's), with the windower following fps and window."""
-        params = self._fade.at(now)
-        before = self._base_now
-        if params.fps != before.fps:
-            self.windower.set_fps(params.fps)
-        if params.window_seconds != before.window_seconds:
-            self.windower.set_window_seconds(params.window_seconds)
-        self._base_now = params
-        return params
-
-    def _control(self, base: Params, mel: torch.Tensor, arrival: float,
-                 now: float) -> tuple[SoundFeatures | None, ClockState | None, Params]:
-        """The sound's features on this frame's window, the beat clock (taps first), and the base with
-        the modulation matrix applied. The analysis reads the window before `gain_db`, and modulations
-        never move audio parameters, so they cannot feed back into what the sound models hear.
-        A failure here is reported once and the frame renders the base: control must not stop the show."""
-        try:
-            sr = self.windower.mel_config.sample_rate
-            audio_now = self.windower.samples_seen / sr
-            # Wall time -> audio time: the newest sample (audio_now) arrived at `arrival`.
-            heard_at = arrival if math.isfinite(arrival) else now
-            while self.taps:
-                self.clock.tap(audio_now - (heard_at - self.taps.popleft()))
-            link, self._link_seq = self.link_states.take_new(self._link_seq)
-            if link is not None:  # Ableton Link leads: its beat at `link.at`, in audio time
-                self.clock.set_tempo(link.bpm, audio_now - (heard_at - link.at), link.beat)
-            features = self.feature_tracker.update(mel, self.windower.samples_seen)
-            self.clock.observe(features)
-            params = self._matrix.apply(base, features, self.clock, audio_now)
-            self._control_error = None
-            return features, self.clock.state_at(audio_now), params
-        except Exception as e:  # noqa: BLE001 - keep rendering the base; say it once
-            message = one_line(f"control: {type(e).__name__}: {e}", first_line_only=True)
-            if message != self._control_error:
-                self._control_error = message
-                self._report(message)
-            return None, None, base
-
-    def _set_frame_params(self, params: Params, now: float) -> None:
-        self.pipeline.set_params(params)  # a new seed without a fade restarts the sequence here
-        if self._latent_fade is not None:
-            old, t0, seconds = self._latent_fade
-            if now - t0 >= seconds:
-                self._latent_fade = None
-            else:
-                old.set_params(params.replace(seed=old.params.seed))
-        self._params_now = params
-
-    def _step(self, mel: torch.Tensor, now: float) -> np.ndarray:
-        # On CPU the sound models (small convolutions and a GRU on one window) run fastest on one
-        # thread and synthesis on all of them (measured: benchmarks/live.py; docs/performance.md, "The live path").
-        on_cpu = self._model.device.type == "cpu"
-        if on_cpu:
-            torch.set_num_threads(SOUND_MODEL_THREADS)
-        try:
-            w = self.pipeline.step_latents(mel.unsqueeze(0))
-            if self._latent_fade is not None:
-                old, t0, seconds = self._latent_fade
-                t = min(1.0, max(0.0, (now - t0) / seconds))
-                w = torch.lerp(old.step_latents(mel.unsqueeze(0)), w, t)
-        finally:
-            if on_cpu:
-                torch.set_num_threads(self._synthesis_threads)
-        frame = self.pipeline.synthesize(w)[0]
-        return to_uint8_rgb(frame).cpu().numpy()
+            show.command(command, at=self._clock())
+        while self.taps:
+            show.tap(heard_at - self.taps.popleft())
+        link, self._link_seq = self.link_states.take_new(self._link_seq)
+        if link is not None:
+            show.link(link.bpm, link.beat, heard_at - link.at)
+        show.set_frozen(self.frozen.is_set())
 
     def _record_stats(self, frame: PublishedFrame) -> None:
         s = self._stats
@@ -485,7 +392,7 @@ class RenderWorker(threading.Thread):
             frames=s.frames, dropped=s.dropped, fps=fps,
             latency_ms_median=float(np.median(lat)), latency_ms_p95=float(np.percentile(lat, 95)),
             level_peak=peak, level_rms=rms, clipped=peak >= 0.999, frozen=self.frozen.is_set(),
-            model=self._model.source, look=self._look, fading=not self._fade.done(frame.shown_at),
+            model=self.show.model.source, look=self.show.look, fading=self.show.fading(frame.shown_at),
             error=self.error,
             bpm=frame.clock.bpm if frame.clock else math.nan,
             beat_phase=frame.clock.phase if frame.clock else math.nan,

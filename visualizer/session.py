@@ -34,6 +34,7 @@ from visualizer.outputs.ndi_sender import NdiSender
 from visualizer.outputs.stream_sender import StreamSender
 from visualizer.recorder import SessionRecorder, default_recording_path
 from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
+from visualizer.set_logger import SetLogger, set_log_path_beside
 
 RING_SECONDS = 10.0  # audio kept for the render thread; a frame longer than this late loses the oldest
 
@@ -76,6 +77,9 @@ class LiveSession:
         self.mic: MicInput | None = None
         self.player: FilePlayer | None = None
         self.recorder: SessionRecorder | None = None
+        self.set_logger: SetLogger | None = None
+        self.keep_set_logs = False  # a recording also keeps a set log beside it (NAME.soundvjset)
+        self._set_log_of_recording = False  # the running set log ends with the recording
         self.presets: list[Preset] = []
         self.look = ""
         self.fade_seconds = DEFAULT_FADE_SECONDS  # crossfade time when a control picks a preset
@@ -165,6 +169,7 @@ class LiveSession:
         self.stop_stream()
         self.stop_ndi()
         self.stop_recording(wait=True)
+        self.stop_set_log(wait=True)
         self._close_input()
         self.worker.stop()
 
@@ -402,6 +407,10 @@ class LiveSession:
             self.message(str(e))
             return None
         self.recorder = recorder
+        if self.keep_set_logs and not (self.set_logger is not None and self.set_logger.active):
+            # Added before the recorder: the set log starts no later than the recording.
+            self._set_log_of_recording = self.start_set_log(set_log_path_beside(recorder.path),
+                                                            max_seconds=max_seconds) is not None
         self.worker.add_sink(recorder)
         return recorder
 
@@ -410,6 +419,9 @@ class LiveSession:
         rec = self.recorder
         if rec is not None:
             rec.stop(wait=wait)
+        if self._set_log_of_recording:
+            self._set_log_of_recording = False
+            self.stop_set_log(wait=wait)
 
     # -- network outputs --------------------------------------------------------------------------
 
@@ -470,3 +482,38 @@ class LiveSession:
         if sender is not None:
             self.worker.remove_sink(sender)
             sender.stop(wait=wait)
+
+    # -- set log ----------------------------------------------------------------------------------
+
+    def start_set_log(self, path: str | os.PathLike, codec: str = "flac", max_seconds: float | None = None,
+                      on_done: Callable[[SetLogger], None] | None = None) -> SetLogger | None:
+        """Keep a set log at `path` from the next frame on: the sound heard and every change, for
+        `soundvj replay` (returns at once). The running logger if one runs; None with a message if
+        the path is unusable."""
+        if self.set_logger is not None and self.set_logger.active:
+            return self.set_logger
+
+        def finished(log: SetLogger) -> None:
+            self.worker.remove_sink(log)
+            if log.error:
+                self.message(log.error)
+            else:
+                self.message(f"set log {log.path} ({log.seconds:.1f} s, {log.events_logged} changes)")
+            if on_done:
+                on_done(log)
+
+        try:
+            logger = SetLogger(path, self.sample_rate, codec, max_seconds=max_seconds, on_done=finished,
+                               dropped=lambda: self.worker.deadlines_dropped)
+        except SoundvjError as e:
+            self.message(str(e))
+            return None
+        self.set_logger = logger
+        self.worker.add_sink(logger)
+        return logger
+
+    def stop_set_log(self, wait: bool = False) -> None:
+        """Finish the set log; `wait` until the file is written."""
+        log = self.set_logger
+        if log is not None:
+            log.stop(wait=wait)

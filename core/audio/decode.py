@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -119,12 +120,14 @@ class AudioFileReader:
     """
 
     def __init__(self, path: str | Path, start: float = 0.0, seconds: float | None = None,
-                 chunk_seconds: float = 0.5):
+                 chunk_seconds: float = 0.5, fileobj: BinaryIO | None = None):
+        """`fileobj`: read this open, seekable binary file instead of opening `path` (a member of an
+        archive); `path` then only names it in messages. The reader closes it with itself."""
         self.path = Path(path)
         _check_span(start, seconds)
         # "-" is standard input and a FIFO is read as it comes: both once, front to back (no seeking).
-        self.is_stream = str(path) == STDIN
-        if not self.is_stream:
+        self.is_stream = fileobj is None and str(path) == STDIN
+        if not self.is_stream and fileobj is None:
             if not self.path.exists():
                 raise SoundvjError(f"audio file {str(self.path)!r}: not found")
             if self.path.is_dir():
@@ -133,10 +136,16 @@ class AudioFileReader:
         self.start, self.seconds, self.chunk_seconds = start, seconds, chunk_seconds
         self.ended_early: str | None = None
         self.samples_read = 0
+        self._fileobj = fileobj
         try:
             # A FIFO with no writer yet blocks here, as with any Unix tool; Ctrl-C ends the wait.
-            self._container = av.open(sys.stdin.buffer if str(path) == STDIN else str(self.path))
+            if fileobj is not None:
+                self._container = av.open(fileobj)
+            else:
+                self._container = av.open(sys.stdin.buffer if str(path) == STDIN else str(self.path))
         except av.FFmpegError as err:
+            if fileobj is not None:
+                fileobj.close()
             if getattr(err, "errno", None) == errno.EINTR:
                 raise KeyboardInterrupt from None
             raise SoundvjError(
@@ -150,7 +159,8 @@ class AudioFileReader:
                     f"audio file {str(self.path)!r}: has no audio stream (contains {', '.join(kinds)})"
                 )
             self._stream = self._container.streams.audio[0]
-            self.declared_seconds = None if self.is_stream else _declared_seconds(self.path, self._container, self._stream)
+            self.declared_seconds = None if self.is_stream else _declared_seconds(
+                None if fileobj is not None else self.path, self._container, self._stream)
             self.sample_rate = 0
             self.channels = 0
             self._pieces = self._decode_pieces()
@@ -173,7 +183,10 @@ class AudioFileReader:
         self.close()
 
     def close(self) -> None:
-        self._container.close()
+        if hasattr(self, "_container"):
+            self._container.close()
+        if self._fileobj is not None:
+            self._fileobj.close()
 
     def chunks(self, check_finite: bool = True) -> Iterator[np.ndarray]:
         """The span's samples, float32 [channels, n], in pieces of about `chunk_seconds` (once)."""
@@ -281,10 +294,11 @@ class AudioFileReader:
 _SHORT_TOLERANCE_SECONDS = 0.25
 
 
-def _declared_seconds(path: Path, container, stream) -> float | None:
+def _declared_seconds(path: Path | None, container, stream) -> float | None:
     """How long the file says it is: a WAV's data chunk size (FFmpeg trusts the file size instead,
-    so a cut-off WAV looks whole to it), else the stream's or container's duration."""
-    wav = _wav_declared_seconds(path)
+    so a cut-off WAV looks whole to it), else the stream's or container's duration. `path` None:
+    an open file object, whose WAV header FFmpeg has read already."""
+    wav = None if path is None else _wav_declared_seconds(path)
     if wav is not None:
         return wav
     if stream.duration is not None and stream.time_base is not None:

@@ -46,7 +46,8 @@ API, by module (each name is also importable from `core.control`):
             strength over the last ~8 s, phase locked to onsets), when `follow_audio` is True and no
             tap / set_tempo came within `manual_hold_seconds`. Features not newer than the last
             observed are ignored, so calling it every frame is safe.
-        `.reset()` (a new stream), `.ignored_taps`, `.estimate_period()`.
+        `.reset()` (a new stream), `.resume(state, t)` (continue a `ClockState` read elsewhere at audio
+            time `t`: a replay of a set log started mid-show), `.ignored_taps`, `.estimate_period()`.
         `.bpm`, `.tempo_source` ("default" | "tap" | "audio" | "external"), `.follow_audio`,
         `.beat_at(t) -> float` (beats since the anchor, continuous), `.phase_at(t) -> float` [0, 1),
         `.state_at(t) -> ClockState(bpm, beat, phase, source)`.

@@ -163,6 +163,18 @@ class BeatClock:
         self._manual_at = self._t_ref
         self._candidate = None
 
+    def resume(self, state: ClockState, t: float) -> None:
+        """Continue a clock read elsewhere: at audio time `t` the tempo is `state.bpm` and the beat
+        position `state.beat`, as set by `state.source` (a replay of a set log that started mid-show).
+        Taps and the audio history start empty; the follower is free to retune."""
+        self._bpm = _finite("resume", "bpm", state.bpm, *ANY_BPM)
+        self._t_ref = _finite("resume", "time", t)
+        self._beat_ref = _finite("resume", "beat", state.beat)
+        self.tempo_source = state.source if state.source in SOURCES else "default"
+        self._taps = []
+        self._manual_at = None
+        self._candidate = None
+
     def reset(self) -> None:
         """Forget taps and the audio history (a new stream); the tempo stays, the beat restarts at 0."""
         self._t_ref, self._beat_ref = 0.0, 0.0
