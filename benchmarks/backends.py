@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import core.stylegan3.networks as networks  # noqa: E402
 from core.stylegan3.ops import backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
-from benchmarks.generators import build, sample_ws, vector_flags  # noqa: E402
+from benchmarks.generators import build, sample_ws  # noqa: E402
 
 CONFIGS = {"default": None, "random": "random", "T128": (128, 8192, 256), "T256": (256, 32768, 512)}
 
@@ -54,7 +54,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cpp_kernel.load(wait=True)
     print(f"torch {torch.__version__}, {args.threads} threads; {cpp_kernel.status()}; "
-          f"CPU vector extensions: {vector_flags()}")
+          f"CPU vector extensions: {cpp_kernel.vector_extensions()}")
     verdicts = []
     for name in args.configs.split(","):
         G = build(CONFIGS[name])

@@ -1,6 +1,6 @@
 """Generators the synthesis benchmarks time: the embedded default (the shipped trained model), the
 random-weights one, or a StyleGAN3-T of a given size
-(seeded, so every benchmark times the same weights), and the CPU's vector flags for the report."""
+(seeded, so every benchmark times the same weights)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ import torch
 import core.stylegan3.networks as networks
 from core.default_model import DEFAULT_GENERATOR_CONFIG, default_generator
 from core.model_file import load_generator
-from core.stylegan3.ops import cpp_kernel
-
-
-def vector_flags() -> str:
-    flags = set(cpp_kernel.cpu_flags().split())
-    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
 
 
 def build(config: tuple[int, int, int] | str | None) -> networks.Generator:

@@ -37,11 +37,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.model import load_model  # noqa: E402
 from core.params import Params  # noqa: E402
 from core.stylegan3.ops import backend as ops_backend  # noqa: E402
+from core.stylegan3.ops import cpp_kernel  # noqa: E402
 from visualizer.audio_ring import SampleRing  # noqa: E402
 from visualizer.mic_input import MicInput  # noqa: E402
 from visualizer.outputs.stream_sender import DEFAULT_SIZE, StreamSender, parse_stream_size  # noqa: E402
 from visualizer.recorder import SessionRecorder  # noqa: E402
 from visualizer.render_worker import RenderWorker  # noqa: E402
+
+
+def host_kind() -> str:
+    """The CPU's vector extensions and what torch and the C++ kernel use of them (an AVX2-only host can
+    be emulated on an AVX-512 one: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+    MKL_ENABLE_INSTRUCTIONS=AVX2 SOUNDVJ_KERNEL_ISA=avx2)."""
+    limit = cpp_kernel.kernel_isa_limit()
+    kernel = "without AVX-512 (SOUNDVJ_KERNEL_ISA=avx2)" if limit else "native"
+    return (f"{cpp_kernel.vector_extensions()}; torch uses {torch.backends.cpu.get_cpu_capability()}; "
+            f"kernel {kernel}; {os.cpu_count()} cores")
 
 
 def rss_mb() -> float:
@@ -163,6 +174,7 @@ def main() -> None:
     dropped = worker.deadlines_dropped - dropped0
     lat = np.array(worker.latencies) * 1000
     times = worker.pipeline.times.as_ms_per_frame()
+    print(f"cpu:            {host_kind()}")
     print(f"model:          {model.source}, {model.generator.img_resolution} px, device {model.device}")
     print(f"ops backend:    {ops_backend.describe_backend()}")
     print(f"run:            {elapsed:.1f} s at target {args.fps:g} fps, {args.threads} torch threads, "

@@ -31,7 +31,8 @@ import core.stylegan3.networks as networks  # noqa: E402
 from core.stylegan3 import ops  # noqa: E402
 from core.stylegan3.ops import backend, backend_choice, cpp_kernel  # noqa: E402
 from core.stylegan3.ops.filtered_lrelu import set_backend  # noqa: E402
-from benchmarks.generators import build, sample_ws, vector_flags  # noqa: E402
+from benchmarks.generators import build, sample_ws  # noqa: E402
+from core.stylegan3.ops.cpp_kernel import vector_extensions  # noqa: E402
 
 # name -> (img_resolution, channel_base, channel_max); StyleGAN3-T, 14 layers.
 CONFIGS = {
@@ -133,7 +134,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
           f"load average {os.getloadavg()[0]:.2f} (other work on the machine moves every number)")
     print(backend.describe_backend())
-    print(f"CPU vector extensions: {vector_flags()} (the C++ kernel's channel blocks follow the widest)")
+    print(f"CPU vector extensions: {vector_extensions()} (the C++ kernel's channel blocks follow the widest)")
     mm, conv = mm_gflops(), conv_gflops()
     print(f"float32 torch.mm (256x2304 @ 2304x5776): {mm:.0f} GFLOP/s;  oneDNN 3x3 conv, same problem: {conv:.0f} GFLOP/s")
     print()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import pytest
@@ -214,3 +215,18 @@ def test_kernel_pending_asks_whether_this_checkout_has_a_build(monkeypatch, tmp_
     assert backend.kernel_pending("cpu") is False
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert not cpp_kernel.is_built()
+
+
+def test_kernel_isa_limit_builds_what_an_avx2_only_host_builds(monkeypatch):
+    """SOUNDVJ_KERNEL_ISA=avx2 on an AVX-512 CPU compiles the kernel without AVX-512 (to measure an
+    AVX2-only host on one machine); without it an AVX-512 CPU gets its 512-bit vectors."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the -march flags are chosen for x86_64 here")
+    avx512 = "fpu sse2 avx avx2 fma avx512f avx512bw"
+    monkeypatch.delenv(cpp_kernel.KERNEL_ISA_ENV, raising=False)
+    assert "-mprefer-vector-width=512" in cpp_kernel.compiler_flags(avx512)
+    assert "-mno-avx512f" not in cpp_kernel.compiler_flags(avx512)
+    monkeypatch.setenv(cpp_kernel.KERNEL_ISA_ENV, "avx2")
+    flags = cpp_kernel.compiler_flags(avx512)
+    assert "-mno-avx512f" in flags and "-mprefer-vector-width=512" not in flags
+    assert "-mno-avx512f" not in cpp_kernel.compiler_flags("fpu sse2 avx avx2 fma")  # nothing to take away

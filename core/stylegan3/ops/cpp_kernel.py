@@ -28,6 +28,7 @@ _log = logging.getLogger(__name__)
 STALE_LOCK_SECONDS = 300
 WAIT_SECONDS = 600  # load(wait=True) gives up after this (a hung compiler must not hang the caller)
 
+KERNEL_ISA_ENV = "SOUNDVJ_KERNEL_ISA"
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 _op: Any = None  # torch.ops.soundvj_ops.filtered_lrelu_cpu once loaded
@@ -45,12 +46,28 @@ def cpu_flags() -> str:
     return ""
 
 
-def _cflags(flags_text: str) -> list[str]:
+def kernel_isa_limit() -> str | None:
+    """"avx2" when `SOUNDVJ_KERNEL_ISA=avx2` asks for the kernel an AVX2-only CPU gets (built without
+    AVX-512), so one AVX-512 machine can measure both kinds of host; None otherwise."""
+    value = os.environ.get(KERNEL_ISA_ENV, "").strip().lower()
+    return "avx2" if value == "avx2" else None
+
+
+def vector_extensions(flags_text: str | None = None) -> str:
+    """The SIMD extensions of this CPU (or of `flags_text`), e.g. "sse2 avx avx2 fma avx512f", for reports."""
+    flags = set((cpu_flags() if flags_text is None else flags_text).split())
+    return " ".join(f for f in ("sse2", "avx", "avx2", "fma", "avx512f", "asimd") if f in flags) or "unknown"
+
+
+def compiler_flags(flags_text: str) -> list[str]:
+    """The C++ kernel's compiler flags for a CPU with `flags_text` (built where it runs, so `-march=native`)."""
     # -fopenmp: at::parallel_for is an OpenMP loop; the extension then shares torch's libgomp.
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]  # torch adds its own -std
     if sys.platform.startswith("linux") and os.uname().machine in ("x86_64", "aarch64"):
         flags.append("-march=native")  # built where it runs; the cache tag includes the CPU flags
-        if " avx512f " in f" {flags_text} ":
+        if kernel_isa_limit() == "avx2" and " avx512f " in f" {flags_text} ":
+            flags.append("-mno-avx512f")  # what an AVX2-only host builds (8-float blocks)
+        elif " avx512f " in f" {flags_text} ":
             flags.append("-mprefer-vector-width=512")  # 16 channels per FMA
     return flags
 
@@ -72,7 +89,7 @@ def _missing_tool() -> str | None:
 def _build_target() -> tuple[str, list[str], Path]:
     """(tag, compiler flags, build folder): the tag names this source, torch, Python and CPU flags."""
     flags_text = cpu_flags()
-    cflags = _cflags(flags_text)
+    cflags = compiler_flags(flags_text)
     # The source's path is in the key: torch's ninja build rebuilds when another checkout's path is in its
     # build file, so one folder per checkout keeps "built" meaning built.
     key = "\n".join([str(SOURCE.resolve()), SOURCE.read_text(), torch.__version__, sys.version, flags_text,
