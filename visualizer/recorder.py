@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -25,11 +24,12 @@ import numpy as np
 
 from core.errors import SoundvjError, one_line
 from core.video_writer import Mp4Writer, check_output_path
+from visualizer.file_sink import FileSink
 from visualizer.mailbox import LatestSlot
 from visualizer.render_worker import PublishedFrame
 
 
-class SessionRecorder:
+class SessionRecorder(FileSink):
     """Record frames + audio fed by the render worker to `path` (see the module docstring).
 
     States: "recording" -> "finished" (stop() or max_seconds reached) or "failed" (error set).
@@ -47,13 +47,11 @@ class SessionRecorder:
         crf: int = 20,
     ) -> None:
         self.path = check_output_path(path)
+        super().__init__("soundvj-recorder", "recording", on_done)
         self.fps = float(fps)
         self.width, self.height, self.sample_rate = int(width), int(height), int(sample_rate)
         self.max_samples = None if max_seconds is None else int(round(max_seconds * sample_rate))
-        self.on_done = on_done
         self.crf = crf
-        self.state = "recording"
-        self.error: str | None = None
         self.samples_recorded = 0
         self.frames_written = 0
         self.frames_repeated = 0
@@ -61,19 +59,16 @@ class SessionRecorder:
         self._frames_seen = 0
         self._audio: deque[np.ndarray] = deque()
         self._frame: LatestSlot = LatestSlot()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._writer: Mp4Writer | None = None
         self._last_image: np.ndarray | None = None
         self._last_seq = 0
-        self._thread = threading.Thread(target=self._run, name="soundvj-recorder", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
     # -- render thread ----------------------------------------------------------------------------
 
     def feed(self, frame: PublishedFrame, audio: np.ndarray) -> None:
         """Take the newest shown frame and the audio heard since the previous call; returns at once."""
-        if self.state != "recording" or self._stopping.is_set():
+        if not self._accepting():
             return
         if audio.size:
             self._audio.append(audio)  # already a private copy (SampleRing.read_new)
@@ -98,47 +93,20 @@ class SessionRecorder:
                 continue
         return 0
 
-    @property
-    def active(self) -> bool:
-        """True while recording."""
-        return self.state == "recording"
-
-    def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
-        """Finish: encode what was fed, close the file (atomically renamed into place)."""
-        self._stopping.set()
-        self._wake.set()
-        if wait and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the recorder's thread to end; True if it did within `timeout`."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     # -- recorder thread --------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._writer = Mp4Writer(
-                self.path, self.fps, self.width, self.height, sample_rate=self.sample_rate,
-                audio_channels=1, crf=self.crf, preset="veryfast",
-            )
-            while True:
-                self._wake.wait(0.1)
-                self._wake.clear()
-                stopping = self._stopping.is_set()
-                self._drain()
-                if stopping or self._reached_max():
-                    break
-            self._finish()
-        except SoundvjError as e:
-            self._fail(str(e))
-        except (OSError, RuntimeError, ValueError) as e:
-            self._fail(f"{self.path}: recording stopped: {one_line(e)}")
-        except Exception as e:  # noqa: BLE001 - the show goes on; the performer reads the message
-            self._fail(f"{self.path}: recording stopped: {type(e).__name__}: {one_line(e)}")
-        if self.on_done:
-            self.on_done(self)
+    def _open(self) -> None:
+        self._writer = Mp4Writer(
+            self.path, self.fps, self.width, self.height, sample_rate=self.sample_rate,
+            audio_channels=1, crf=self.crf, preset="veryfast",
+        )
+
+    def _failure_message(self, error: Exception) -> str:
+        if isinstance(error, SoundvjError):
+            return str(error)
+        if isinstance(error, (OSError, RuntimeError, ValueError)):
+            return f"{self.path}: recording stopped: {one_line(error)}"
+        return f"{self.path}: recording stopped: {type(error).__name__}: {one_line(error)}"
 
     def _reached_max(self) -> bool:
         return self.max_samples is not None and self.samples_recorded >= self.max_samples

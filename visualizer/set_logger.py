@@ -21,7 +21,6 @@ show goes on either way. A set log is whole or absent: there is no partial one.
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
 from pathlib import Path
 from typing import Callable, TextIO
@@ -35,6 +34,7 @@ from core.model import SoundvjModel
 from core.set_log import SUFFIX, ModelIdentity, SetMeta, SetStart, TimelineEncoder, write_set_file
 from core.show_control import ShowEvent, ShowState
 from core.video_writer import check_output_path
+from visualizer.file_sink import FileSink
 from visualizer.render_worker import PublishedFrame
 
 
@@ -48,12 +48,14 @@ def set_log_path_beside(recording: str | os.PathLike) -> Path:
     return Path(recording).with_suffix(SUFFIX)
 
 
-class SetLogger:
+class SetLogger(FileSink):
     """Log the frames the render worker feeds to the set log at `path` (see the module docstring).
 
     States: "logging" -> "finished" (stop() or max_seconds reached) or "failed" (error set).
     `dropped`: reads the render worker's count of skipped deadlines (kept in the set log's meta).
     """
+
+    stop_timeout = 120.0  # putting a long set's sound into the set log file takes a while
 
     def __init__(
         self,
@@ -65,20 +67,16 @@ class SetLogger:
         dropped: Callable[[], int] | None = None,
     ) -> None:
         self.path = check_set_log_path(path)
+        super().__init__("soundvj-set-log", "logging", on_done)
         self.sample_rate = int(sample_rate)
         self.codec = codec
         self.max_samples = None if max_seconds is None else int(round(max_seconds * sample_rate))
-        self.on_done = on_done
-        self.state = "logging"
-        self.error: str | None = None
         self.samples_logged = 0
         self.events_logged = 0
         self.frames_seen = 0
         self._dropped = dropped
         self._dropped_at_start = dropped() if dropped else 0
         self._queue: deque[tuple[tuple[ShowEvent, ...], np.ndarray, ShowState | None]] = deque()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._start: SetStart | None = None
         self._encoder: TimelineEncoder | None = None
         self._identities: dict[int, ModelIdentity] = {}
@@ -86,14 +84,15 @@ class SetLogger:
         self._sound: AudioWriter | None = None
         self._temp: list[Path] = []
         check_codec(codec)
-        self._thread = threading.Thread(target=self._run, name="soundvj-set-log", daemon=True)
-        self._thread.start()
+        self._timeline_path: Path | None = None
+        self._sound_path: Path | None = None
+        self._start_thread()
 
     # -- render thread ----------------------------------------------------------------------------
 
     def feed(self, frame: PublishedFrame, audio: np.ndarray) -> None:
         """Take a frame's changes, its sound and the show's state; returns at once."""
-        if self.state != "logging" or self._stopping.is_set():
+        if not self._accepting():
             return
         self._queue.append((frame.events, audio, frame.show))
         self._wake.set()
@@ -105,48 +104,17 @@ class SetLogger:
         """Seconds of sound logged so far."""
         return self.samples_logged / self.sample_rate
 
-    @property
-    def active(self) -> bool:
-        """True while logging."""
-        return self.state == "logging"
-
-    def stop(self, wait: bool = True, timeout: float = 120.0) -> None:
-        """Finish: log what was fed, then write the set log (atomically)."""
-        self._stopping.set()
-        self._wake.set()
-        if wait and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the logger's thread to end; True if it did within `timeout`."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     # -- logger thread ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            timeline_path = self._temp_file(".timeline.partial")
-            sound_path = self._temp_file(".sound.partial")
-            self._timeline = open(timeline_path, "w", encoding="utf-8")
-            self._sound = AudioWriter(sound_path, self.sample_rate, self.codec)
-            while True:
-                self._wake.wait(0.1)
-                self._wake.clear()
-                stopping = self._stopping.is_set()
-                self._drain()
-                if stopping or self._reached_max():
-                    break
-            self._finish(timeline_path, sound_path)
-        except Exception as e:  # noqa: BLE001 - the show goes on; the performer reads the message
-            detail = str(e) if isinstance(e, SoundvjError) else f"{type(e).__name__}: {one_line(e)}"
-            self._fail(f"{self.path}: set log stopped: {detail}")
-        finally:
-            self._close_files()
-            for temp in self._temp:
-                temp.unlink(missing_ok=True)
-        if self.on_done:
-            self.on_done(self)
+    def _open(self) -> None:
+        self._timeline_path = self._temp_file(".timeline.partial")
+        self._sound_path = self._temp_file(".sound.partial")
+        self._timeline = open(self._timeline_path, "w", encoding="utf-8")
+        self._sound = AudioWriter(self._sound_path, self.sample_rate, self.codec)
+
+    def _failure_message(self, error: Exception) -> str:
+        detail = str(error) if isinstance(error, SoundvjError) else f"{type(error).__name__}: {one_line(error)}"
+        return f"{self.path}: set log stopped: {detail}"
 
     def _temp_file(self, suffix: str) -> Path:
         path = temp_path_beside(self.path, suffix)
@@ -187,7 +155,7 @@ class SetLogger:
             self._identities[key] = ModelIdentity.of(model)
         return self._identities[key]
 
-    def _finish(self, timeline_path: Path, sound_path: Path) -> None:
+    def _finish(self) -> None:
         self._sound.close()
         self._timeline.close()
         if self._start is None or self.samples_logged == 0:
@@ -199,15 +167,17 @@ class SetLogger:
             sound_samples=self.samples_logged, events=self.events_logged,
             live_frames=self.frames_seen, live_dropped=max(0, dropped),
         )
-        write_set_file(self.path, meta, timeline_path, sound_path)
+        write_set_file(self.path, meta, self._timeline_path, self._sound_path)
         self.state = "finished"
 
-    def _close_files(self) -> None:
-        """Close the temp files (already finished ones too: closing twice is harmless)."""
+    def _close(self) -> None:
+        """Close the temp files (already finished ones too: closing twice is harmless) and remove them."""
         if self._timeline is not None and not self._timeline.closed:
             self._timeline.close()
         if self._sound is not None:
             self._sound.abort()
+        for temp in self._temp:
+            temp.unlink(missing_ok=True)
 
     def _fail(self, message: str) -> None:
         self.error = message
