@@ -199,3 +199,33 @@ def test_closing_destroys_both_windows_at_once(qtbot, tmp_path):
         delete_window_now(window)
     assert sip.isdeleted(window) and sip.isdeleted(out)
     assert not [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+
+
+def test_a_model_loads_after_the_gl_view_opened_in_a_fresh_process():
+    """Opening a model from the window (Model > Open model…) builds it after OpenGL is up. torch loads
+    triton's LLVM lazily on that first build, and loading it after Mesa's llvmpipe crashed the process;
+    the GL view loads it first. Run in a fresh process, where nothing else loaded it before."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from PyQt6 import QtWidgets\n"
+        "app = QtWidgets.QApplication(sys.argv[:1])\n"
+        "from visualizer.frame_view import FrameView\n"
+        "view = FrameView()\n"
+        "view.show()\n"
+        "view.show_frame(np.zeros((64, 64, 3), np.uint8))\n"
+        "app.processEvents()\n"
+        "from core.model import load_model\n"
+        "model = load_model(None, device='cpu')\n"
+        "print('loaded', view.backend, model.generator.img_resolution)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "SOUNDVJ_DEFAULT_MODEL"}  # the shipped model's file
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[:2] == ["loaded", "vispy"]

@@ -57,6 +57,11 @@ class FrameView(QtWidgets.QWidget):
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
 
     def _init_vispy(self, layout: QtWidgets.QVBoxLayout) -> None:
+        # torch imports its compiler stack (and with it triton's LLVM) lazily, on the first model built on
+        # the meta device; loading it after OpenGL has loaded Mesa's llvmpipe (LLVM too) crashes the
+        # process. So it loads first, whatever order the window and the model loads come in.
+        import torch._dynamo  # noqa: F401
+
         # vispy loads only when OpenGL is asked for: with --no-gl (or no GL at all) the QLabel view plays.
         import vispy
 
