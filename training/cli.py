@@ -56,6 +56,14 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _cmd_import_embedding(args: argparse.Namespace) -> int:
+    from training.import_sound_embedding import convert
+
+    out = convert(Path(args.checkpoint), Path(args.output))
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     try:
         from training.export import run_cli  # torch: only when exporting
@@ -123,6 +131,12 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--credits", default=None, metavar="JSON",
                    help="the training data's credits (e.g. DATA/credits.json from `soundvj data demo`), kept in the model file")
     e.set_defaults(func=_cmd_export)
+
+    i = stages.add_parser("import-embedding", help="convert aiSFX 0.1.2's checkpoint (aisfx/models/checkpoint.pth) "
+                          "into the sound embedding's weights, read safely and checked by hash")
+    i.add_argument("checkpoint", help="the package's models/checkpoint.pth")
+    i.add_argument("-o", "--output", required=True, help="output .safetensors (core/assets/sound_embedding.safetensors)")
+    i.set_defaults(func=_cmd_import_embedding)
 
     r = stages.add_parser("recipe", help="run a recipe (a chain of steps, e.g. data -> generator -> ... -> export) "
                           "in resumable pieces", description="Run a recipe's unfinished steps for at most one piece "
