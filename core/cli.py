@@ -29,6 +29,7 @@ from core.model_file import (
 from core.presets import list_presets
 from core.render import register_cli as register_render_cli
 from core.replay import register_cli as register_replay_cli
+from core.sound.sound_embedding import CREDIT as EMBEDDING_CREDIT
 from core.stylegan3.nvidia_pickle import list_pickle_contents
 from core.stylegan3.ops.backend import describe_backend
 
@@ -73,6 +74,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     sound = _sound_summary(args.model)
     if sound:
         print(f"sound models: {sound}")
+    if _uses_sound_embedding(args.model):
+        print(f"listens with: {EMBEDDING_CREDIT}")
     metadata = _model_metadata(args.model)
     for line in summary_lines(metadata):
         print(line)
@@ -105,6 +108,15 @@ def _sound_summary(model: str | None) -> str | None:
         return "none in the file (seeded defaults are used)"
     contents = read_model_file(path)
     return "present" if contents.sound_state else "none in the file (seeded defaults are used)"
+
+
+def _uses_sound_embedding(model: str | None) -> bool:
+    """True when the model's E_A and E_I are heads over the pretrained sound embedding."""
+    path = _model_file(model)
+    if path is None or model_kind(path) != "safetensors":
+        return False
+    config = read_model_file(path).sound_config
+    return bool(config) and config.get("models", {}).get("audio_encoder", {}).get("backbone") == "embedding"
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from core.model_file import (
     save_model,
 )
 from core.sound import SoundModels, SoundModelsConfig
+from core.sound.sound_embedding import MEL as EMBEDDING_MEL
 from core.stylegan3.networks import Generator
 from core.stylegan3.ops import backend as ops_backend
 
@@ -76,8 +77,10 @@ def latent_covariance_root(G: Generator) -> torch.Tensor:
     return (eigvecs * eigvals.clamp_min(0).sqrt()) @ eigvecs.T
 
 
-def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDED_SOUND_WIDTH) -> SoundModels:
-    """Untrained sound models sized for `G`, the same for the same generator and seed.
+def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDED_SOUND_WIDTH,
+                        mel: MelConfig | None = None) -> SoundModels:
+    """Untrained sound models sized for `G` and windows of `mel` (default: the project's mel), the
+    same for the same generator and seed.
 
     Untrained output layers would offset w isotropically, off the generator's latent distribution
     (every picture turns into the same flat average). Their last layers are therefore shaped by the
@@ -89,7 +92,8 @@ def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDE
     try:
         torch.manual_seed(seed)
         root = latent_covariance_root(G).float().cpu()
-        config = SoundModelsConfig.for_generator(num_ws=G.num_ws, w_dim=G.w_dim, width=width)
+        mel = mel if mel is not None else MelConfig()
+        config = SoundModelsConfig.for_generator(num_ws=G.num_ws, w_dim=G.w_dim, width=width, n_mels=mel.n_mels)
         config = dataclasses.replace(
             config,
             inversion_encoder=dataclasses.replace(config.inversion_encoder, offset_init_std=1.0),
@@ -98,7 +102,7 @@ def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDE
         sound = SoundModels(config)
     finally:
         torch.random.set_rng_state(rng_state)
-    _standardise_heads(sound)
+    _standardise_heads(sound, mel)
     with torch.no_grad():
         for head in sound.inversion_encoder.styles:
             head.linear.weight.copy_(root @ head.linear.weight)
@@ -110,11 +114,10 @@ def seeded_sound_models(G: Generator, seed: int = SOUND_SEED, width: int = SEEDE
 
 
 @torch.no_grad()
-def _standardise_heads(sound: SoundModels) -> None:
+def _standardise_heads(sound: SoundModels, mel: MelConfig) -> None:
     """Centre and scale each E_I head's input over a reference soundscape (folded into its linear
     layer). An untrained backbone answers every sound with nearly the same features; removing that
     common part leaves the part that differs between sounds, so different sounds get different pictures."""
-    mel = MelConfig()
     windows = mel_windows(demo_soundscape(seconds=24.0, sample_rate=mel.sample_rate), mel, WindowConfig(fps=4.0))
     inputs: list[torch.Tensor] = []
     hooks = [h.linear.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
@@ -151,6 +154,9 @@ def _sound_from_file(path: Path, config: dict, state: dict[str, torch.Tensor], G
             f"{path}: the sound models are for num_ws {stepper.num_ws}, w_dim {stepper.w_dim}; "
             f"the generator has num_ws {G.num_ws}, w_dim {G.w_dim}"
         )
+    if models_config.uses_sound_embedding and mel != EMBEDDING_MEL:
+        raise SoundvjError(f"{path}: sound.config: heads over the sound embedding need its mel settings "
+                           f"{dataclasses.asdict(EMBEDDING_MEL)}, got {dataclasses.asdict(mel)}")
     _check_sound_shapes(path, models_config, state)
     sound = SoundModels(models_config)
     result = sound.load_state_dict(state, strict=False)

@@ -1,6 +1,8 @@
 """The frame pipeline: one object, stepped once per output frame, the same in the live app and offline.
 
     mel window -> E_A (512-d sound embedding) and E_I (w_hat = w_avg + offsets)
+                  (or, for heads over the pretrained sound embedding, embedding on key frames
+                   -> E_A and E_I heads: see core.sound.embedding_schedule)
                -> latent stepper (GRU, noise, alpha blend toward w_hat + d)
                -> truncation (psi) -> StyleGAN3 synthesis -> frame
 
@@ -20,6 +22,8 @@ from core.audio.mel import MelConfig
 from core.audio.windows import StreamingWindower, WindowConfig
 from core.model import SoundvjModel
 from core.params import Params, spec
+from core.sound.embedding_heads import embed_windows
+from core.sound.embedding_schedule import EmbeddingSchedule
 
 
 @dataclass
@@ -72,8 +76,19 @@ class FramePipeline:
         self.model = model
         self.device = model.device
         self._params = params if params is not None else Params()
+        self._embeddings = EmbeddingSchedule(embed_windows) if model.sound.config.uses_sound_embedding else None
         self._apply_image_params()
         self.reset()
+
+    def embed_in_background(self, enabled: bool) -> None:
+        """Live: compute the sound embedding of key frames on its own thread, so no frame waits for it
+        (a no-op for models without the pretrained embedding). Results are the same either way."""
+        if self._embeddings is not None:
+            self._embeddings.run_in_background(enabled)
+
+    def close(self) -> None:
+        """Stop the background embedding thread, if any."""
+        self.embed_in_background(False)
 
     # -- parameters -------------------------------------------------------------------------------
 
@@ -123,6 +138,8 @@ class FramePipeline:
         with torch.no_grad():
             w0 = G.mapping(z.to(self.device), c.to(self.device))  # untruncated: psi applies at render time
         self._state = _State(w=w0, hidden=None, noise_rng=rng)
+        if self._embeddings is not None:
+            self._embeddings.reset()
 
     @property
     def frame_index(self) -> int:
@@ -151,8 +168,13 @@ class FramePipeline:
         p, s, sound = self._params, self._state, self.model.sound
         t0 = time.perf_counter()
         mel = apply_gain_db(windows.to(self.device, torch.float32), p.gain_db, self.mel_config.top_db)
-        embeds = sound.audio_encoder(mel)
-        w_hats = sound.inversion_encoder(mel)
+        if self._embeddings is not None:
+            embeddings = self._embeddings.embeddings(mel, p.fps)
+            embeds = sound.audio_encoder.from_embedding(embeddings)
+            w_hats = sound.inversion_encoder.from_embedding(embeddings)
+        else:
+            embeds = sound.audio_encoder(mel)
+            w_hats = sound.inversion_encoder(mel)
         t1 = time.perf_counter()
         alpha = p.alphas()
         out = []

@@ -153,11 +153,14 @@ class ShowControl:
     """Parameters, modulations, beat clock, crossfades and the pipeline of one show; see the module
     docstring. `report` gets one-line messages (a refused model, a failing modulation): a problem in
     control never stops the show. `fixed_fps`: every frame's fps is this whatever the looks say (a
-    replay renders at its own rate)."""
+    replay renders at its own rate). `background_embedding`: live, the pipelines compute the pretrained
+    sound embedding on their own thread (`FramePipeline.embed_in_background`); frames are the same."""
 
     def __init__(self, model: SoundvjModel, params: Params | None = None,
-                 report: Callable[[str], None] | None = None, fixed_fps: float | None = None) -> None:
+                 report: Callable[[str], None] | None = None, fixed_fps: float | None = None,
+                 background_embedding: bool = False) -> None:
         params = params or Params()
+        self._background_embedding = background_embedding
         self._fixed_fps = fixed_fps
         if fixed_fps is not None and params.fps != fixed_fps:
             params = params.replace(fps=fixed_fps)
@@ -251,7 +254,8 @@ class ShowControl:
                 and not command.keep_fade and "seed" not in command.cut):
             # A seed cannot be halfway: run the new sequence beside the old one and blend the latents.
             old_pipeline = self.pipeline
-            self.pipeline = FramePipeline(self._model, self._fixed(current.replace(seed=command.params.seed)))
+            self.pipeline = self._new_pipeline(self._model, self._fixed(current.replace(seed=command.params.seed)))
+            self._end_latent_fade()
             self._latent_fade = (old_pipeline, at, command.fade_seconds)
         self._events.append(CommandTaken(command))
 
@@ -317,10 +321,28 @@ class ShowControl:
         if self._report:
             self._report(message)
 
+    def _new_pipeline(self, model: SoundvjModel, params: Params) -> FramePipeline:
+        pipeline = FramePipeline(model, params)
+        pipeline.embed_in_background(self._background_embedding)
+        return pipeline
+
+    def _end_latent_fade(self) -> None:
+        if self._latent_fade is not None:
+            self._latent_fade[0].close()
+            self._latent_fade = None
+
+    def close(self) -> None:
+        """Stop the pipelines' background threads (live); the show cannot step afterwards."""
+        self._end_latent_fade()
+        self.pipeline.close()
+
     def _install_model(self, model: SoundvjModel, params: Params) -> None:
         ops_backend.prepare(model.device.type, wait=False)  # a first C++ build runs beside, never in the loop
         self._model = model
-        self.pipeline = FramePipeline(model, params)
+        old_pipeline = getattr(self, "pipeline", None)
+        if old_pipeline is not None:
+            old_pipeline.close()
+        self.pipeline = self._new_pipeline(model, params)
         old = self.windower
         if old is not None and old.mel_config == model.mel_config:
             old.set_fps(params.fps)
@@ -330,6 +352,8 @@ class ShowControl:
             self.feature_tracker = SoundFeatureTracker(model.mel_config)  # reads this windower's columns
         self._params_now = params
         self._base_now = params
+        if hasattr(self, "_latent_fade"):
+            self._end_latent_fade()
         self._latent_fade = None
 
     def _advance_base(self, now: float) -> Params:
@@ -374,7 +398,7 @@ class ShowControl:
         if self._latent_fade is not None:
             old, t0, seconds = self._latent_fade
             if now - t0 >= seconds:
-                self._latent_fade = None
+                self._end_latent_fade()
             else:
                 old.set_params(params.replace(seed=old.params.seed))
         self._params_now = params

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from core.audio.mel import MelConfig
+from core.sound.sound_embedding import mel_config_for
 from core.errors import SoundvjError, one_line
 from core.model import SoundvjModel, save_full_model
 from core.model_credits import CREDITS_KEY
@@ -76,7 +76,8 @@ def assemble_sound_models(
             )
     source = f"soundvj train export of {stepper_run}"
     # The generator file's own metadata (its class names, its training data) travels into the model.
-    return SoundvjModel(G, sound.eval().requires_grad_(False), MelConfig(), source, False,
+    mel = mel_config_for(audio_encoder.config.backbone)
+    return SoundvjModel(G, sound.eval().requires_grad_(False), mel, source, False,
                         generator_metadata(generator_spec))
 
 

@@ -34,6 +34,15 @@ def _check_blocks(owner: str, value: Any, lo: int = 1, hi: int = 16) -> None:
         )
 
 
+EMBEDDING_N_MELS = 96  # the pretrained sound embedding's mel bands (core.sound.sound_embedding.MEL)
+BACKBONES = ("resnet", "embedding")  # E_A / E_I over the mel window, or heads over the sound embedding
+
+
+def _check_backbone(owner: str, value: Any) -> None:
+    if value not in BACKBONES:
+        raise SoundvjError(f"{owner}.backbone: expected one of {list(BACKBONES)}, got {value!r}")
+
+
 _Config = TypeVar("_Config", bound="_DictMixin")
 
 
@@ -71,12 +80,18 @@ class AudioEncoderConfig(_DictMixin):
     width: int = 64  # base channels; 64 is the real ResNet-18, 16 runs fast on CPU
     embed_dim: int = 512
     blocks_per_stage: tuple[int, ...] = (2, 2, 2, 2)  # (2, 2, 2, 2) is ResNet-18
+    # "embedding": a small head over the pretrained sound embedding (core.sound.sound_embedding)
+    # instead of the ResNet; width and blocks_per_stage are then unused, head_hidden sizes the head.
+    backbone: str = "resnet"
+    head_hidden: int = 512
 
     def __post_init__(self) -> None:
         _check_int(self.section, "n_mels", self.n_mels, 16, 1024)
         _check_int(self.section, "width", self.width, 4, 256)
         _check_int(self.section, "embed_dim", self.embed_dim, 1, 4096)
         _check_blocks(self.section, self.blocks_per_stage)
+        _check_backbone(self.section, self.backbone)
+        _check_int(self.section, "head_hidden", self.head_hidden, 1, 8192)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ class InversionEncoderConfig(_DictMixin):
     # Std of each offset entry for an untrained encoder. StyleGAN w entries are O(1), so 0.25 keeps
     # untrained latents near w_avg while still visibly sound-dependent.
     offset_init_std: float = 0.25
+    backbone: str = "resnet"  # as AudioEncoderConfig.backbone
+    head_hidden: int = 512
 
     def __post_init__(self) -> None:
         _check_int(self.section, "num_ws", self.num_ws, 3, 64)
@@ -101,6 +118,8 @@ class InversionEncoderConfig(_DictMixin):
         _check_int(self.section, "width", self.width, 4, 256)
         _check_blocks(self.section, self.blocks_per_stage)
         _check_float(self.section, "offset_init_std", self.offset_init_std, 0.0, 10.0)
+        _check_backbone(self.section, self.backbone)
+        _check_int(self.section, "head_hidden", self.head_hidden, 1, 8192)
 
 
 @dataclass(frozen=True)
@@ -162,10 +181,23 @@ class SoundModelsConfig:
             raise SoundvjError(
                 f"latent_stepper.embed_dim: expected {enc.embed_dim} (audio_encoder.embed_dim), got {step.embed_dim}"
             )
+        if inv.backbone != enc.backbone:
+            raise SoundvjError(
+                f"inversion_encoder.backbone: expected {enc.backbone!r} (audio_encoder.backbone), got {inv.backbone!r}"
+            )
         if inv.n_mels != enc.n_mels:
             raise SoundvjError(
                 f"inversion_encoder.n_mels: expected {enc.n_mels} (audio_encoder.n_mels), got {inv.n_mels}"
             )
+        if self.uses_sound_embedding and enc.n_mels != EMBEDDING_N_MELS:
+            raise SoundvjError(
+                f"audio_encoder.n_mels: expected {EMBEDDING_N_MELS} (the sound embedding's bands), got {enc.n_mels}"
+            )
+
+    @property
+    def uses_sound_embedding(self) -> bool:
+        """True when E_A and E_I are heads over the pretrained sound embedding."""
+        return self.audio_encoder.backbone == "embedding"
 
     @classmethod
     def for_generator(

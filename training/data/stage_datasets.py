@@ -16,9 +16,11 @@ from training.data.datasets import open_datasets
 
 
 def open_stage_datasets(
-    run: RunConfig, resolution: int, need_frames: bool, min_clip_frames: int = 1, verbose: bool = True
+    run: RunConfig, resolution: int, need_frames: bool, min_clip_frames: int = 1, verbose: bool = True,
+    mel: MelConfig | None = None,
 ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-    """(training split, held-out split) of the run's dataset, frames at `resolution` px."""
+    """(training split, held-out split) of the run's dataset, frames at `resolution` px, windows in
+    `mel`'s settings (default: the project's)."""
     data = run.data
     if need_frames and data.kind != "video":
         raise SoundvjError(
@@ -29,7 +31,7 @@ def open_stage_datasets(
             f"data.clip_frames: `train {run.stage_name}` trains on clips of frames; expected >= {min_clip_frames}, "
             f"got {data.clip_frames}"
         )
-    train, holdout, _report = open_datasets(data, MelConfig(), resolution=resolution, verbose=verbose)
+    train, holdout, _report = open_datasets(data, mel or MelConfig(), resolution=resolution, verbose=verbose)
     return train, holdout
 
 

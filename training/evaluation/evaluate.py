@@ -88,9 +88,10 @@ def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
     return from_dict(DataConfig, data["data"], "data")
 
 
-def evaluation_clips(data: Any) -> ClipDataset:
-    """The clips `eval` judges: the held-out split of the data (every clip with data.holdout_fraction=0)."""
-    train, holdout, _ = open_datasets(data, MelConfig(), verbose=False)
+def evaluation_clips(data: Any, mel: MelConfig | None = None) -> ClipDataset:
+    """The clips `eval` judges, windows in `mel`'s settings (the model's): the held-out split of the data
+    (every clip with data.holdout_fraction=0)."""
+    train, holdout, _ = open_datasets(data, mel or MelConfig(), verbose=False)
     clips = holdout if data.holdout_fraction > 0 else train
     if not clips.clips:
         raise SoundvjError(
@@ -252,7 +253,7 @@ def evaluate(
         raise SoundvjError(
             f"--clip: the CLIP embeds in {clip.embed_dim} dimensions, the model's audio encoder in {encoder.embed_dim}"
         )
-    clips = evaluation_clips(data)
+    clips = evaluation_clips(data, model.mel_config)
     judge = None
     if classifier is not None:
         judge = trained_classifier(classifier, model.device)
@@ -265,7 +266,7 @@ def evaluate(
         rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames, confusion,
                          parts, timeline)
         keep_frames = confusion = None  # the sheet and the confusion show the model's own sound models
-        seeded = seeded_sound_models(model.generator.cpu()).to(model.device)
+        seeded = seeded_sound_models(model.generator.cpu(), mel=model.mel_config).to(model.device)
         model.generator.to(model.device)
         model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
     rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge, keep_frames, confusion)

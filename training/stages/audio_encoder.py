@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from core.audio.mel import MelConfig
 from core.errors import SoundvjError
-from core.sound import AudioEncoder, AudioEncoderConfig
+from core.sound import AudioEncoderConfig, build_audio_encoder
+from core.sound.sound_embedding import mel_config_for, shared_sound_embedding
 from training.augment.mel import spec_augment
 from training.config import RunConfig
 from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
@@ -46,15 +46,22 @@ class Config:
     image_weight: float = setting(1.0, min=0.0, help="weight of the audio-frame InfoNCE")
     text_weight: float = setting(1.0, min=0.0, help="weight of the audio-caption InfoNCE")
     spec_augment: bool = setting(True, help="SpecAugment: 2 masks each of <= 15% of the mel bins and <= 30% of the time")
+    backbone: str = setting("resnet", help="resnet: E_A hears the mel window itself; embedding: a head over the "
+                            "pretrained sound embedding (its mel settings; width and blocks_per_stage unused)")
+    head_hidden: int = setting(512, min=1, max=8192, help="hidden units of the head over the sound embedding")
+    remember_windows: int = setting(60000, min=0, max=10_000_000, help="embeddings of distinct windows kept in "
+                                    "memory (backbone embedding): later epochs hear the same windows")
 
 
 def model_config(config: Config) -> AudioEncoderConfig:
     """E_A's core config from the stage config (its embed_dim is CLIP's, recorded in clip.embed_dim)."""
     return AudioEncoderConfig(
-        n_mels=MelConfig().n_mels,
+        n_mels=mel_config_for(config.backbone).n_mels,
         width=config.width,
         embed_dim=config.clip.embed_dim,
         blocks_per_stage=tuple(config.blocks_per_stage),
+        backbone=config.backbone,
+        head_hidden=config.head_hidden,
     )
 
 
@@ -68,12 +75,15 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             f"the config says {config.clip.embed_dim}"
         )
     resolution = frozen_generator(config.generator, torch.device("cpu")).img_resolution
-    dataset, _holdout = open_stage_datasets(run, resolution, need_frames=True)
+    encoder_config = model_config(config)
+    dataset, _holdout = open_stage_datasets(run, resolution, need_frames=True, mel=mel_config_for(config.backbone))
+    if config.backbone == "embedding" and config.remember_windows:
+        shared_sound_embedding(device).remember(config.remember_windows)
     classes = check_classes(dataset)
     with torch.no_grad():
         class_text = clip.encode_labels(classes)  # [num_classes, D], fixed: CLIP is frozen
 
-    encoder = AudioEncoder(model_config(config)).to(device)
+    encoder = build_audio_encoder(encoder_config).to(device)
     temperatures = LogitScale(count=2).to(device)  # (audio-frame, audio-caption)
     optimizer = torch.optim.AdamW(
         list(encoder.parameters()) + list(temperatures.parameters()), lr=config.lr, weight_decay=config.weight_decay
@@ -115,10 +125,10 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     )
 
 
-def trained_audio_encoder(path: str | Path, key: str, device: torch.device) -> AudioEncoder:
+def trained_audio_encoder(path: str | Path, key: str, device: torch.device) -> torch.nn.Module:
     """E_A from a `train audio-encoder` checkpoint (named by config field `key`), frozen, on `device`."""
     payload = read_stage_checkpoint(path, AUDIO_ENCODER_STAGE, key)
     config = stage_config_from(payload, Config, path)
-    encoder = AudioEncoder(model_config(config))
+    encoder = build_audio_encoder(model_config(config))
     encoder.load_state_dict(module_state(payload, "audio_encoder", path))
     return frozen(encoder.to(device))

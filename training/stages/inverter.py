@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from core.audio.mel import MelConfig
 from core.errors import SoundvjError
 from core.model_credits import class_names
-from core.sound import InversionEncoderConfig, SoundInversionEncoder
+from core.sound import InversionEncoderConfig, build_inversion_encoder
+from core.sound.sound_embedding import mel_config_for, shared_sound_embedding
 from core.stylegan3.networks import Generator
 from training.augment.mel import level_shift, mix_recordings, spec_augment
 from training.config import RunConfig
@@ -78,6 +78,11 @@ class Config:
                               "quieter (uniform per window), as another microphone or mix would be (0: off)")
     mix_same_class: float = setting(0.0, min=0.0, max=1.0, help="share of windows heard mixed with a window of "
                                     "another training clip of the same class (a new recording of that kind; 0: off)")
+    backbone: str = setting("resnet", help="resnet: E_I hears the mel window itself; embedding: a head over the "
+                            "pretrained sound embedding (must match the audio encoder's)")
+    head_hidden: int = setting(512, min=1, max=8192, help="hidden units of the head over the sound embedding")
+    remember_windows: int = setting(60000, min=0, max=10_000_000, help="embeddings of distinct windows kept in "
+                                    "memory (backbone embedding)")
 
 
 def generator_classes(spec: str) -> list[str] | None:
@@ -113,10 +118,12 @@ def model_config(config: Config, G: Generator) -> InversionEncoderConfig:
     return InversionEncoderConfig(
         num_ws=G.num_ws,
         w_dim=G.w_dim,
-        n_mels=MelConfig().n_mels,
+        n_mels=mel_config_for(config.backbone).n_mels,
         width=config.width,
         blocks_per_stage=tuple(config.blocks_per_stage),
         offset_init_std=config.offset_init_std,
+        backbone=config.backbone,
+        head_hidden=config.head_hidden,
     )
 
 
@@ -135,18 +142,24 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     clip = build_clip(config.clip).freeze().to(device)
     audio_encoder = trained_audio_encoder(config.audio_encoder, "stage.audio_encoder", device)
     check_embed_dims(clip.embed_dim, audio_encoder.embed_dim, config.audio_encoder)
-    dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=False)
+    if audio_encoder.config.backbone != config.backbone:
+        raise SoundvjError(f"stage.backbone: expected {audio_encoder.config.backbone!r} (the audio encoder's in "
+                           f"{config.audio_encoder}), got {config.backbone!r}")
+    mel_config = mel_config_for(config.backbone)
+    if config.backbone == "embedding" and config.remember_windows:
+        shared_sound_embedding(device).remember(config.remember_windows)
+    dataset, holdout = open_stage_datasets(run, G.img_resolution, need_frames=False, mel=mel_config)
     classes = check_classes(dataset)
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
 
-    encoder = SoundInversionEncoder(model_config(config, G)).to(device)
+    encoder = build_inversion_encoder(model_config(config, G)).to(device)
     encoder.set_w_avg(G.mapping.w_avg)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_schedule(optimizer, config.warmup_steps)
 
-    top_db = MelConfig().top_db
+    top_db = mel_config.top_db
     items_of_class = [[k for k, (clip, _) in enumerate(dataset.items) if dataset.labels[clip] == c]
                       for c in range(len(classes))]
 
@@ -216,11 +229,11 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     )
 
 
-def trained_inversion_encoder(path: str | Path, key: str, G: Generator, device: torch.device) -> SoundInversionEncoder:
+def trained_inversion_encoder(path: str | Path, key: str, G: Generator, device: torch.device) -> torch.nn.Module:
     """E_I from a `train inverter` checkpoint (named by config field `key`), sized for `G`, frozen, on `device`."""
     payload = read_stage_checkpoint(path, INVERTER_STAGE, key)
     config = stage_config_from(payload, Config, path)
-    encoder = SoundInversionEncoder(model_config(config, G))
+    encoder = build_inversion_encoder(model_config(config, G))
     state = module_state(payload, "inversion_encoder", path)
     if tuple(state["w_avg"].shape) != (G.w_dim,):
         raise SoundvjError(f"{key}: {path} was trained for w_dim {state['w_avg'].shape[0]}, the generator has {G.w_dim}")

@@ -50,7 +50,11 @@ import torch
 from torch.utils.data import Dataset
 
 from core.errors import SoundvjError
+from core.audio.mel import MelConfig
 from core.sound import LatentStepper, LatentStepperConfig
+from core.sound.embedding_heads import embed_windows
+from core.sound.embedding_schedule import embedding_source_frame, period_frames
+from core.sound.sound_embedding import mel_config_for
 from core.stylegan3.networks import Generator
 from training.config import RunConfig
 from training.data.stage_datasets import check_classes, frames_to_generator_range, open_stage_datasets
@@ -130,19 +134,19 @@ def burn_in(stepper: LatentStepper, w0: torch.Tensor, w_hats: torch.Tensor, embe
     return w, hidden
 
 
-def open_clip_data(run: RunConfig, resolution: int) -> tuple[Dataset, Dataset, list[str]]:
+def open_clip_data(run: RunConfig, resolution: int, mel: MelConfig | None = None) -> tuple[Dataset, Dataset, list[str]]:
     """(training split, held-out split, class names) of clips of data.clip_frames frames; with burn-in, each
     item also holds the stage.burn_in_frames windows before its clip (the burn-in's sound)."""
     lead = run.stage.burn_in_frames
     if not lead:
-        dataset, holdout = open_stage_datasets(run, resolution, need_frames=True, min_clip_frames=2)
+        dataset, holdout = open_stage_datasets(run, resolution, need_frames=True, min_clip_frames=2, mel=mel)
         return dataset, holdout, check_classes(dataset)
     if run.data.clip_frames < 2:
         raise SoundvjError(f"data.clip_frames: `train stepper` trains on clips of frames; expected >= 2, "
                            f"got {run.data.clip_frames}")
     longer = dataclasses.replace(run, data=dataclasses.replace(run.data, clip_frames=run.data.clip_frames + lead))
     try:
-        dataset, holdout = open_stage_datasets(longer, resolution, need_frames=True)
+        dataset, holdout = open_stage_datasets(longer, resolution, need_frames=True, mel=mel)
     except SoundvjError as error:
         raise SoundvjError(f"{error} (data.clip_frames {run.data.clip_frames} + stage.burn_in_frames {lead}: "
                            "every item holds both)") from error
@@ -165,7 +169,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     audio_encoder = trained_audio_encoder(config.audio_encoder, "stage.audio_encoder", device)
     check_embed_dims(clip.embed_dim, audio_encoder.embed_dim, config.audio_encoder)
     inverter = trained_inversion_encoder(config.inverter, "stage.inverter", G, device)
-    dataset, holdout, classes = open_clip_data(run, G.img_resolution)
+    dataset, holdout, classes = open_clip_data(run, G.img_resolution, mel_config_for(audio_encoder.config.backbone))
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
@@ -196,7 +200,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         ),
     }
     schedulers = {name: decay_schedule(opt, config.lr_decay, config.decay_every) for name, opt in optimizers.items()}
-    chain = FrozenChain(G, clip, audio_encoder, inverter, class_text, w_class)
+    chain = FrozenChain(G, clip, audio_encoder, inverter, class_text, w_class, run.data.fps)
     training = StepperTraining(run, chain, stepper, (image_d, video_d), optimizers, num_classes, device)
     samples = StepperSamples(run, chain, stepper, holdout, classes, device)
     return Stage(
@@ -220,10 +224,24 @@ class FrozenChain:
     inverter: torch.nn.Module
     class_text: torch.Tensor
     w_class: torch.Tensor | None
+    fps: float = 24.0
 
     def sound(self, mel: torch.Tensor, inversion: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E_A embeddings [B, T, D], E_I's w_hat [B, T, num_ws, w_dim]) for mel windows [B, T, n_mels, W]."""
+        """(E_A embeddings [B, T, D], E_I's w_hat [B, T, num_ws, w_dim]) for mel windows [B, T, n_mels, W]
+        of streams that start at their first window. Heads over the sound embedding hear it on the
+        frame pipeline's key-frame schedule, as they do live and in `render`."""
         batch, frames = mel.shape[:2]
+        if self.audio_encoder.config.backbone == "embedding":
+            period = period_frames(self.fps)
+            used = [embedding_source_frame(t, period) for t in range(frames)]
+            keys = sorted(set(used))
+            with torch.no_grad():
+                key_embeddings = embed_windows(mel[:, keys].flatten(0, 1)).view(batch, len(keys), -1)
+            per_frame = key_embeddings[:, [keys.index(u) for u in used]].flatten(0, 1)
+            with torch.no_grad():
+                embeds = self.audio_encoder.from_embedding(per_frame).float().view(batch, frames, -1)
+            w_hats = inversion.from_embedding(per_frame).float()
+            return embeds, w_hats.view(batch, frames, self.G.num_ws, self.G.w_dim)
         flat = mel.flatten(0, 1)
         with torch.no_grad():
             embeds = self.audio_encoder(flat).float().view(batch, frames, -1)
@@ -244,10 +262,15 @@ def rollout(chain: FrozenChain, stepper: LatentStepper, config: Config, mel: tor
         w0 = G.mapping(z, torch.zeros([mel.shape[0], G.c_dim], device=device))
     hidden = None
     if context is not None and context.shape[1]:
+        lead = context.shape[1]
+        # One stream from the burn-in's first window on: the sound models' schedule runs across both.
+        embeds, w_hats = chain.sound(torch.cat([context, mel], dim=1), inversion)
         with torch.no_grad():
-            context_embeds, context_w_hats = chain.sound(context, inversion)
-        w0, hidden = burn_in(stepper, w0, context_w_hats, context_embeds, config.alpha, config.noise_std, rng)
-    embeds, w_hats = chain.sound(mel, inversion)
+            w0, hidden = burn_in(stepper, w0, w_hats[:, :lead].detach(), embeds[:, :lead], config.alpha,
+                                 config.noise_std, rng)
+        embeds, w_hats = embeds[:, lead:], w_hats[:, lead:]
+    else:
+        embeds, w_hats = chain.sound(mel, inversion)
     ws = step_module(w0, w_hats, embeds, config.alpha, config.noise_std, rng, hidden=hidden)
     return ws, embeds, w0, w_hats
 

@@ -1,0 +1,101 @@
+"""Sound models whose E_A and E_I are heads over the pretrained sound embedding, through the whole
+chain: the stages train them (and resume bitwise), the export writes a model file without the
+embedding's weights, and the model renders, replays the same frames live and offline, and is judged
+by eval."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("open_clip", reason="open_clip_torch is in the train extra (pip install -e '.[train]')")
+
+from tests.training_chain import CHAIN_STEPS, assert_same_state, build_chain, run_stage  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains three stages (about a minute and a half)
+
+HEADS = ["stage.backbone=embedding", "stage.head_hidden=16"]
+
+
+@pytest.fixture(scope="session")
+def embedding_chain(tmp_path_factory):
+    """The tiny chain's data, generator and CLIP, with E_A, E_I and the stepper trained over the embedding."""
+    base = build_chain(tmp_path_factory.getbasetemp() / "training_chain")
+    root = tmp_path_factory.getbasetemp() / "embedding_chain"
+    for name in ("data", "tiny-generator.safetensors", "clip"):
+        if not (root / name).exists():
+            root.mkdir(parents=True, exist_ok=True)
+            (root / name).symlink_to(base / name)
+    run_stage("audio-encoder", root, root / "audio-encoder", HEADS)
+    run_stage("inverter", root, root / "inverter", HEADS)
+    run_stage("stepper", root, root / "stepper")
+    return root
+
+
+def _load(path):
+    from training.loop import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def test_heads_train_and_resume_bitwise(embedding_chain, tmp_path):
+    full = _load(embedding_chain / "inverter")
+    assert full["step"] == CHAIN_STEPS
+    assert set(full["modules"]["inversion_encoder"]) == {"norm.weight", "norm.bias", "hidden.weight", "hidden.bias",
+                                                         "out.weight", "out.bias", "w_avg"}
+    run_stage("inverter", embedding_chain, tmp_path / "run", HEADS + [f"loop.steps={CHAIN_STEPS // 2}"])
+    run_stage("inverter", embedding_chain, tmp_path / "run", HEADS, resume=True)
+    resumed = _load(tmp_path / "run")
+    assert_same_state(full["modules"], resumed["modules"], "modules")
+    assert_same_state(full["optimizers"], resumed["optimizers"], "optimizers")
+
+
+def test_inverter_refuses_another_backbone_than_its_audio_encoder(embedding_chain, tmp_path):
+    from core.errors import SoundvjError
+
+    with pytest.raises(SoundvjError, match="stage.backbone: expected 'embedding'"):
+        run_stage("inverter", embedding_chain, tmp_path / "run")
+
+
+def test_exported_model_keeps_no_embedding_weights_and_plays_the_same_live_and_offline(embedding_chain, tmp_path):
+    from safetensors import safe_open
+
+    from core.model import load_model
+    from core.params import Params
+    from core.pipeline import FramePipeline
+    from core.sound.sound_embedding import MEL
+    from training.export import export_model
+
+    out = export_model(tmp_path / "model.safetensors", [embedding_chain / "stepper", embedding_chain / "clip"])
+    with safe_open(str(out), "pt") as f:
+        sound_keys = [k for k in f.keys() if k.startswith("sound.")]
+    assert sound_keys and not [k for k in sound_keys if "blocks." in k or "net." in k]
+    model = load_model(out, device="cpu")
+    assert not model.sound_is_seeded and model.mel_config == MEL
+    assert model.sound.config.uses_sound_embedding
+    windows = torch.rand(20, MEL.n_mels, 21)
+    offline = FramePipeline(model, Params(fps=8.0, window_seconds=0.5)).step_batch(windows)
+    live = FramePipeline(model, Params(fps=8.0, window_seconds=0.5))
+    live.embed_in_background(True)
+    try:
+        frames = torch.stack([live.step(w) for w in windows])
+    finally:
+        live.close()
+    assert frames.shape == (20, 3, 32, 32) and torch.isfinite(frames).all()
+    assert (frames - offline).abs().max().item() < 1e-3
+
+
+def test_eval_judges_a_model_with_embedding_heads(embedding_chain, tmp_path):
+    from training.evaluation.evaluate import evaluate
+    from training.export import export_model
+
+    out = export_model(tmp_path / "model.safetensors", [embedding_chain / "stepper", embedding_chain / "clip"])
+    rows = evaluate(out, embedding_chain / "data", embedding_chain / "clip",
+                    overrides=["data.fps=8", "data.window_seconds=0.5", "data.min_seconds=1.0",
+                               "data.holdout_fraction=0.34"])
+    from training.evaluation.evaluate import ALL_CLIPS, BASELINE, TRAINED
+
+    summaries = {r.models: r for r in rows if r.clip == ALL_CLIPS}
+    assert set(summaries) == {TRAINED, BASELINE}  # the baseline's seeded models hear the same 96-band windows
+    assert summaries[TRAINED].frames == summaries[BASELINE].frames > 0
+    assert all(0.0 <= r.zero_shot_accuracy <= 1.0 for r in rows)
