@@ -179,7 +179,7 @@ class RenderWorker(threading.Thread):
         self._keep_latencies = keep_latencies
         self._stats = _Stats()
         self._clock = clock
-        self.show = ShowControl(model, params, report=self._report)
+        self.show = ShowControl(model, params, report=self._report, background_embedding=True)
         self._model_seq = self._matrix_seq = self._link_seq = 0
         self._last_frame: PublishedFrame | None = None
         self._level = (0.0, 0.0)
@@ -319,6 +319,7 @@ class RenderWorker(threading.Thread):
                     if self._on_error:
                         self._on_error(message)
                 self._stop_event.wait(0.2)
+        self.show.close()
 
     def tick(self, now: float | None = None) -> PublishedFrame:
         """Make and publish one frame from the audio that arrived since the last one (the loop's body;
