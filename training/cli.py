@@ -224,12 +224,16 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     d.add_argument("dir", help="output folder (built in DIR.partial, then renamed)")
     d.add_argument("--size", type=int, default=64, help="image and frame size in pixels (default 64)")
     d.add_argument("--images-per-class", type=int, default=600, help="generator training images per class (default 600)")
-    d.add_argument("--clips-per-class", type=int, default=48, help="training clips per class (default 48)")
+    d.add_argument("--clips-per-class", type=int, default=96, help="training clips per class (default 96)")
     d.add_argument("--clip-seconds", type=float, default=4.0, help="length of each clip (default 4)")
     d.add_argument("--fps", type=float, default=24.0)
     d.add_argument("--walk-seconds", type=float, default=7.0, help="seconds per class in demo_walk.wav (default 7)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--source-root", default="/", help="where the packages' files are (default /)")
+    d.add_argument("--package-cache", default=None, metavar="DIR",
+                   help="where the Debian packages are downloaded (apt-get download) and the used files extracted "
+                        "(default ~/.cache/soundvj/debian)")
+    d.add_argument("--source-root", default=None, metavar="DIR",
+                   help="read the packages from DIR/<package>/<path> instead (nothing is fetched)")
     d.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete set")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_data_demo)
