@@ -270,6 +270,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parts", action="store_true",
                    help="also measure each part of the chain per class: E_A's zero-shot on the sound, frames of E_I "
                         "alone (no stepper), and the whole pipeline (which part loses a class)")
+    p.add_argument("--by-source", action="store_true",
+                   help="also report per class on the clips of held-out sources (never trained on) beside the "
+                        "same-source held-out clips (needs the dataset's SOURCES.csv, as `soundvj data demo` writes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")
     p.add_argument("--device", default="auto")
