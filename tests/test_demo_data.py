@@ -1,14 +1,18 @@
 """`soundvj data demo`: the six-class set from Debian packages, built here against a small fake source
-tree with the packages' layout (and once against the installed packages when they are there), and the
-`HOLDOUT.txt` held-out list that `training.data.datasets` reads."""
+tree with the packages' layout (one folder per package), the split by source (held-out packages never
+trained on), fetching packages into the cache with the real dpkg-deb and tar, and the `HOLDOUT.txt`
+held-out list that `training.data.datasets` reads."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import shutil
 import struct
+import subprocess
 import wave
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +24,16 @@ from training.data.config import DataConfig
 from training.data.datasets import open_datasets
 from training.data.demo import scenes
 from training.data.demo import sources as S
-from training.data.demo.build import DemoSettings, build, missing_packages
+from training.data.demo import packages
+from training.data.demo.build import DemoSettings, build
 from training.data.demo.sounds import (
     SAMPLE_RATE,
+    Recording,
     decode_wav_bytes,
     loop_to,
     normalise,
-    procedural_crackle,
-    procedural_wind,
     read_opensfx_catalogue,
+    source_shares,
 )
 
 SR = 22050
@@ -63,21 +68,36 @@ def catalogue_bytes(entries: list[tuple[str, bytes]]) -> bytes:
 
 
 def make_fake_tree(root: Path) -> Path:
-    """Every file the demo set reads, at the packages' paths, as short noise recordings and tiny pictures."""
+    """Every file the demo set reads, at ROOT/<package>/<path>, as short noise recordings (inside zips
+    where the package ships an archive) and tiny pictures."""
     from PIL import Image
 
+    archives: dict[Path, list[tuple[str, bytes]]] = {}
+    # a file split into spans is long enough for each (silence before its last span, noise in it)
+    span_ends = {}
+    for src in S.SOUNDS:
+        span_ends[(src.path, src.member)] = max(span_ends.get((src.path, src.member), 0.0), src.start)
     for k, src in enumerate(s for s in S.SOUNDS if s.cat_index is None):
-        path = root / src.path
+        path = root / src.package / src.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():  # a wav body under a .ogg name decodes the same (FFmpeg probes the content)
-            path.write_bytes(wav_bytes(noise(k, 3.3)))
-    # megaglest's marker file is one of the sources; OpenSFX: a catalogue with 73 samples
+        lead = np.zeros(int(span_ends[(src.path, src.member)] * SR), np.float32)
+        # a wav body under a .ogg name decodes the same (FFmpeg probes the content)
+        body = wav_bytes(np.concatenate([lead + 0.01 * noise(k, len(lead) / SR)[: len(lead)], noise(k, 3.3)]))
+        if src.member is not None:
+            archives.setdefault(path, []).append((src.member, body))
+        elif not path.exists():
+            path.write_bytes(body)
+    for path, members in archives.items():
+        with zipfile.ZipFile(path, "w") as z:
+            for member, body in dict(members).items():
+                z.writestr(member, body)
+    # OpenSFX: a catalogue with 73 samples
     entries = [(f"Sample {i}. By Someone {i}. License: CC0.", wav_bytes(noise(100 + i, 1.5))) for i in range(73)]
-    cat = root / S.OPENSFX_CAT
+    cat = root / S.OPENSFX / S.OPENSFX_CAT
     cat.parent.mkdir(parents=True, exist_ok=True)
     cat.write_bytes(catalogue_bytes(entries))
     for i, photo in enumerate(S.PHOTOS):
-        folder = root / photo.folder
+        folder = root / S.WALLPAPERS / photo.folder
         (folder / "contents" / "images").mkdir(parents=True, exist_ok=True)
         colour = np.array([40 * i % 255, 90, 200 - 20 * i], np.uint8)
         pixels = np.broadcast_to(colour, (60, 80, 3)).copy()
@@ -107,22 +127,42 @@ def built(fake_root, tmp_path_factory) -> Path:
 # --- sources, sounds, scenes -------------------------------------------------------------------------
 
 
-def test_sources_name_every_class_once_with_training_and_held_out_material():
-    assert S.CLASSES == ("rain", "birds", "insects", "wind", "engine", "fire")
+def test_sources_give_every_class_five_training_sources_and_a_held_out_source():
+    assert S.CLASSES == ("rain", "birds", "night", "wind", "engine", "fire")
     assert sorted(S.WALK_ORDER) == sorted(S.CLASSES)
     names = [s.name for s in S.SOUNDS]
     assert len(names) == len(set(names))
+    assert all(s.use in S.USES and s.why and s.package in S.PACKAGES for s in S.SOUNDS)
+    # packages reserved for an independent check are never read
+    assert not any(p.startswith(("wesnoth", "warzone2100")) for p in S.packages())
     for label in S.CLASSES:
-        assert S.sounds_of(label, "train") and S.sounds_of(label, "heldout"), label
-    held = {s.path for s in S.SOUNDS if s.use == "heldout"}
-    assert f"{S.TILESETS}/autumn/sounds/rain.ogg" in held
-    assert f"{S.TILESETS}/winter_forest/sounds/wind.ogg" in held
-    # winter/sounds/wind.ogg is the same recording as the held-out wind: never used
-    assert not any(s.path.endswith("winter/sounds/wind.ogg") for s in S.SOUNDS)
+        train = S.sources_of(label, "train")
+        assert len(train) >= 5, (label, train)
+        # held-out sources: declared, at least one, never trained on in the class
+        assert S.sources_of(label, "heldout-source") == list(S.HELDOUT_SOURCES[label]), label
+        assert not set(S.HELDOUT_SOURCES[label]) & set(train), label
+        # same-source held out: spans/files of training sources
+        assert S.sounds_of(label, "heldout") and set(S.sources_of(label, "heldout")) <= set(train), label
     # a file used for both training and held out is split into disjoint spans
-    for held_src in (s for s in S.SOUNDS if s.use == "heldout"):
-        for train_src in (s for s in S.SOUNDS if s.use == "train" and (s.path, s.cat_index) == (held_src.path, held_src.cat_index)):
+    key = lambda s: (s.package, s.path, s.member, s.cat_index)  # noqa: E731
+    for held_src in (s for s in S.SOUNDS if s.use != "train"):
+        for train_src in (s for s in S.SOUNDS if s.use == "train" and key(s) == key(held_src)):
             assert train_src.end is not None and train_src.end <= held_src.start
+    # duplicates across packages are used once
+    used = {s.file for s in S.SOUNDS}
+    assert not used & set(S.NOT_USED)
+
+
+def test_source_shares_cap_a_long_source():
+    def rec(package: str, seconds: float) -> Recording:
+        src = S.SoundSource(package, "rain", package, "x.ogg", "train", "why", "credit", "CC0")
+        return Recording(src, np.zeros(int(seconds * SAMPLE_RATE), np.float32), "credit")
+
+    shares = source_shares([rec("a", 400), rec("b", 10), rec("c", 10), rec("d", 5), rec("e", 5)])
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["a"] == pytest.approx(0.4) and shares["b"] > shares["d"] > 0
+    # too few sources to cap: equal shares
+    assert source_shares([rec("a", 400), rec("b", 4)]) == {"a": 0.5, "b": 0.5}
 
 
 def test_opensfx_catalogue_is_read_with_names(tmp_path):
@@ -138,23 +178,12 @@ def test_opensfx_catalogue_is_read_with_names(tmp_path):
         read_opensfx_catalogue(cat)
 
 
-def test_loop_normalise_and_crackle():
+def test_loop_and_normalise():
     x = np.sin(np.linspace(0, 20, 1000)).astype(np.float32)
     looped = loop_to(x, 3500, 100)
     assert len(looped) == 3500 and np.abs(np.diff(looped)).max() < 0.1  # crossfaded joins, no clicks
     y = normalise(0.01 * noise(5, 1.0))
     assert abs(20 * np.log10(np.sqrt(np.mean(y**2))) + 20) < 0.1
-    crackle = procedural_crackle(np.random.default_rng(0), 2.0)
-    assert len(crackle) == 2 * SAMPLE_RATE
-    d = np.diff(crackle)
-    assert ((d - d.mean()) ** 4).mean() / d.var() ** 2 > 20  # impulsive, unlike noise (3)
-    wind = procedural_wind(np.random.default_rng(0), 4.0)
-    power = np.abs(np.fft.rfft(wind)) ** 2
-    freqs = np.fft.rfftfreq(len(wind), 1 / SAMPLE_RATE)
-    assert power[(freqs > 200) & (freqs < 1500)].sum() > 0.7 * power.sum()  # the real winds' band
-    assert power[freqs > 3000].sum() < 0.01 * power.sum()
-    level = np.sqrt(np.convolve(wind**2, np.ones(4410) / 4410, "valid"))[::2205]
-    assert level.std() / level.mean() > 0.1  # gusts
 
 
 def test_procedural_scenes_have_their_class_colours_and_move():
@@ -167,7 +196,7 @@ def test_procedural_scenes_have_their_class_colours_and_move():
         means[label] = np.mean([make(np.random.default_rng(s), 32)(0.0).reshape(-1, 3).mean(0) for s in range(6)], axis=0)
     r, g, b = means["fire"]
     assert r > g > b
-    assert means["insects"].mean() < 0.2 and means["insects"][2] > means["insects"][0]
+    assert means["night"].mean() < 0.2 and means["night"][2] > means["night"][0]
     assert means["wind"][2] > means["wind"][0]
 
 
@@ -190,17 +219,25 @@ def test_build_writes_the_layout(built):
     assert not list(built.parent.glob("*.partial"))
 
 
-def test_held_out_clips_come_only_from_held_out_sources(built):
+def test_split_keeps_held_out_sources_out_of_training(built):
     import csv
 
-    rows = list(csv.DictReader(open(built / "manifest.csv", encoding="utf-8")))
-    held_names = {s.name for s in S.SOUNDS if s.use == "heldout"}
+    rows = list(csv.DictReader(open(built / "clips" / "SOURCES.csv", encoding="utf-8")))
+    by_name = {s.name: s for s in S.SOUNDS}
     holdout = {line for line in (built / "clips" / "HOLDOUT.txt").read_text().splitlines() if not line.startswith("#")}
+    assert {r["clip"] for r in rows} == {p.relative_to(built / "clips").as_posix() for p in (built / "clips").rglob("*.mp4")}
     for row in rows:
-        if row["file"].startswith("clips/"):
-            listed = row["file"].removeprefix("clips/") in holdout
-            assert listed == (row["use"] == "heldout"), row
-            assert (row["sound"] in held_names) == listed, row
+        src = by_name[row["sound"]]
+        assert (row["class"], row["source"], row["use"]) == (src.label, src.package, src.use), row
+        assert (row["clip"] in holdout) == (row["use"] != "train"), row
+    for label in S.CLASSES:
+        trained_on = {r["source"] for r in rows if r["class"] == label and r["use"] == "train"}
+        held_sources = {r["source"] for r in rows if r["class"] == label and r["use"] == "heldout-source"}
+        assert held_sources and not held_sources & trained_on, label
+        assert any(r["class"] == label and r["use"] == "heldout" for r in rows), label
+    manifest = list(csv.DictReader(open(built / "manifest.csv", encoding="utf-8")))
+    clips = {r["file"].removeprefix("clips/"): r for r in manifest if r["file"].startswith("clips/")}
+    assert {(k, v["source"], v["use"]) for k, v in clips.items()} == {(r["clip"], r["source"], r["use"]) for r in rows}
 
 
 def test_demo_walk_goes_through_every_class(built):
@@ -218,18 +255,24 @@ def test_credits_name_package_licence_and_credit_of_every_source(built):
     credits = json.loads((built / "credits.json").read_text(encoding="utf-8"))
     items = credits["sources"]
     for item in items:
-        for key in ("file", "package", "licence", "credit", "class", "use"):
+        for key in ("file", "package", "licence", "credit", "class", "use", "why"):
             assert item[key], (key, item)
-        assert item["use"] in ("train", "heldout") and item["class"] in S.CLASSES
-    sounds = {(i["file"], i["span"]) for i in items if i["kind"] == "sound"}
+        assert item["use"] in S.USES and item["class"] in S.CLASSES
+    sounds = {(i["file"], i["span"], i["why"]) for i in items if i["kind"] == "sound"}
     for src in S.SOUNDS:
-        assert (src.file, src.span_text) in sounds
+        assert (src.file, src.span_text, src.why) in sounds
+    member = next(i for i in items if i["file"].endswith("public.zip!audio/ambient/weather/rain_12.ogg"))
+    assert member["package"] == "0ad-data" and member["licence"] == "CC-BY-SA-3.0" and "steady" not in member["credit"]
+    for label in S.CLASSES:
+        info = credits["per_class"][label]
+        assert info["heldout_sources"] == list(S.HELDOUT_SOURCES[label]) and len(info["train_sources"]) >= 5
     sfx = next(i for i in items if i["file"].endswith("opensfx.cat#52"))
     assert sfx["credit"] == "Sample 52. By Someone 52. License: CC0."  # the catalogue's own text
     photo = next(i for i in items if i["kind"] == "image" and "/Path/" in i["file"])
     assert "Photographer" in photo["credit"] and photo["licence"] == "LGPLv3" and photo["images"] > 0
     md = (built / "CREDITS.md").read_text(encoding="utf-8")
     assert "autumn/sounds/rain.ogg" in md and "winter_forest/sounds/wind.ogg" in md
+    assert "why in its class" in md and S.SOUNDS[0].why in md
 
 
 def test_build_is_deterministic_and_seeded(fake_root, built, tmp_path):
@@ -285,10 +328,9 @@ def test_missing_packages_are_named(tmp_path, capsys):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert sorted(missing_packages(empty)) == sorted(S.PACKAGE_MARKERS)
     assert main(["data", "demo", str(tmp_path / "out"), "--source-root", str(empty)]) == 2
     err = capsys.readouterr().err
-    assert "megaglest-data" in err and "openttd-opensfx" in err and "plasma-workspace-wallpapers" in err
+    assert "0ad-data" in err and "megaglest-data" in err and "plasma-workspace-wallpapers" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
@@ -348,53 +390,50 @@ def test_holdout_list_naming_a_missing_or_malformed_entry_is_a_one_line_error(au
         open_split(audio_set, tmp_path)
 
 
-# --- the installed packages ------------------------------------------------------------------------------
+# --- fetching packages into the cache ----------------------------------------------------------------
 
 
-@pytest.mark.skipif(missing_packages(Path("/")) != [],
-                    reason="needs the Debian packages megaglest-data, openttd-opensfx and plasma-workspace-wallpapers")
-def test_build_from_the_installed_packages(tmp_path):
-    result = build(tmp_path / "real", DemoSettings(size=32, images_per_class=2, clips_per_class=1, clip_seconds=2.0,
-                                                    fps=8.0), log=lambda m: None)
-    credits = json.loads((result.out_dir / "credits.json").read_text(encoding="utf-8"))
-    heldout = {i["file"]: i["seconds"] for i in credits["sources"] if i["use"] == "heldout" and i["kind"] == "sound"}
-    assert heldout[f"/{S.TILESETS}/autumn/sounds/rain.ogg"] == pytest.approx(15.8, abs=0.1)
-    assert heldout[f"/{S.TILESETS}/winter_forest/sounds/wind.ogg"] == pytest.approx(31.8, abs=0.1)
-    sfx = {i["file"]: i["credit"] for i in credits["sources"] if "opensfx.cat#" in i["file"]}
-    assert "Wind" in sfx[f"/{S.OPENSFX_CAT}#52"] and "Anton" in sfx[f"/{S.OPENSFX_CAT}#52"]
-    assert "bus" in sfx[f"/{S.OPENSFX_CAT}#27"].lower()
-    assert result.heldout_clips >= 6 and os.path.getsize(result.out_dir / "demo_walk.wav") > 1e6
+def make_deb(folder: Path, package: str, files: dict[str, bytes]) -> Path:
+    """A real .deb of `package` (dpkg-deb --build) holding `files` at their installed paths."""
+    tree = folder / f"{package}-tree"
+    for rel, body in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(body)
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(f"Package: {package}\nVersion: 1.0-1\nArchitecture: all\n"
+                                             "Maintainer: test <t@example.org>\nDescription: test package\n")
+    deb = folder / f"{package}_1.0-1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree), str(deb)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return deb
 
 
-def test_missing_packages_are_installed_with_apt_get_as_root(monkeypatch, tmp_path):
-    import subprocess
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian's package tool)")
+def test_cache_extracts_only_the_used_files_from_a_deb(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    (cache / "debs").mkdir(parents=True)
+    used = "usr/share/games/x/sounds/rain.ogg"
+    make_deb(cache / "debs", "x-data", {used: b"rain", "usr/share/games/x/big.bin": b"0" * 10000,
+                                        "usr/share/wallpapers/W/metadata.json": b"{}",
+                                        "usr/share/wallpapers/W/contents/images/1x1.png": b"png"})
+    monkeypatch.setattr(S, "packages", lambda: ["x-data"])
+    monkeypatch.setattr(S, "files_of", lambda pkg: [used, "usr/share/wallpapers/W/contents/images/"])
+    assert packages.missing_files(cache, "x-data") == [used, "usr/share/wallpapers/W/contents/images/"]
+    assert packages.resolve_root(None, str(cache), log=lambda m: None) == cache
+    assert (cache / "x-data" / used).read_bytes() == b"rain"
+    assert (cache / "x-data/usr/share/wallpapers/W/contents/images/1x1.png").read_bytes() == b"png"
+    assert not (cache / "x-data/usr/share/games/x/big.bin").exists()
+    assert not (cache / "x-data/usr/share/wallpapers/W/metadata.json").exists()
+    # a package that lacks an expected file: one line naming the .deb and the file
+    monkeypatch.setattr(S, "files_of", lambda pkg: [used, "usr/share/games/x/sounds/nothere.ogg"])
+    with pytest.raises(SoundvjError, match=r"x-data_1.0-1_all.deb: does not hold the expected files") as info:
+        packages.ensure_cache(cache, log=lambda m: None)
+    assert "\n" not in str(info.value)
 
-    import training.data.demo.build as build_module
 
-    marker = tmp_path / "installed-by-apt"
-    # Only the fake package: what this machine happens to have installed must not change the test.
-    monkeypatch.setattr(S, "PACKAGE_MARKERS", {"fake-pkg": str(marker).lstrip("/")})
-    calls = []
-
-    def fake_run(command, **kw):
-        calls.append((command, kw.get("env", {}).get("DEBIAN_FRONTEND")))
-        if command[:2] == ["apt-get", "install"]:
-            marker.write_text("")
-        return subprocess.CompletedProcess(command, 0, "", "")
-
-    monkeypatch.setattr(build_module.subprocess, "run", fake_run)
-    monkeypatch.setattr(build_module.os, "geteuid", lambda: 0)
-    build_module.ensure_packages(Path("/"), log=lambda m: None)
-    assert calls == [(["apt-get", "install", "-y", "--no-install-recommends", "fake-pkg"], "noninteractive")]
-
-    marker.unlink()
-    calls.clear()
-    monkeypatch.setattr(build_module.subprocess, "run",
-                        lambda command, **kw: calls.append(command) or subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package fake-pkg"))
-    with pytest.raises(SoundvjError, match=r"apt-get could not install fake-pkg \(E: Unable to locate package fake-pkg\); install them with"):
-        build_module.ensure_packages(Path("/"), log=lambda m: None)
-    assert [c[:2] for c in calls] == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
-
-    monkeypatch.setattr(build_module.os, "geteuid", lambda: 1000)
-    with pytest.raises(SoundvjError, match=r"packages missing: fake-pkg; install them with: apt-get install fake-pkg"):
-        build_module.ensure_packages(Path("/"), log=lambda m: None)
+def test_cache_without_the_deb_or_apt_get_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "packages", lambda: ["x-data"])
+    monkeypatch.setattr(S, "files_of", lambda pkg: ["usr/share/x.ogg"])
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no apt-get on PATH
+    with pytest.raises(SoundvjError, match=r"package x-data is not in .*debs and apt-get is not available"):
+        packages.resolve_root(None, str(tmp_path / "cache"), log=lambda m: None)

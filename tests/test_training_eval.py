@@ -241,3 +241,66 @@ def test_eval_timeline_splits_each_class_by_time_since_the_clip_began(chain, exp
                               csv=str(tmp_path / "t.csv"), overrides=EVAL_DATA, device="cpu", seed=0, parts=True)
     assert run_cli(args) == 0
     assert "by time since the clip began" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="session")
+def by_source_data(chain, tmp_path_factory):
+    """The chain's data with a demo-set style split: per class one clip of a held-out source, one
+    same-source held-out clip, one training clip (HOLDOUT.txt and SOURCES.csv as `data demo` writes)."""
+    import shutil
+
+    data = tmp_path_factory.mktemp("by_source") / "clips"
+    shutil.copytree(chain / "data", data, ignore=shutil.ignore_patterns(".*"))  # not the decode cache
+    holdout, rows = [], ["clip,class,source,use,sound"]
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        clips = sorted(p.name for p in folder.iterdir() if p.suffix == ".mp4")
+        for name, source, use in zip(clips, ("pkg-b", "pkg-a", "pkg-a"), ("heldout-source", "heldout", "train")):
+            rows.append(f"{folder.name}/{name},{folder.name},{source},{use},{name}")
+            if use != "train":
+                holdout.append(f"{folder.name}/{name}")
+    (data / "HOLDOUT.txt").write_text("\n".join(holdout) + "\n")
+    (data / "SOURCES.csv").write_text("\n".join(rows) + "\n")
+    return data
+
+
+def test_eval_by_source_reports_held_out_sources_beside_same_source_clips(chain, exported, by_source_data, tmp_path,
+                                                                        capsys):
+    from core.cli import main
+    from training.evaluation.evaluate import ALL_CLIPS, BASELINE, TRAINED
+
+    out = tmp_path / "by_source.csv"
+    code = main(["eval", str(exported), str(by_source_data), "--clip", str(chain / "clip"), "--device", "cpu",
+                 "--csv", str(out), "--by-source", *[x for item in EVAL_DATA for x in ("--set", item)]])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "held-out sources" in printed.out and "same-source held out" in printed.out
+    table = printed.out[printed.out.index("per class on clips of held-out sources"):].splitlines()
+    classes = sorted(p.name for p in by_source_data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [line.split()[0] for line in table[2:]] == classes + ["all"]
+    assert all(line.count("(1)") == 2 for line in table[2:-1]) and table[-1].count(f"({len(classes)})") == 2
+    with open(out, newline="") as f:
+        records = list(csv.DictReader(f))
+    per_clip = [r for r in records if r["clip"] != ALL_CLIPS]
+    assert {(r["models"], r["split"]) for r in per_clip} == {(m, s) for m in (TRAINED, BASELINE)
+                                                            for s in ("heldout-source", "heldout")}
+    held_source_clips = {r["clip"].rsplit("/", 1)[-1] for r in per_clip if r["split"] == "heldout-source"}
+    assert len(held_source_clips) == len(classes)
+    summaries = [(r["models"], r["split"]) for r in records if r["clip"] == ALL_CLIPS]
+    assert summaries == [(TRAINED, ""), (BASELINE, ""), (TRAINED, "heldout-source"), (TRAINED, "heldout"),
+                         (BASELINE, "heldout-source"), (BASELINE, "heldout")]
+    # each split's summary is its clips' frame-weighted mean
+    for model in (TRAINED, BASELINE):
+        for split in ("heldout-source", "heldout"):
+            mine = [r for r in per_clip if r["models"] == model and r["split"] == split]
+            summary = next(r for r in records if r["clip"] == ALL_CLIPS and (r["models"], r["split"]) == (model, split))
+            expected = sum(float(r["zero_shot_accuracy"]) * int(r["frames"]) for r in mine) / sum(int(r["frames"]) for r in mine)
+            assert math.isclose(float(summary["zero_shot_accuracy"]), expected, abs_tol=1e-5)
+
+
+def test_eval_by_source_without_a_sources_list_is_a_one_line_error(chain, exported, capsys):
+    from core.cli import main
+
+    code = main(["eval", str(exported), str(chain / "data"), "--clip", str(chain / "clip"), "--device", "cpu",
+                 "--by-source", *[x for item in EVAL_DATA for x in ("--set", item)]])
+    err = capsys.readouterr().err
+    assert code == 2 and "SOURCES.csv not found" in err and err.count("\n") == 1 and "Traceback" not in err

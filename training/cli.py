@@ -238,12 +238,16 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     d.add_argument("dir", help="output folder (built in DIR.partial, then renamed)")
     d.add_argument("--size", type=int, default=64, help="image and frame size in pixels (default 64)")
     d.add_argument("--images-per-class", type=int, default=600, help="generator training images per class (default 600)")
-    d.add_argument("--clips-per-class", type=int, default=48, help="training clips per class (default 48)")
+    d.add_argument("--clips-per-class", type=int, default=96, help="training clips per class (default 96)")
     d.add_argument("--clip-seconds", type=float, default=4.0, help="length of each clip (default 4)")
     d.add_argument("--fps", type=float, default=24.0)
     d.add_argument("--walk-seconds", type=float, default=7.0, help="seconds per class in demo_walk.wav (default 7)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--source-root", default="/", help="where the packages' files are (default /)")
+    d.add_argument("--package-cache", default=None, metavar="DIR",
+                   help="where the Debian packages are downloaded (apt-get download) and the used files extracted "
+                        "(default ~/.cache/soundvj/debian)")
+    d.add_argument("--source-root", default=None, metavar="DIR",
+                   help="read the packages from DIR/<package>/<path> instead (nothing is fetched)")
     d.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete set")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_data_demo)
@@ -280,6 +284,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parts", action="store_true",
                    help="also measure each part of the chain per class: E_A's zero-shot on the sound, frames of E_I "
                         "alone (no stepper), and the whole pipeline (which part loses a class)")
+    p.add_argument("--by-source", action="store_true",
+                   help="also report per class on the clips of held-out sources (never trained on) beside the "
+                        "same-source held-out clips (needs the dataset's SOURCES.csv, as `soundvj data demo` writes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")
     p.add_argument("--device", default="auto")

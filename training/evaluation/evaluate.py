@@ -20,6 +20,12 @@ loses a class. It also prints the frames' accuracies per class by time since the
 stepper's training clip length; 10-29; 30 on): a stepper whose GRU state drifts on long rollouts keeps the
 class at first and loses it later.
 
+With `--by-source` (a dataset whose `SOURCES.csv`, next to `HOLDOUT.txt`, names each clip's source and
+use, as `soundvj data demo` writes in `clips/`), every row also says its split: `heldout-source`, clips of
+sources (packages) the class never trained on, or `heldout`, held-out spans/files of training sources;
+summary rows per split follow the overall ones, and a per-class table shows both judges on both splits,
+so a meaning that holds only on the sources trained on shows as a gap between them.
+
 The baseline row runs the same generator with the seeded, untrained sound models every model file
 without sound models gets (`core.model.seeded_sound_models`); chance is 1 / number of classes.
 Data settings (fps, window_seconds, holdout_fraction, max_seconds, ...) are the `data:` keys of a
@@ -58,6 +64,8 @@ BASELINE = "untrained baseline"
 ALL_CLIPS = "ALL"
 FRAMES_PER_BATCH = 8
 TIME_SPANS = ((0, 10), (10, 30), (30, None))  # frame index ranges of the --parts timeline
+SOURCES_LIST = "SOURCES.csv"  # next to HOLDOUT.txt: clip,class,source,use (training.data.demo.build writes it)
+SPLITS = {"heldout-source": "held-out sources", "heldout": "same-source held out"}  # --by-source, in print order
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,94 @@ class EvalRow:
     audio_zero_shot: float | None = None  # the --parts columns (None without --parts)
     inverter_zero_shot: float | None = None
     inverter_classifier_accuracy: float | None = None
+    split: str = ""  # --by-source: "heldout-source" or "heldout" ("" on the overall summary rows)
+
+
+def read_clip_sources(dataset: str | Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(class, file name) -> (source, use) of every clip `SOURCES.csv` lists (in the dataset folder, or
+    next to a CSV dataset); bad or missing lists are one-line errors."""
+    root = Path(dataset)
+    path = (root if root.is_dir() else root.parent) / SOURCES_LIST
+    if not path.is_file():
+        raise SoundvjError(f"--by-source: {path} not found; expected the clip sources list `soundvj data demo` "
+                           "writes in its clips/ folder")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"clip", "source", "use"} - set(reader.fieldnames or ())
+            if missing:
+                raise SoundvjError(f"{path}: no column {', '.join(sorted(missing))}; expected clip,class,source,use")
+            table = {}
+            for number, row in enumerate(reader, start=2):
+                label, sep, name = (row["clip"] or "").partition("/")
+                if not sep or not name or row["use"] not in (*SPLITS, "train"):
+                    raise SoundvjError(f"{path} line {number}: expected <class>/<file>,...,<source>,train|heldout|"
+                                       f"heldout-source, got {row['clip']!r} use {row['use']!r}")
+                table[(label, name)] = (row["source"], row["use"])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SoundvjError(f"{path}: cannot be read ({e})") from None
+    return table
+
+
+def _split_rows(rows: list[EvalRow], sources: dict[tuple[str, str], tuple[str, str]]) -> list[EvalRow]:
+    """Per-clip rows with their split set, then per model and split a frame-weighted summary row."""
+    from dataclasses import replace
+
+    per_clip, overall = [], [r for r in rows if r.clip == ALL_CLIPS]
+    for r in rows:
+        if r.clip == ALL_CLIPS:
+            continue
+        key = (r.label, Path(r.clip).name)
+        if key not in sources or sources[key][1] not in SPLITS:
+            raise SoundvjError(f"--by-source: held-out clip {key[0]}/{key[1]} is not listed as held out in {SOURCES_LIST}")
+        per_clip.append(replace(r, split=sources[key][1]))
+    summaries = []
+    for model in dict.fromkeys(r.models for r in per_clip):
+        for split in SPLITS:
+            mine = [r for r in per_clip if r.models == model and r.split == split]
+            if not mine:
+                continue
+            frames = sum(r.frames for r in mine)
+
+            def mean(key: str) -> float | None:
+                values = [getattr(r, key) for r in mine]
+                return None if any(v is None for v in values) else sum(v * r.frames for v, r in zip(values, mine)) / frames
+
+            summaries.append(EvalRow(model, ALL_CLIPS, "", frames, mean("clip_cosine"), mean("zero_shot_accuracy"),
+                                     mean("frame_change"), mine[0].chance, mean("classifier_accuracy"),
+                                     mean("audio_zero_shot"), mean("inverter_zero_shot"),
+                                     mean("inverter_classifier_accuracy"), split))
+    return per_clip + overall + summaries
+
+
+def format_by_source(rows: list[EvalRow]) -> str:
+    """Per class, both judges' accuracy on each split (held-out sources, same-source held out) for the
+    trained model (the baseline when the model has none); "n" is the clips."""
+    per_clip = [r for r in rows if r.clip != ALL_CLIPS and r.split]
+    if not per_clip:
+        return ""
+    model = TRAINED if any(r.models == TRAINED for r in per_clip) else BASELINE
+    per_clip = [r for r in per_clip if r.models == model]
+    judged = any(r.classifier_accuracy is not None for r in per_clip)
+    cell = 24 if judged else 16
+    head = "zero-shot / classifier" if judged else "zero-shot"
+    lines = [f"{model}: per class on clips of held-out sources and on same-source held-out clips ({head}; n clips)",
+             f"{'sound':<10}" + "".join(f"{title:>{cell}}" for title in SPLITS.values())]
+
+    def text(mine: list[EvalRow]) -> str:
+        if not mine:
+            return "-"
+        frames = sum(r.frames for r in mine)
+        clip_acc = sum(r.zero_shot_accuracy * r.frames for r in mine) / frames
+        if judged:
+            judge = sum((r.classifier_accuracy or 0.0) * r.frames for r in mine) / frames
+            return f"{clip_acc:.2f} / {judge:.2f} ({len(mine)})"
+        return f"{clip_acc:.2f} ({len(mine)})"
+
+    for label in sorted({r.label for r in per_clip}) + [""]:
+        cells = [text([r for r in per_clip if r.split == split and (not label or r.label == label)]) for split in SPLITS]
+        lines.append(f"{label or 'all':<10}" + "".join(f"{c:>{cell}}" for c in cells))
+    return "\n".join(lines)
 
 
 def data_config(dataset: str | Path, overrides: list[str] = ()) -> Any:
@@ -235,8 +331,12 @@ def evaluate(
     confusion: dict[str, Any] | None = None,
     parts: bool = False,
     timeline: dict[str, torch.Tensor] | None = None,
+    by_source: bool = False,
 ) -> list[EvalRow]:
     """Per-clip and summary rows of the model's sound models and of the untrained baseline.
+
+    With `by_source`, each per-clip row carries its split and per-split summary rows follow the overall
+    ones (see the module docstring).
 
     The summary rows (clip == ALL) come last: the model's, then the baseline's. A model without trained
     sound models (e.g. "default") has only the baseline rows. `confusion` (a dict to fill) receives the
@@ -246,6 +346,7 @@ def evaluate(
     """
 
     data = data_config(dataset, list(overrides))
+    sources = read_clip_sources(data.path) if by_source else None  # checked before any model is loaded
     model = load_model(model_path, device=device)
     clip = build_clip(ClipConfig(checkpoint=str(clip_checkpoint))).freeze().to(model.device)
     encoder = model.sound.audio_encoder
@@ -271,7 +372,8 @@ def evaluate(
         model = SoundvjModel(model.generator, seeded, model.mel_config, "seeded", True)
     rows += _measure(model, clip, encoder, clips, class_text, data, seed, BASELINE, judge, keep_frames, confusion)
     per_clip = [r for r in rows if r.clip != ALL_CLIPS]
-    return per_clip + [r for r in rows if r.clip == ALL_CLIPS]
+    rows = per_clip + [r for r in rows if r.clip == ALL_CLIPS]
+    return _split_rows(rows, sources) if sources is not None else rows
 
 
 def write_contact_sheet(path: str | Path, frames: dict[str, list[torch.Tensor]], fps: float, columns: int = 8,
@@ -308,7 +410,8 @@ def write_contact_sheet(path: str | Path, frames: dict[str, list[torch.Tensor]],
 
 
 def summary_rows(rows: list[EvalRow]) -> list[EvalRow]:
-    return [r for r in rows if r.clip == ALL_CLIPS]
+    """The overall summary rows (one per model; the per-split ones of --by-source are left out)."""
+    return [r for r in rows if r.clip == ALL_CLIPS and not r.split]
 
 
 def format_table(rows: list[EvalRow]) -> str:
@@ -396,11 +499,14 @@ def run_cli(args: argparse.Namespace) -> int:
     confusion: dict[str, Any] | None = {} if getattr(args, "confusion", False) else None
     parts = bool(getattr(args, "parts", False))
     timeline: dict[str, torch.Tensor] | None = {} if parts else None
+    by_source = bool(getattr(args, "by_source", False))
     rows = evaluate(args.model, args.dataset, args.clip, list(args.overrides), seed=args.seed, device=args.device,
                     classifier=getattr(args, "classifier", None), keep_frames=keep, confusion=confusion, parts=parts,
-                    timeline=timeline)
+                    timeline=timeline, by_source=by_source)
     out = Path(args.csv) if args.csv else default_csv_path(args.model)
     print(format_table(rows))
+    if by_source:
+        print("\n" + format_by_source(rows))
     if confusion:
         print("\n" + format_confusion(confusion))
     if parts:

@@ -4,15 +4,19 @@ Layout written (see the package docstring for the classes):
 
 * `images/<class>/<class>-NNNN.png` — generator training images, `size` px;
 * `clips/<class>/<class>-train-NNN.mp4` — training clips with sound (`data.kind: video`);
-  `clips/<class>/<class>-heldout-<source>-N.mp4` — held-out clips, listed in `clips/HOLDOUT.txt`
-  (which `training.data.datasets` reads as the exact held-out split);
-* `heldout_audio/<class>/<source>.wav` — each held-out recording whole (its chosen span);
-* `demo_walk.wav` + `demo_walk.txt` — a soundscape through the six classes from held-out material;
-* `credits.json`, `CREDITS.md` — every source with package, licence, credit, class and use;
-  `manifest.csv` — every written clip and image with the source and look it came from.
+  `clips/<class>/<class>-heldout-<name>-N.mp4` — held-out spans/files of training sources and
+  `clips/<class>/<class>-hsource-<name>-N.mp4` — clips of the held-out sources (packages the class
+  never trains on); both are listed in `clips/HOLDOUT.txt` (which `training.data.datasets` reads as
+  the exact held-out split), and `clips/SOURCES.csv` gives every clip's class, source and use
+  (`train`, `heldout`, `heldout-source`: what `soundvj eval --by-source` splits by);
+* `heldout_audio/<class>/<name>.wav` — each held-out recording whole (its chosen span);
+* `demo_walk.wav` + `demo_walk.txt` — a soundscape through the six classes from the held-out
+  sources' recordings (sources no training clip comes from);
+* `credits.json`, `CREDITS.md` — every file with package, licence, credit, class, use and why it is
+  in its class; `manifest.csv` — every written clip and image with the source and look it came from.
 
 Every random choice comes from a generator seeded by (seed, what, class, index), so a set is a pure
-function of its settings and the installed files. A DIR holding a complete set (its `credits.json`)
+function of its settings and the packages' files. A DIR holding a complete set (its `credits.json`)
 is left alone unless `--force`.
 """
 
@@ -24,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,29 +39,34 @@ import numpy as np
 from core.errors import SoundvjError
 from training.data.demo import sources as S
 from training.data.demo.images import Photo, class_look, load_photos
+from training.data.demo.packages import resolve_root
 from training.data.demo.sounds import (
     SAMPLE_RATE,
     cut_training_clip,
     demo_walk,
-    PROCEDURAL_SOUNDS,
     load_recording,
+    source_shares,
     split_heldout,
     write_wav,
 )
 
 COMPLETE_MARKER = "credits.json"  # written last: its presence means the set is whole
-FORMAT_VERSION = 1
+SOURCES_LIST = "SOURCES.csv"  # in clips/: every clip's class, source and use
+FORMAT_VERSION = 2  # 2: many sources per class, held-out sources, clips/SOURCES.csv
+HELDOUT_USES = ("heldout", "heldout-source")
+CLIP_TAG = {"heldout": "heldout", "heldout-source": "hsource"}  # in held-out clip file names
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     size: int = 64
     images_per_class: int = 600
-    clips_per_class: int = 48
+    clips_per_class: int = 96
     clip_seconds: float = 4.0
     fps: float = 24.0
     seed: int = 0
-    source_root: str = "/"
+    source_root: str | None = None  # a tree with one folder per package (tests); None: the package cache
+    package_cache: str | None = None  # None: packages.DEFAULT_CACHE
     walk_seconds: float = 7.0  # per class in the demo walk
     walk_fade: float = 1.0
 
@@ -82,36 +90,6 @@ class DemoSettings:
 def item_rng(seed: int, what: str, label: str, index: int) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}/{what}/{label}/{index}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-# --- packages ----------------------------------------------------------------------------------------
-
-
-def missing_packages(root: Path) -> list[str]:
-    return [pkg for pkg, marker in S.PACKAGE_MARKERS.items() if not (root / marker).exists()]
-
-
-def ensure_packages(root: Path, log: Callable[[str], None]) -> None:
-    """Install missing packages with apt-get when the root is "/" and we are root; else a one-line error."""
-    missing = missing_packages(root)
-    if not missing:
-        return
-    hint = f"install them with: apt-get install {' '.join(missing)}"
-    if str(root) != "/":
-        raise SoundvjError(f"--source-root {root}: packages missing: {', '.join(missing)} (expected their files under it)")
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        raise SoundvjError(f"data demo: packages missing: {', '.join(missing)}; {hint}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    log(f"data demo: installing {', '.join(missing)} with apt-get")
-    for attempt in range(2):
-        result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if result.returncode == 0 and not missing_packages(root):
-            return
-        if attempt == 0:  # stale package lists are the usual cause
-            subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = (result.stderr or "").strip().splitlines()[-1:] or ["no message"]
-    raise SoundvjError(f"data demo: apt-get could not install {', '.join(missing)} ({last[0]}); {hint}")
 
 
 # --- writing -----------------------------------------------------------------------------------------
@@ -168,9 +146,8 @@ def build(out_dir: str | Path, settings: DemoSettings, force: bool = False,
         if (out / COMPLETE_MARKER).is_file():
             return BuildResult(out, 0, 0, 0, 0.0, 0, already_complete=True)
         raise SoundvjError(f"{out}: exists and is not a complete demo set; choose another DIR or pass --force to replace it")
-    root = Path(settings.source_root)
-    ensure_packages(root, log)
     started = time.monotonic()
+    root = resolve_root(settings.source_root, settings.package_cache, log)
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -179,16 +156,16 @@ def build(out_dir: str | Path, settings: DemoSettings, force: bool = False,
     except OSError as e:
         raise SoundvjError(f"{partial}: cannot create the folder ({e.strerror or e})") from None
 
-    catalogues: dict = {}
-    recordings = {use: {label: [load_recording(s, root, catalogues) for s in S.sounds_of(label, use)] for label in S.CLASSES}
-                  for use in ("train", "heldout")}
-    photos = load_photos(root, S.CLASSES)
+    cache: dict = {}
+    recordings = {use: {label: [load_recording(s, root, cache) for s in S.sounds_of(label, use)] for label in S.CLASSES}
+                  for use in S.USES}
+    photos = load_photos(root / S.WALLPAPERS, S.CLASSES)
     manifest: list[dict] = []
     from tqdm import tqdm
 
     total = settings.images_per_class * len(S.CLASSES) + settings.clips_per_class * len(S.CLASSES)
     bar = tqdm(total=total, unit="item", desc="data demo", disable=not show_progress, file=sys.stderr)
-    counts = {"images": 0, "train": 0, "heldout": 0}
+    counts = {"images": 0, "train": 0, "heldout": 0, "heldout-source": 0}
     look_origins: dict[tuple[str, str], int] = {}
     for label in S.CLASSES:
         folder = partial / "images" / label
@@ -198,57 +175,70 @@ def build(out_dir: str | Path, settings: DemoSettings, force: bool = False,
             look, origin = class_look(label, rng, settings.size, photos)
             path = folder / f"{label}-{i:04d}.png"
             _save_png(path, look(float(rng.uniform(0, 20))))
-            manifest.append({"file": str(path.relative_to(partial)), "class": label, "use": "train", "look": origin, "sound": "", "start": "", "speed": ""})
+            manifest.append({"file": str(path.relative_to(partial)), "class": label, "use": "train", "look": origin,
+                             "source": "", "sound": "", "start": "", "speed": ""})
             look_origins[(label, origin)] = look_origins.get((label, origin), 0) + 1
             counts["images"] += 1
             bar.update(1)
 
     holdout_lines = []
+    clip_sources: list[dict] = []  # clips/SOURCES.csv
+    train_seconds: dict[tuple[str, str], float] = {}  # (class, source) -> seconds of training clips
     for label in S.CLASSES:
         folder = partial / "clips" / label
         folder.mkdir(parents=True)
+        shares = source_shares(recordings["train"][label])
         for i in range(settings.clips_per_class):
             rng = item_rng(settings.seed, "clip", label, i)
-            if rng.random() < S.PROCEDURAL_SOUND_SHARE.get(label, 0.0):
-                audio, sound, start, speed = PROCEDURAL_SOUNDS[label](rng, settings.clip_seconds), f"procedural {label}", 0.0, 1.0
-            else:
-                audio, rec, start, speed = cut_training_clip(recordings["train"][label], rng, settings.clip_seconds)
-                sound = rec.source.name
+            audio, rec, start, speed = cut_training_clip(recordings["train"][label], rng, settings.clip_seconds, shares)
             look, origin = class_look(label, rng, settings.size, photos)
             path = folder / f"{label}-train-{i:03d}.mp4"
             _write_clip(path, audio, look, float(rng.uniform(0, 20)), settings)
             manifest.append({"file": str(path.relative_to(partial)), "class": label, "use": "train", "look": origin,
-                             "sound": sound, "start": f"{start:.3f}", "speed": f"{speed:g}"})
+                             "source": rec.source.package, "sound": rec.source.name, "start": f"{start:.3f}",
+                             "speed": f"{speed:g}"})
+            clip_sources.append({"clip": f"{label}/{path.name}", "class": label, "source": rec.source.package,
+                                 "use": "train", "sound": rec.source.name})
+            key = (label, rec.source.package)
+            train_seconds[key] = train_seconds.get(key, 0.0) + settings.clip_seconds
             counts["train"] += 1
             bar.update(1)
-        for rec in recordings["heldout"][label]:
-            write_wav(partial / "heldout_audio" / label / f"{rec.source.name}.wav", rec.samples)
-            for k, (start, audio) in enumerate(split_heldout(rec, settings.clip_seconds)):
-                rng = item_rng(settings.seed, f"heldout/{rec.source.name}", label, k)
-                look, origin = class_look(label, rng, settings.size, photos)
-                path = folder / f"{label}-heldout-{rec.source.name}-{k}.mp4"
-                _write_clip(path, audio, look, float(rng.uniform(0, 20)), settings)
-                holdout_lines.append(f"{label}/{path.name}")
-                manifest.append({"file": str(path.relative_to(partial)), "class": label, "use": "heldout", "look": origin,
-                                 "sound": rec.source.name, "start": f"{rec.source.start + start:.3f}", "speed": "1"})
-                counts["heldout"] += 1
+        for use in HELDOUT_USES:
+            for rec in recordings[use][label]:
+                write_wav(partial / "heldout_audio" / label / f"{rec.source.name}.wav", rec.samples)
+                for k, (start, audio) in enumerate(split_heldout(rec, settings.clip_seconds)):
+                    rng = item_rng(settings.seed, f"heldout/{rec.source.name}", label, k)
+                    look, origin = class_look(label, rng, settings.size, photos)
+                    path = folder / f"{label}-{CLIP_TAG[use]}-{rec.source.name}-{k}.mp4"
+                    _write_clip(path, audio, look, float(rng.uniform(0, 20)), settings)
+                    holdout_lines.append(f"{label}/{path.name}")
+                    manifest.append({"file": str(path.relative_to(partial)), "class": label, "use": use, "look": origin,
+                                     "source": rec.source.package, "sound": rec.source.name,
+                                     "start": f"{rec.source.start + start:.3f}", "speed": "1"})
+                    clip_sources.append({"clip": f"{label}/{path.name}", "class": label, "source": rec.source.package,
+                                         "use": use, "sound": rec.source.name})
+                    counts[use] += 1
     bar.close()
     (partial / "clips" / "HOLDOUT.txt").write_text(
         "# held-out clips (never trained on), one <class>/<file> per line; see ../CREDITS.md\n"
         + "\n".join(holdout_lines) + "\n", encoding="utf-8")
+    with open(partial / "clips" / SOURCES_LIST, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["clip", "class", "source", "use", "sound"])
+        writer.writeheader()
+        writer.writerows(clip_sources)
 
-    walk, starts = demo_walk(recordings["heldout"], S.WALK_ORDER, settings.walk_seconds, settings.walk_fade)
+    walk, starts = demo_walk(recordings["heldout-source"], S.WALK_ORDER, settings.walk_seconds, settings.walk_fade)
     write_wav(partial / "demo_walk.wav", walk)
     (partial / "demo_walk.txt").write_text(
-        "# start_seconds class  (each class's held-out recordings; a start is the middle of the crossfade into it)\n"
+        "# start_seconds class  (each class's held-out sources' recordings; a start is the middle of the crossfade into it)\n"
         + "".join(f"{t:.2f} {label}\n" for t, label in starts)
         + f"# total {len(walk) / SAMPLE_RATE:.2f} s\n", encoding="utf-8")
 
     with open(partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "class", "use", "look", "sound", "start", "speed"])
+        writer = csv.DictWriter(f, fieldnames=["file", "class", "use", "look", "source", "sound", "start", "speed"])
         writer.writeheader()
         writer.writerows(manifest)
-    credits = credits_list(recordings, photos, look_origins, counts, settings)
+    credits = credits_list(recordings, photos, look_origins, counts, train_seconds, root, settings)
     (partial / "CREDITS.md").write_text(credits_markdown(credits, holdout_lines, starts), encoding="utf-8")
     (partial / COMPLETE_MARKER).write_text(json.dumps(credits, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     _fsync_tree(partial)
@@ -263,7 +253,8 @@ def build(out_dir: str | Path, settings: DemoSettings, force: bool = False,
     else:
         os.replace(partial, out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return BuildResult(out, counts["images"], counts["train"], counts["heldout"], time.monotonic() - started, size)
+    return BuildResult(out, counts["images"], counts["train"], counts["heldout"] + counts["heldout-source"],
+                       time.monotonic() - started, size)
 
 
 # --- credits -----------------------------------------------------------------------------------------
@@ -283,44 +274,47 @@ def _wallpaper_metadata(folder: Path) -> tuple[str, str, str]:
 
 
 def credits_list(recordings: dict, photos: dict[str, list[Photo]], look_origins: dict, counts: dict,
-                 settings: DemoSettings) -> dict:
-    """The machine-readable credits: every source with package, licence, credit, class and use."""
-    root = Path(settings.source_root)
+                 train_seconds: dict[tuple[str, str], float], root: Path, settings: DemoSettings) -> dict:
+    """The machine-readable credits: every file with package, licence, credit, class, use and why."""
     items = []
-    for use in ("train", "heldout"):
+    for use in S.USES:
         for label in S.CLASSES:
             for rec in recordings[use][label]:
                 src = rec.source
                 items.append({"kind": "sound", "file": src.file, "span": src.span_text, "package": src.package,
                               "licence": src.licence, "credit": rec.credit, "class": label, "use": use,
-                              "seconds": round(rec.seconds, 2)})
+                              "why": src.why, "seconds": round(rec.seconds, 2)})
     for label in S.CLASSES:
         for photo in photos[label]:
-            title, author, licence = _wallpaper_metadata(root / photo.source.folder)
-            items.append({"kind": "image", "file": "/" + str(photo.file.relative_to(root)), "span": "",
+            title, author, licence = _wallpaper_metadata(root / S.WALLPAPERS / photo.source.folder)
+            items.append({"kind": "image", "file": "/" + str(photo.file.relative_to(root / S.WALLPAPERS)), "span": "",
                           "package": S.WALLPAPERS, "licence": licence,
                           "credit": f"\"{title}\" by {author}", "class": label, "use": "train",
-                          "images": look_origins.get((label, photo.source.wallpaper), 0), "note": photo.source.note})
+                          "why": photo.source.note, "images": look_origins.get((label, photo.source.wallpaper), 0)})
         procedural = look_origins.get((label, "procedural"), 0)
         if procedural:
             items.append({"kind": "image", "file": "procedural", "span": "", "package": "soundvj",
                           "licence": "same as soundvj", "credit": f"soundvj procedural scene: {S.LOOKS[label]}",
-                          "class": label, "use": "train", "images": procedural})
-    for label, what in (("fire", "fire crackle"), ("wind", "wind")):
-        if S.PROCEDURAL_SOUND_SHARE.get(label, 0.0) > 0:
-            items.append({"kind": "sound", "file": "procedural", "span": "", "package": "soundvj",
-                          "licence": "same as soundvj", "credit": f"soundvj procedural {what} (training/data/demo/sounds.py)",
-                          "class": label, "use": "train", "seconds": None})
+                          "class": label, "use": "train", "why": "no package ships this look", "images": procedural})
+    per_class = {}
+    for label in S.CLASSES:
+        per_class[label] = {
+            "train_sources": S.sources_of(label, "train"),
+            "heldout_sources": S.sources_of(label, "heldout-source"),
+            "train_clip_seconds": {pkg: round(sec, 1) for (lab, pkg), sec in sorted(train_seconds.items()) if lab == label},
+            "recording_seconds": {use: round(sum(r.seconds for r in recordings[use][label]), 1) for use in S.USES},
+        }
     return {
         "dataset": "soundvj demo set (soundvj data demo)",
         "format": FORMAT_VERSION,
         "settings": asdict(settings),
         "classes": {label: S.LOOKS[label] for label in S.CLASSES},
-        "counts": {"images": counts["images"], "train_clips": counts["train"], "heldout_clips": counts["heldout"]},
-        "packages": S.PACKAGE_LICENCE_NOTES,
-        "not_used": {"/usr/share/games/megaglest/tilesets/winter/sounds/wind.ogg":
-                     "the same recording as the held-out winter_forest/sounds/wind.ogg",
-                     f"/{S.OPENSFX_CAT}#57": "the same samples as #52, which is used"},
+        "counts": {"images": counts["images"], "train_clips": counts["train"], "heldout_clips": counts["heldout"],
+                   "heldout_source_clips": counts["heldout-source"]},
+        "per_class": per_class,
+        "packages": {pkg: f"{info.licence}; {info.note}" for pkg, info in S.PACKAGES.items()
+                     if pkg in S.packages()},
+        "not_used": S.NOT_USED,
         "sources": items,
     }
 
@@ -329,22 +323,30 @@ def credits_markdown(credits: dict, holdout_lines: list[str], starts: list[tuple
     lines = ["# Credits and licences of the soundvj demo set", "",
              "Built by `soundvj data demo` from Debian packages. Classes and looks:", ""]
     lines += [f"- **{label}**: {look}" for label, look in credits["classes"].items()]
+    lines += ["", "## Sources per class", "", "| class | training sources (seconds of training clips) | held-out sources |",
+              "|---|---|---|"]
+    for label, info in credits["per_class"].items():
+        train = ", ".join(f"{pkg} ({sec:g} s)" for pkg, sec in info["train_clip_seconds"].items())
+        lines.append(f"| {label} | {train} | {', '.join(info['heldout_sources'])} |")
     lines += ["", "## Packages", ""]
     lines += [f"- `{pkg}`: {note}" for pkg, note in credits["packages"].items()]
-    lines += ["", "## Held out (never trained on)", ""]
+    lines += ["", "## Held out (never trained on)", "",
+              "`heldout-source`: a package the class never trains on; `heldout`: a span or file of a training source.", ""]
     for item in credits["sources"]:
-        if item["use"] == "heldout":
+        if item["use"] in HELDOUT_USES:
             span = f" ({item['span']})" if item["span"] else ""
-            lines.append(f"- {item['class']}: `{item['file']}`{span}, {item['seconds']} s")
-    lines += ["", "Not used anywhere: " + "; ".join(f"`{k}` ({v})" for k, v in credits["not_used"].items()), "",
-              "Held-out clips: `clips/HOLDOUT.txt`; whole recordings: `heldout_audio/`; the demo walk "
-              "(`demo_walk.wav`) starts: " + ", ".join(f"{label} {t:.1f} s" for t, label in starts) + ".", "",
-              "## Sources", "", "| class | use | kind | file | package | licence | credit |", "|---|---|---|---|---|---|---|"]
+            lines.append(f"- {item['class']}, {item['use']}: `{item['file']}`{span} ({item['package']}), {item['seconds']} s")
+    lines += ["", "Not used: " + "; ".join(f"`{k}` ({v})" for k, v in credits["not_used"].items()), "",
+              "Held-out clips: `clips/HOLDOUT.txt`; every clip's source and use: `clips/SOURCES.csv`; whole recordings: "
+              "`heldout_audio/`; the demo walk (`demo_walk.wav`, from the held-out sources) starts: "
+              + ", ".join(f"{label} {t:.1f} s" for t, label in starts) + ".", "",
+              "## Files", "", "| class | use | kind | file | package | licence | credit | why in its class |",
+              "|---|---|---|---|---|---|---|---|"]
     for item in credits["sources"]:
         span = f" ({item['span']})" if item["span"] else ""
-        credit = str(item["credit"]).replace("|", "\\|")
+        cells = [str(item[k]).replace("|", "\\|") for k in ("credit", "why")]
         lines.append(f"| {item['class']} | {item['use']} | {item['kind']} | `{item['file']}`{span} | {item['package']} "
-                     f"| {item['licence']} | {credit} |")
+                     f"| {item['licence']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -355,7 +357,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """`soundvj data demo DIR ...` (arguments defined in training.cli)."""
     settings = DemoSettings(size=args.size, images_per_class=args.images_per_class, clips_per_class=args.clips_per_class,
                             clip_seconds=args.clip_seconds, fps=args.fps, seed=args.seed, source_root=args.source_root,
-                            walk_seconds=args.walk_seconds)
+                            package_cache=args.package_cache, walk_seconds=args.walk_seconds)
     result = build(args.dir, settings, force=args.force, show_progress=not args.quiet and sys.stderr.isatty())
     if result.already_complete:
         print(f"{result.out_dir}: already a complete demo set (pass --force to rebuild it)")

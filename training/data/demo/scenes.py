@@ -310,7 +310,7 @@ def rain_overlay(rng: np.random.Generator, size: int) -> Callable[[np.ndarray, f
 
 PROCEDURAL: dict[str, Callable[[np.random.Generator, int], Scene]] = {
     "fire": flames,
-    "insects": night,
+    "night": night,
     "wind": cloudy_sky,
     "engine": city_road,
 }

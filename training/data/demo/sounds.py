@@ -1,7 +1,9 @@
 """Reading the sound sources and cutting them into clips, held-out recordings and the demo walk.
 
 All audio here is mono float32 at `SAMPLE_RATE`. Training clips are cut at seeded random places of a
-class's training recordings (weighted by length), with a small speed change (0.9-1.1x, pitch moves with
+class's training recordings: a source (package) is drawn first, by the square root of its seconds with
+no source above `MAX_SOURCE_SHARE` where the class has enough sources (so one long recording does not
+make the class), then one of its recordings by length; with a small speed change (0.9-1.1x, pitch moves with
 it) so that short sources give varied clips; a source shorter than a clip is looped with crossfades.
 Every clip is loudness-normalised (RMS -20 dBFS, peak at most -1 dBFS), so the class is in the sound's
 character, not its level.
@@ -10,8 +12,11 @@ character, not its level.
 from __future__ import annotations
 
 import io
+import os
 import struct
+import tempfile
 import wave
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +24,7 @@ import numpy as np
 
 from core.atomic_write import atomic_open
 from core.errors import SoundvjError
-from training.data.demo.sources import SoundSource
+from training.data.demo.sources import MAX_SOURCE_SHARE, SoundSource
 
 SAMPLE_RATE = 44100
 TARGET_RMS_DB = -20.0
@@ -100,26 +105,54 @@ def _resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), from_rate, to_rate).numpy()
 
 
-def load_recording(source: SoundSource, root: Path, catalogues: dict[Path, list] | None = None) -> Recording:
-    """The source's samples (its span only) at SAMPLE_RATE. `catalogues` caches parsed `.cat` files."""
-    path = root / source.path
+def _decode_file(path: Path) -> np.ndarray:
+    from core.audio.decode import load_mono  # PyAV: optional in core, needed only to decode recordings
+
+    return load_mono(path, SAMPLE_RATE).numpy()
+
+
+def _decode_member(archive: Path, member: str, archives: dict) -> np.ndarray:
+    """A sound stored in a zip archive (decoded through a temporary file: the decoder opens paths)."""
+    try:
+        if archive not in archives:
+            archives[archive] = zipfile.ZipFile(archive)
+        data = archives[archive].read(member)
+    except KeyError:
+        raise SoundvjError(f"{archive}: has no member {member!r}; expected the package's sound") from None
+    except (OSError, zipfile.BadZipFile) as e:
+        raise SoundvjError(f"{archive}: cannot be read as a zip archive ({e})") from None
+    fd, name = tempfile.mkstemp(suffix=Path(member).suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return _decode_file(Path(name))
+    finally:
+        os.unlink(name)
+
+
+def load_recording(source: SoundSource, root: Path, cache: dict | None = None) -> Recording:
+    """The source's samples (its span only) at SAMPLE_RATE, read from `root/<package>/<path>`.
+    `cache` keeps parsed `.cat` catalogues and open archives between calls."""
+    cache = cache if cache is not None else {}
+    path = root / source.package / source.path
     if not path.exists():
         raise SoundvjError(f"{path}: not found (from package {source.package}); expected the file the package installs")
     if source.cat_index is not None:
-        cache = catalogues if catalogues is not None else {}
-        if path not in cache:
-            cache[path] = read_opensfx_catalogue(path)
-        entries = cache[path]
+        catalogues = cache.setdefault("catalogues", {})
+        if path not in catalogues:
+            catalogues[path] = read_opensfx_catalogue(path)
+        entries = catalogues[path]
         if source.cat_index >= len(entries):
             raise SoundvjError(f"{path}: has {len(entries)} samples; expected sample {source.cat_index}")
         name, blob = entries[source.cat_index]
         x, rate = decode_wav_bytes(blob, f"{path}#{source.cat_index}")
         samples = _resample(x, rate, SAMPLE_RATE)
         credit = name
+    elif source.member is not None:
+        samples = _decode_member(path, source.member, cache.setdefault("archives", {}))
+        credit = source.credit
     else:
-        from core.audio.decode import load_mono  # PyAV: optional in core, needed only to decode recordings
-
-        samples = load_mono(path, SAMPLE_RATE).numpy()
+        samples = _decode_file(path)
         credit = source.credit
     start = int(round(source.start * SAMPLE_RATE))
     end = len(samples) if source.end is None else int(round(source.end * SAMPLE_RATE))
@@ -162,10 +195,42 @@ def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
     return _resample(x, int(round(SAMPLE_RATE * factor)), SAMPLE_RATE)
 
 
-def cut_training_clip(recordings: list[Recording], rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, Recording, float, float]:
-    """(normalised clip, the recording it is from, start second, speed) of one seeded training clip."""
-    weights = np.array([max(r.seconds, seconds / 2) for r in recordings], dtype=np.float64)
-    rec = recordings[int(rng.choice(len(recordings), p=weights / weights.sum()))]
+def source_shares(recordings: list[Recording], cap: float = MAX_SOURCE_SHARE) -> dict[str, float]:
+    """Each source's (package's) share of a class's training clips: the square root of its seconds,
+    normalised, then no share above `cap` (the excess spread over the others in proportion) when there
+    are enough sources for that (more than 1 / cap); else equal shares."""
+    seconds: dict[str, float] = {}
+    for r in recordings:
+        seconds[r.source.package] = seconds.get(r.source.package, 0.0) + r.seconds
+    weights = {k: float(np.sqrt(v)) for k, v in seconds.items()}
+    if len(weights) * cap <= 1.0:
+        return {k: 1.0 / len(weights) for k in weights}
+    shares = {k: w / sum(weights.values()) for k, w in weights.items()}
+    for _ in range(len(shares)):
+        over = {k for k, v in shares.items() if v > cap + 1e-12}
+        if not over:
+            break
+        excess = sum(shares[k] - cap for k in over)
+        free = {k: v for k, v in shares.items() if k not in over and v < cap}
+        for k in over:
+            shares[k] = cap
+        total_free = sum(free.values())
+        for k, v in free.items():
+            shares[k] = v + excess * v / total_free
+    return shares
+
+
+def cut_training_clip(recordings: list[Recording], rng: np.random.Generator, seconds: float,
+                      shares: dict[str, float] | None = None) -> tuple[np.ndarray, Recording, float, float]:
+    """(normalised clip, the recording it is from, start second, speed) of one seeded training clip: a
+    source by `shares` (default `source_shares`), then one of its recordings by length."""
+    shares = shares or source_shares(recordings)
+    names = sorted(shares)
+    p = np.array([shares[k] for k in names], dtype=np.float64)
+    package = names[int(rng.choice(len(names), p=p / p.sum()))]
+    mine = [r for r in recordings if r.source.package == package]
+    weights = np.array([max(r.seconds, seconds / 2) for r in mine], dtype=np.float64)
+    rec = mine[int(rng.choice(len(mine), p=weights / weights.sum()))]
     speed = float(rng.choice(SPEED_FACTORS))
     n = int(round(seconds * SAMPLE_RATE))
     need = int(np.ceil(n * speed)) + 16
@@ -180,54 +245,6 @@ def cut_training_clip(recordings: list[Recording], rng: np.random.Generator, sec
     if len(clip) < n:
         clip = np.pad(clip, (0, n - len(clip)))
     return normalise(clip), rec, start / SAMPLE_RATE, speed
-
-
-def procedural_crackle(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """A wood-fire crackle: Poisson clicks and pops of random size over a soft low roar (normalised)."""
-    n = int(round(seconds * SAMPLE_RATE))
-    out = np.zeros(n, dtype=np.float32)
-    rate = rng.uniform(10, 35)  # events per second
-    count = rng.poisson(rate * seconds)
-    for start in rng.integers(0, n, size=count):
-        decay = rng.uniform(0.0004, 0.004) * SAMPLE_RATE
-        length = int(decay * 6)
-        shape = np.exp(-np.arange(length) / decay).astype(np.float32)
-        burst = rng.standard_normal(length).astype(np.float32) * shape
-        if rng.random() < 0.3:  # a pop: lower, rounder
-            burst = np.cumsum(burst) * 0.15
-        height = min(1.0, rng.pareto(2.5) * 0.25 + 0.05)
-        seg = out[start : start + length]
-        seg += height * burst[: len(seg)]
-    # the roar: low-passed noise (one-pole-like roll-off above 200-500 Hz) at a low level
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    roar = np.fft.irfft(spectrum / (1 + (freqs / rng.uniform(200, 500)) ** 2), n=n).astype(np.float32)
-    roar /= float(np.abs(roar).max()) + 1e-9
-    out += rng.uniform(0.05, 0.15) * roar
-    return normalise(out)
-
-
-def procedural_wind(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """Wind: two or three band-passed noise layers (centres 250-1000 Hz) whose levels swell and fade
-    independently over seconds (gusts), over a little low rumble (normalised)."""
-    n = int(round(seconds * SAMPLE_RATE))
-    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    tt = np.arange(n, dtype=np.float64) / SAMPLE_RATE
-    out = np.zeros(n, dtype=np.float64)
-    for _ in range(int(rng.integers(2, 4))):
-        centre, q = rng.uniform(250, 1000), rng.uniform(1.5, 5.0)
-        band = 1 / (1 + (q * (freqs / centre - centre / np.maximum(freqs, 1.0))) ** 2)
-        layer = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band, n=n)
-        layer /= np.abs(layer).max() + 1e-12
-        gust = sum(rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * tt + rng.uniform(0, 2 * np.pi))
-                   for _ in range(3))
-        out += layer * np.clip(0.5 + 0.3 * gust, 0.05, None)
-    rumble = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / (1 + (freqs / 120.0) ** 4), n=n)
-    out += rng.uniform(0.05, 0.2) * rumble / (np.abs(rumble).max() + 1e-12)
-    return normalise(out.astype(np.float32))
-
-
-PROCEDURAL_SOUNDS = {"fire": procedural_crackle, "wind": procedural_wind}
 
 
 def split_heldout(rec: Recording, seconds: float, min_seconds: float = 1.2) -> list[tuple[float, np.ndarray]]:
@@ -246,7 +263,7 @@ def split_heldout(rec: Recording, seconds: float, min_seconds: float = 1.2) -> l
 
 def demo_walk(heldout: dict[str, list[Recording]], order: tuple[str, ...], segment_seconds: float,
               fade_seconds: float) -> tuple[np.ndarray, list[tuple[float, str]]]:
-    """A soundscape through the classes in `order`: each `segment_seconds` of its held-out recordings
+    """A soundscape through the classes in `order`: each `segment_seconds` of the given recordings
     (joined, looped when short), crossfaded over `fade_seconds`; returns (samples, [(start s, class)]).
     A class's start is the middle of the crossfade into it."""
     n_seg = int(round(segment_seconds * SAMPLE_RATE))
