@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--stream-size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", metavar="WxH")
     ap.add_argument("--no-stream-audio", action="store_true", help="stream the picture only")
     ap.add_argument("--record", default=None, metavar="OUT.mp4", help="second half with a recording to this file")
+    ap.add_argument("--embed-in-place", action="store_true",
+                    help="compute the sound embedding's key frames on the render thread, not on their own thread")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -125,6 +127,8 @@ def main() -> None:
     ops_backend.prepare(model.device.type, wait=True)
     ring = SampleRing(int(10 * model.mel_config.sample_rate), model.mel_config.sample_rate)
     worker = RenderWorker(model, ring, Params(fps=args.fps), keep_latencies=10**7)
+    if args.embed_in_place:
+        worker.show.pipeline.embed_in_background(False)
     for _ in range(5):  # warm-up (first calls allocate)
         worker.tick()
     stop = threading.Event()
@@ -177,6 +181,9 @@ def main() -> None:
     print(f"cpu:            {host_kind()}")
     print(f"model:          {model.source}, {model.generator.img_resolution} px, device {model.device}")
     print(f"ops backend:    {ops_backend.describe_backend()}")
+    if model.sound.config.uses_sound_embedding:
+        where = "on the render thread" if args.embed_in_place else "on its own thread (one torch thread)"
+        print(f"sound embedding: key frames {where}")
     print(f"run:            {elapsed:.1f} s at target {args.fps:g} fps, {args.threads} torch threads, "
           f"input {'PortAudio ' + args.input if args.input else f'synthetic callback ({args.block} samples)'}")
     print(f"render fps:     {fps_off:.1f} (per interval: {', '.join(f'{x:.1f}' for x in samples_fps)})"
