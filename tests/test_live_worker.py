@@ -232,3 +232,21 @@ def test_worker_on_cuda_matches_cpu_frames(tmp_path):
     for _ in range(20):
         gpu.tick()
     assert rec.wait(20) and rec.state == "finished"
+
+
+def test_worker_embeds_key_frames_on_their_own_thread_and_the_picture_follows_the_sound():
+    from tests.pipeline_helpers import tiny_embedding_model
+
+    model = tiny_embedding_model()
+    quiet = RenderWorker(model, ArraySource(np.zeros(SR * 2, np.float32)), Params(alpha=1.0, noise=0.0))
+    loud = RenderWorker(model, ArraySource(noise(2.0)), Params(alpha=1.0, noise=0.0))
+    try:
+        for _ in range(20):
+            quiet_frame = quiet.tick()
+            loud_frame = loud.tick()
+        assert any(t.name == "sound-embedding" and t.is_alive() for t in threading.enumerate())
+        difference = np.abs(loud_frame.image.astype(np.int16) - quiet_frame.image.astype(np.int16)).mean()
+        assert difference > 1.0  # grey levels: the noise's embedding moved the picture
+    finally:
+        for worker in (quiet, loud):
+            worker.show.close()

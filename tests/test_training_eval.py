@@ -304,3 +304,16 @@ def test_eval_by_source_without_a_sources_list_is_a_one_line_error(chain, export
                  "--by-source", *[x for item in EVAL_DATA for x in ("--set", item)]])
     err = capsys.readouterr().err
     assert code == 2 and "SOURCES.csv not found" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_by_source_contact_sheet_shows_only_the_held_out_sources(chain, exported, by_source_data):
+    from training.evaluation.evaluate import evaluate
+
+    kept: dict[str, list[torch.Tensor]] = {}
+    rows = evaluate(exported, by_source_data, str(chain / "clip"), overrides=EVAL_DATA, device="cpu",
+                    keep_frames=kept, by_source=True)
+    source_frames: dict[str, int] = {}
+    for r in rows:
+        if r.clip != "ALL" and r.models == "trained" and r.split == "heldout-source":
+            source_frames[r.label] = source_frames.get(r.label, 0) + r.frames
+    assert {label: sum(f.shape[0] for f in frames) for label, frames in kept.items()} == source_frames

@@ -42,7 +42,7 @@ import io
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -201,7 +201,8 @@ def evaluation_clips(data: Any, mel: MelConfig | None = None) -> ClipDataset:
 def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_text: torch.Tensor, data: Any,
              seed: int, name: str, judge: Any = None, keep: dict[str, list[torch.Tensor]] | None = None,
              confusion: dict[str, Any] | None = None, parts: bool = False,
-             timeline: dict[str, torch.Tensor] | None = None) -> list[EvalRow]:
+             timeline: dict[str, torch.Tensor] | None = None,
+             sheet_clip: Callable[[str, str], bool] | None = None) -> list[EvalRow]:
     """Per-clip rows and the summary row (last) for one model. With `confusion`, frame counts per (sound's
     class, class the frame was called) are added under "clip" and, with a judge, "classifier" (rows in
     the order of "classes", columns of "judge_classes"). With `timeline`, per class name a tensor [len(TIME_SPANS),
@@ -219,7 +220,7 @@ def _measure(model: Any, clip: Any, reference_encoder: Any, clips: Any, class_te
         frames = torch.cat([pipeline.step_batch(windows[i : i + FRAMES_PER_BATCH])
                             for i in range(0, windows.shape[0], FRAMES_PER_BATCH)])
         image_embed = clip.encode_images(frames.clamp(-1, 1)).float()
-        if keep is not None:
+        if keep is not None and (sheet_clip is None or sheet_clip(clips.classes[label], str(whole["path"]))):
             keep.setdefault(clips.classes[label], []).append(frames.cpu())
         reference = reference_encoder(windows).float()
         cos = torch.nn.functional.cosine_similarity(image_embed, reference, dim=1)
@@ -363,9 +364,13 @@ def evaluate(
             raise SoundvjError(f"--classifier {str(classifier)!r}: knows classes {judge.classes}, not the data's {missing}")
     class_text = clip.encode_labels(list(clips.classes)).float()
     rows: list[EvalRow] = []
+    sheet_clip = None
+    if sources is not None:  # the contact sheet shows sounds of the held-out sources: other recordings than training's
+        def sheet_clip(label: str, path: str) -> bool:
+            return sources.get((label, Path(path).name), ("", ""))[1] == "heldout-source"
     if not model.sound_is_seeded:
         rows += _measure(model, clip, encoder, clips, class_text, data, seed, TRAINED, judge, keep_frames, confusion,
-                         parts, timeline)
+                         parts, timeline, sheet_clip)
         keep_frames = confusion = None  # the sheet and the confusion show the model's own sound models
         seeded = seeded_sound_models(model.generator.cpu(), mel=model.mel_config).to(model.device)
         model.generator.to(model.device)
