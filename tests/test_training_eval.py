@@ -276,8 +276,12 @@ def test_eval_by_source_reports_held_out_sources_beside_same_source_clips(chain,
     assert "held-out sources" in printed.out and "same-source held out" in printed.out
     table = printed.out[printed.out.index("per class on clips of held-out sources"):].splitlines()
     classes = sorted(p.name for p in by_source_data.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [line.split()[0] for line in table[2:]] == classes + ["all"]
-    assert all(line.count("(1)") == 2 for line in table[2:-1]) and table[-1].count(f"({len(classes)})") == 2
+    assert [line.split()[0] for line in table[2:]] == classes + ["all", "class"]
+    assert all(line.count("(1)") == 2 for line in table[2:-2]) and table[-2].count(f"({len(classes)})") == 2
+    # the class mean weighs every class once: the mean of the per-class cells
+    for column in (1, 3):  # zero-shot on held-out sources, on same-source held-out clips
+        per_class = [float(line.split()[column]) for line in table[2:-2]]
+        assert abs(float(table[-1].split()[column + 1]) - sum(per_class) / len(per_class)) <= 0.006
     with open(out, newline="") as f:
         records = list(csv.DictReader(f))
     per_clip = [r for r in records if r["clip"] != ALL_CLIPS]

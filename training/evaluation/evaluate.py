@@ -146,7 +146,7 @@ def _split_rows(rows: list[EvalRow], sources: dict[tuple[str, str], tuple[str, s
 
 def format_by_source(rows: list[EvalRow]) -> str:
     """Per class, both judges' accuracy on each split (held-out sources, same-source held out) for the
-    trained model (the baseline when the model has none); "n" is the clips."""
+    trained model (the baseline when the model has none); "n" is the clips (classes on the class-mean row)."""
     per_clip = [r for r in rows if r.clip != ALL_CLIPS and r.split]
     if not per_clip:
         return ""
@@ -158,19 +158,34 @@ def format_by_source(rows: list[EvalRow]) -> str:
     lines = [f"{model}: per class on clips of held-out sources and on same-source held-out clips ({head}; n clips)",
              f"{'sound':<10}" + "".join(f"{title:>{cell}}" for title in SPLITS.values())]
 
-    def text(mine: list[EvalRow]) -> str:
-        if not mine:
-            return "-"
+    def scores(mine: list[EvalRow]) -> tuple[float, float]:
         frames = sum(r.frames for r in mine)
         clip_acc = sum(r.zero_shot_accuracy * r.frames for r in mine) / frames
-        if judged:
-            judge = sum((r.classifier_accuracy or 0.0) * r.frames for r in mine) / frames
-            return f"{clip_acc:.2f} / {judge:.2f} ({len(mine)})"
-        return f"{clip_acc:.2f} ({len(mine)})"
+        return clip_acc, sum((r.classifier_accuracy or 0.0) * r.frames for r in mine) / frames
 
-    for label in sorted({r.label for r in per_clip}) + [""]:
-        cells = [text([r for r in per_clip if r.split == split and (not label or r.label == label)]) for split in SPLITS]
-        lines.append(f"{label or 'all':<10}" + "".join(f"{c:>{cell}}" for c in cells))
+    def text(values: list[tuple[float, float]], count: int) -> str:
+        if not values:
+            return "-"
+        clip_acc = sum(v[0] for v in values) / len(values)
+        judge = sum(v[1] for v in values) / len(values)
+        return f"{clip_acc:.2f} / {judge:.2f} ({count})" if judged else f"{clip_acc:.2f} ({count})"
+
+    labels = sorted({r.label for r in per_clip})
+    per_class = {split: {} for split in SPLITS}
+    for label in labels:
+        cells = []
+        for split in SPLITS:
+            mine = [r for r in per_clip if r.split == split and r.label == label]
+            if mine:
+                per_class[split][label] = scores(mine)
+            cells.append(text([per_class[split][label]] if mine else [], len(mine)))
+        lines.append(f"{label:<10}" + "".join(f"{c:>{cell}}" for c in cells))
+    # Every frame counts once ("all"); every class counts once ("class mean", the headline number).
+    lines.append(f"{'all':<10}" + "".join(
+        f"{text([scores(m)] if (m := [r for r in per_clip if r.split == split]) else [], len(m)):>{cell}}"
+        for split in SPLITS))
+    lines.append(f"{'class mean':<10}" + "".join(
+        f"{text(list(per_class[split].values()), len(per_class[split])):>{cell}}" for split in SPLITS))
     return "\n".join(lines)
 
 
