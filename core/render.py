@@ -169,7 +169,7 @@ def _demo_audio(sample_rate: int, start: float, seconds: float | None) -> Render
     count = int(round(total * sample_rate))
     if walk is not None:  # the recorded six-class walk, looped when more is asked for
         full = walk.repeat(-(-(first + count) // walk.shape[0]))
-        label = "demo walk (core/assets/demo_walk.opus: birds, wind, rain, engine, fire, insects)"
+        label = "demo walk (core/assets/demo_walk.opus: birds, wind, rain, engine, fire, night)"
     else:  # the synthesised soundscape's sections scale with its length; short requests cut a 1 s minimum
         full = demo_soundscape(seconds=max(1.0, start + total), sample_rate=sample_rate)
         label = "demo soundscape"

@@ -14,7 +14,7 @@ SR = 44100
 def test_the_walk_holds_six_classes_in_turn():
     walk = demo_walk(SR)
     sections = demo_walk_sections()
-    assert [s[0] for s in sections] == ["birds", "wind", "rain", "engine", "fire", "insects"]
+    assert [s[0] for s in sections] == ["birds", "wind", "rain", "engine", "fire", "night"]
     assert abs(walk.shape[0] / SR - sections[-1][2]) < 0.1  # the file is as long as the list says
     front_end = MelSpectrogramFrontEnd(MelConfig())
     profiles = {}
@@ -23,7 +23,6 @@ def test_the_walk_holds_six_classes_in_turn():
         assert part.square().mean().sqrt() > 1e-3, f"{name} is silent"
         profiles[name] = front_end(part).mean(dim=1)  # the mean mel profile the models hear, in [0, 1]
     # Six different sounds: every two sections' mean profiles differ by over 2.4 dB a band on average
-    # (measured: 4 dB for rain vs engine, the closest pair; 23 dB for wind vs insects).
     names = list(profiles)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:

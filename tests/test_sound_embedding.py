@@ -112,7 +112,7 @@ def _frame_index_embedding(windows: torch.Tensor) -> torch.Tensor:
 def test_each_frame_uses_the_key_frame_one_period_back(chunks):
     fps = 24.0
     period = period_frames(fps)
-    assert period == 6
+    assert period == 3
     schedule = EmbeddingSchedule(_frame_index_embedding)
     windows = _indexed_windows(sum(chunks))
     used, start = [], 0
@@ -120,7 +120,7 @@ def test_each_frame_uses_the_key_frame_one_period_back(chunks):
         used += schedule.embeddings(windows[start : start + size], fps)[:, 0].tolist()
         start += size
     assert used == [float(embedding_source_frame(f, period)) for f in range(len(used))]
-    assert used[:12] == [0.0] * 12 and used[12:18] == [6.0] * 6 and used[18] == 12.0
+    assert used[:6] == [0.0] * 6 and used[6:9] == [3.0] * 3 and used[9] == 6.0
 
 
 def test_live_schedule_embeds_on_its_own_thread_and_gives_the_same_embeddings():

@@ -1,8 +1,8 @@
 """The recorded demo walk: real recordings of six sound classes in turn (`core/assets/demo_walk.opus`).
 
 `soundvj render --demo` plays it so the first video a user makes shows the picture following what the
-sound is: birds, wind, rain, engine, fire, night insects, 7 s each with 1 s crossfades. It is cut by
-`soundvj data demo` from the recordings the demo model is never trained on (credits:
+sound is: birds, wind, rain, engine, fire, night, 7 s each with 1 s crossfades. It is cut by
+`soundvj data demo` from the recordings of sources the demo model never trained on (credits:
 `core/assets/CREDITS.md`); `demo_walk.txt` holds each class's start. Without the asset (a trimmed
 install) callers fall back to the synthesised soundscape of `core.audio.demo`.
 """

@@ -21,11 +21,13 @@ from typing import Callable
 
 import torch
 
-RATE_HZ = 4.0  # key frames per second
+# Key frames per second. At 4 the frames of a sound's first second were stale (docs/history.md,
+# "Listening through a pretrained embedding"); 8 costs one core about 160 ms a second.
+RATE_HZ = 8.0
 
 
 def period_frames(fps: float) -> int:
-    """Frames from one key frame to the next at `fps`: about a quarter second, at least 1."""
+    """Frames from one key frame to the next at `fps`: about 1 / RATE_HZ seconds, at least 1."""
     return max(1, round(fps / RATE_HZ))
 
 
