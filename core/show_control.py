@@ -176,9 +176,9 @@ class ShowControl:
         self._link: LinkTaken | None = None
         self._events: list[ShowEvent] = []
         self.windower: StreamingWindower | None = None  # the owner pushes the sound into it
+        self._latent_fade: tuple[FramePipeline, float, float] | None = None  # (old pipeline, t0, seconds)
         self._install_model(model, params)
         self._fade = ParamFade(params, params, 0.0, 0.0)
-        self._latent_fade: tuple[FramePipeline, float, float] | None = None  # (old pipeline, t0, seconds)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -352,9 +352,7 @@ class ShowControl:
             self.feature_tracker = SoundFeatureTracker(model.mel_config)  # reads this windower's columns
         self._params_now = params
         self._base_now = params
-        if hasattr(self, "_latent_fade"):
-            self._end_latent_fade()
-        self._latent_fade = None
+        self._end_latent_fade()
 
     def _advance_base(self, now: float) -> Params:
         """The base parameters at `now` (the crossfade's), with the windower following fps and window."""

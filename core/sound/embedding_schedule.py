@@ -99,7 +99,7 @@ class EmbeddingSchedule:
         """The embedding each of T consecutive frames uses, [T, D], for their windows [T, n_mels, W];
         advances the frame count by T."""
         period = period_frames(fps)
-        keys = []  # (position in this batch, is the stream's first frame)
+        keys = []  # positions in this batch of the key frames
         for t in range(windows.shape[0]):
             frame = self._frame + t
             if frame == 0 or frame - self._last_key >= period:

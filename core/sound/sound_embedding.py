@@ -170,6 +170,8 @@ class SoundEmbedding(torch.nn.Module):
         self.register_buffer("band_sums", band_weight_sums(MEL), persistent=False)
         window_sum = float(torch.hann_window(MEL.n_fft).sum())
         self.full_scale_power = (window_sum / 2.0) ** 2  # the project mel's unit (see core.audio.mel)
+        self._memo: dict[bytes, torch.Tensor] | None = None  # see `remember`
+        self._memo_limit = 0
         self.eval().requires_grad_(False)
 
     def network_input(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,9 +195,6 @@ class SoundEmbedding(torch.nn.Module):
             return self.net(log_mel)
         return self._remembered(mel)
 
-    _memo: dict[bytes, torch.Tensor] | None = None
-    _memo_limit = 0
-
     def remember(self, max_windows: int) -> None:
         """Keep the embeddings of up to `max_windows` distinct windows (by content) and answer repeats
         from memory: training stages see the same windows of the same clips epoch after epoch."""
@@ -204,16 +203,15 @@ class SoundEmbedding(torch.nn.Module):
     def _remembered(self, mel: torch.Tensor) -> torch.Tensor:
         cpu = mel.detach().to("cpu", torch.float32).contiguous()
         keys = [hashlib.blake2b(w.numpy().tobytes(), digest_size=16).digest() for w in cpu]
-        missing = [i for i, k in enumerate(keys) if k not in self._memo]
+        found = {i: self._memo[k] for i, k in enumerate(keys) if k in self._memo}
+        missing = [i for i in range(len(keys)) if i not in found]
         if missing:
             log_mel, _ = self.network_input(mel[missing])
-            fresh = self.net(log_mel)
-            for i, e in zip(missing, fresh):
-                if len(self._memo) < self._memo_limit:
+            for i, e in zip(missing, self.net(log_mel)):
+                found[i] = e
+                if len(self._memo) < self._memo_limit:  # a full memo keeps what it has
                     self._memo[keys[i]] = e
-                else:
-                    keys[i] = e  # memo full: use this result without keeping it
-        return torch.stack([k if isinstance(k, torch.Tensor) else self._memo[k] for k in keys]).to(mel.device)
+        return torch.stack([found[i] for i in range(len(keys))]).to(mel.device)
 
 
 def mel_config_for(backbone: str) -> MelConfig:
@@ -232,9 +230,8 @@ def shared_sound_embedding(device: torch.device | str = "cpu") -> SoundEmbedding
     key = str(torch.device(device))
     with _shared_lock:
         if key not in _shared:
-            cpu = _shared.get("cpu")
-            if cpu is None:
-                cpu = _shared["cpu"] = SoundEmbedding(folded_state(read_embedding_weights()))
-            if key != "cpu":
-                _shared[key] = SoundEmbedding(folded_state(read_embedding_weights())).to(device)
+            if not _shared:
+                _shared["cpu"] = SoundEmbedding(folded_state(read_embedding_weights()))
+            if key not in _shared:  # another device: the CPU copy's weights, moved
+                _shared[key] = SoundEmbedding(_shared["cpu"].net.state_dict()).to(device)
         return _shared[key]

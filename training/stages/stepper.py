@@ -235,8 +235,7 @@ class FrozenChain:
             period = period_frames(self.fps)
             used = [embedding_source_frame(t, period) for t in range(frames)]
             keys = sorted(set(used))
-            with torch.no_grad():
-                key_embeddings = embed_windows(mel[:, keys].flatten(0, 1)).view(batch, len(keys), -1)
+            key_embeddings = embed_windows(mel[:, keys].flatten(0, 1)).view(batch, len(keys), -1)  # frozen
             per_frame = key_embeddings[:, [keys.index(u) for u in used]].flatten(0, 1)
             with torch.no_grad():
                 embeds = self.audio_encoder.from_embedding(per_frame).float().view(batch, frames, -1)
