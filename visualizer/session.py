@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 from core.control import Modulation, ModulationMatrix
 from core.errors import SoundvjError
@@ -31,10 +31,13 @@ from visualizer.file_player import FilePlayer
 from visualizer.mic_input import MicInput
 from visualizer.outputs.config import OutputConfig
 from visualizer.outputs.ndi_sender import NdiSender
+from visualizer.outputs.paced_output import PacedOutput
 from visualizer.outputs.stream_sender import StreamSender
 from visualizer.recorder import SessionRecorder, default_recording_path
 from visualizer.render_worker import DEFAULT_FADE_SECONDS, RenderWorker, load_model_async
 from visualizer.set_logger import SetLogger, set_log_path_beside
+
+_Output = TypeVar("_Output", bound=PacedOutput)
 
 RING_SECONDS = 10.0  # audio kept for the render thread; a frame longer than this late loses the oldest
 
@@ -438,23 +441,14 @@ class LiveSession:
         running stream (returns at once; connecting runs on the stream's thread). A bad URL or no
         ffmpeg: a message and None. A failure later: a message, and `reconnect_stream` tries again."""
         self.stop_stream()
-        config = self.output_config
-        try:
-            sender = StreamSender(url, self.target.fps, config.size,
-                                  sample_rate=self.sample_rate if config.sound else None, on_message=self.message)
-        except SoundvjError as e:
-            self.message(str(e))
-            return None
-        self.stream = sender
-        self.worker.add_sink(sender)
-        return sender.start()
+        self.stream = self._add_output(lambda fps, size, sound: StreamSender(
+            url, fps, size, sample_rate=sound, on_message=self.message))
+        return self.stream.start() if self.stream is not None else None
 
     def stop_stream(self, wait: bool = True) -> None:
         """End the stream (its ffmpeg flushes and closes the connection); `wait=False` returns at once."""
         sender, self.stream = self.stream, None
-        if sender is not None:
-            self.worker.remove_sink(sender)
-            sender.stop(wait=wait)
+        self._remove_output(sender, wait)
 
     def reconnect_stream(self) -> None:
         """Close the stream's connection and open it again, on the stream's thread (returns at once)."""
@@ -465,20 +459,28 @@ class LiveSession:
         """Send as the NDI source `name`, with `output_config`'s size and sound, replacing a running one
         (returns at once). Without cyndilib: a message saying how to install it, and None."""
         self.stop_ndi(wait=False)
-        config = self.output_config
-        try:
-            sender = NdiSender(name, self.target.fps, config.size,
-                               sample_rate=self.sample_rate if config.sound else None, on_message=self.message)
-        except SoundvjError as e:
-            self.message(str(e))
-            return None
-        self.ndi = sender
-        self.worker.add_sink(sender)
-        return sender.start()
+        self.ndi = self._add_output(lambda fps, size, sound: NdiSender(
+            name, fps, size, sample_rate=sound, on_message=self.message))
+        return self.ndi.start() if self.ndi is not None else None
 
     def stop_ndi(self, wait: bool = True) -> None:
         """Stop sending as an NDI source; `wait=False` returns at once."""
         sender, self.ndi = self.ndi, None
+        self._remove_output(sender, wait)
+
+    def _add_output(self, make: Callable[[float, tuple[int, int], int | None], _Output]) -> _Output | None:
+        """A paced output made by `make(fps, size, sample rate or None)` from `output_config`, fed by the
+        render worker; a refusal (bad URL, no ffmpeg, no cyndilib) is a message and None."""
+        config = self.output_config
+        try:
+            sender = make(self.target.fps, config.size, self.sample_rate if config.sound else None)
+        except SoundvjError as e:
+            self.message(str(e))
+            return None
+        self.worker.add_sink(sender)
+        return sender
+
+    def _remove_output(self, sender: PacedOutput | None, wait: bool) -> None:
         if sender is not None:
             self.worker.remove_sink(sender)
             sender.stop(wait=wait)
