@@ -99,3 +99,24 @@ def test_eval_judges_a_model_with_embedding_heads(embedding_chain, tmp_path):
     assert set(summaries) == {TRAINED, BASELINE}  # the baseline's seeded models hear the same 96-band windows
     assert summaries[TRAINED].frames == summaries[BASELINE].frames > 0
     assert all(0.0 <= r.zero_shot_accuracy <= 1.0 for r in rows)
+
+
+def test_inverter_learns_kinds_of_scene_and_resumes_bitwise(embedding_chain, tmp_path):
+    """With stage.prototypes set to the data's class count, E_I's state gains the linear choice of kind and
+    one scene per kind, the cross-entropy of that choice is logged, and a resumed run repeats exactly."""
+    kinds = HEADS + ["stage.prototypes=5", "stage.lr_kind=5e-3"]
+    run_stage("inverter", embedding_chain, tmp_path / "full", kinds)
+    full = _load(tmp_path / "full")
+    state = full["modules"]["inversion_encoder"]
+    assert state["kind.weight"].shape == (5, 512) and state["scenes"].shape[0] == 5
+    assert "loss/kind" in (tmp_path / "full" / "scalars.csv").read_text()
+    run_stage("inverter", embedding_chain, tmp_path / "run", kinds + [f"loop.steps={CHAIN_STEPS // 2}"])
+    run_stage("inverter", embedding_chain, tmp_path / "run", kinds, resume=True)
+    assert_same_state(full["modules"], _load(tmp_path / "run")["modules"], "modules")
+
+
+def test_inverter_refuses_a_kind_count_other_than_the_class_count(embedding_chain, tmp_path):
+    from core.errors import SoundvjError
+
+    with pytest.raises(SoundvjError, match="stage.prototypes: expected the data's class count 5"):
+        run_stage("inverter", embedding_chain, tmp_path / "run", HEADS + ["stage.prototypes=3"])

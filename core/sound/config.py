@@ -110,6 +110,11 @@ class InversionEncoderConfig(_DictMixin):
     offset_init_std: float = 0.25
     backbone: str = "resnet"  # as AudioEncoderConfig.backbone
     head_hidden: int = 512
+    # Kinds of scene E_I chooses among (backbone "embedding" only; 0: none). With P > 0 the head also
+    # classifies the sound into P kinds and adds the softmax-weighted mix of P learned offsets (one
+    # scene per kind) to its own: the picture then lands on a kind's scene as surely as a linear
+    # classifier on the embedding tells the kinds apart, also on recordings of other sources.
+    prototypes: int = 0
 
     def __post_init__(self) -> None:
         _check_int(self.section, "num_ws", self.num_ws, 3, 64)
@@ -120,6 +125,9 @@ class InversionEncoderConfig(_DictMixin):
         _check_float(self.section, "offset_init_std", self.offset_init_std, 0.0, 10.0)
         _check_backbone(self.section, self.backbone)
         _check_int(self.section, "head_hidden", self.head_hidden, 1, 8192)
+        _check_int(self.section, "prototypes", self.prototypes, 0, 1024)
+        if self.prototypes and self.backbone != "embedding":
+            raise SoundvjError(f"{self.section}.prototypes: needs backbone 'embedding', got {self.backbone!r}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ description into the model's spaces:
 
     E_A: embedding -> LayerNorm -> Linear -> GELU -> Linear -> L2 normalise   (the CLIP space)
     E_I: embedding -> LayerNorm -> Linear -> GELU -> Linear -> w_avg + offsets [num_ws, w_dim]
+         with `prototypes` P > 0 also: LayerNorm'd embedding -> Linear -> softmax over P kinds of
+         sound, whose weights mix P learned offsets (a scene per kind) added to the offsets above
 
 `forward(mel)` runs the shared embedding first, so training stages and tools call the heads exactly
 as they call the ResNet encoders; the frame pipeline calls `from_embedding` on embeddings it computes
@@ -19,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from core.errors import SoundvjError
 from core.sound.config import AudioEncoderConfig, InversionEncoderConfig
 from core.sound.latent_space import WSpaceModule
 from core.sound.sound_embedding import EMBED_DIM, shared_sound_embedding
@@ -53,7 +56,8 @@ class EmbeddingAudioEncoder(torch.nn.Module):
 
 
 class EmbeddingInversionEncoder(WSpaceModule):
-    """E_I over the sound embedding; parameter names: norm, hidden, out; buffer w_avg."""
+    """E_I over the sound embedding; parameter names: norm, hidden, out and, with prototypes, kind and
+    scenes; buffer w_avg."""
 
     label = "inversion encoder"
 
@@ -66,12 +70,35 @@ class EmbeddingInversionEncoder(WSpaceModule):
         # Small init, as the ResNet encoder's: an untrained head's offsets have std ~offset_init_std.
         torch.nn.init.normal_(self.out.weight, std=cfg.offset_init_std / math.sqrt(cfg.head_hidden))
         torch.nn.init.zeros_(self.out.bias)
+        if cfg.prototypes:
+            # Linear on purpose: a linear read-out of the embedding is what keeps telling kinds of sound
+            # apart on recordings of sources training never heard (docs/sound-embedding.md).
+            self.kind = torch.nn.Linear(EMBED_DIM, cfg.prototypes)
+            self.scenes = torch.nn.Parameter(torch.randn(cfg.prototypes, cfg.num_ws * cfg.w_dim) * cfg.offset_init_std)
         self._register_w_avg()
+
+    def kind_logits(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Sound embeddings [B, 512] -> logits over the head's kinds of sound [B, prototypes]."""
+        if not self.config.prototypes:
+            raise SoundvjError("inversion encoder: kind_logits needs prototypes > 0")
+        return self.kind(self.norm(embedding.to(self.out.weight.dtype)))
+
+    def set_scenes(self, offsets: torch.Tensor) -> None:
+        """Start the kinds' scenes at given offsets from w_avg [prototypes, num_ws, w_dim] (e.g. the
+        mean latents of a class-conditional generator's classes minus w_avg)."""
+        expected = (self.config.prototypes, self.num_ws, self.w_dim)
+        if tuple(offsets.shape) != expected:
+            raise SoundvjError(f"inversion encoder scenes: expected {list(expected)}, got {list(offsets.shape)}")
+        with torch.no_grad():
+            self.scenes.copy_(offsets.reshape(self.scenes.shape))
 
     def offsets_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
         """Sound embeddings [B, 512] -> offsets from w_avg [B, num_ws, w_dim]."""
         x = self.norm(embedding.to(self.out.weight.dtype))
-        return self.out(F.gelu(self.hidden(x))).view(-1, self.num_ws, self.w_dim)
+        offsets = self.out(F.gelu(self.hidden(x)))
+        if self.config.prototypes:
+            offsets = offsets + self.kind(x).softmax(dim=1) @ self.scenes
+        return offsets.view(-1, self.num_ws, self.w_dim)
 
     def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
         """Sound embeddings [B, 512] -> w_hat = w_avg + offsets, [B, num_ws, w_dim]."""

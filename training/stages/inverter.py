@@ -13,6 +13,12 @@ dataset's, `lambda_class_w` adds `||w_hat - w_class(label)||^2`, `w_class` the m
 sound's class. It gives E_I a direct target in W where CLIP's gradient through the generator is weak
 (a small CLIP trained on little data), so the picture lands in the sound's class from the first steps.
 
+Also beyond the paper (off by default): with `backbone: embedding`, `prototypes` (the data's class count)
+makes E_I choose among kinds of scene by a linear read-out of the embedding and add the chosen scene's
+offset, the choice trained by `lambda_kind` times its cross-entropy against the sound's class; the scenes
+start at `w_class` when the generator is class-conditional with the data's class names. A linear read-out
+is what keeps telling kinds of sound apart on recordings of other sources (docs/sound-embedding.md).
+
 Also beyond the paper (off by default): `spec_augment` and `level_db` alter the window E_I hears (not the
 one E_A turns into the target), so E_I may learn the kind of sound rather than one recording's level and
 details; `mix_same_class` makes new recordings of a kind by mixing windows of two clips of the same class
@@ -31,6 +37,7 @@ import torch
 from core.errors import SoundvjError
 from core.model_credits import class_names
 from core.sound import InversionEncoderConfig, build_inversion_encoder
+from core.sound.embedding_heads import embed_windows
 from core.sound.sound_embedding import mel_config_for, shared_sound_embedding
 from core.stylegan3.networks import Generator
 from training.augment.mel import level_shift, mix_recordings, spec_augment
@@ -81,6 +88,13 @@ class Config:
     backbone: str = setting("resnet", help="resnet: E_I hears the mel window itself; embedding: a head over the "
                             "pretrained sound embedding (must match the audio encoder's)")
     head_hidden: int = setting(512, min=1, max=8192, help="hidden units of the head over the sound embedding")
+    prototypes: int = setting(0, min=0, max=1024, help="kinds of scene E_I chooses among: the data's class count "
+                              "(backbone embedding; 0: off). Each starts at its class's mean latent when the "
+                              "generator is class-conditional with the data's class names")
+    lr_kind: float = setting(0.0, min=0.0, help="AdamW learning rate of E_I's choice of kind (a linear layer, which "
+                             "wants more than the rest of the head; 0: stage.lr)")
+    lambda_kind: float = setting(1.0, min=0.0, help="weight of the cross-entropy of E_I's choice of kind against the "
+                                 "sound's class (with prototypes)")
     remember_windows: int = setting(60000, min=0, max=10_000_000, help="embeddings of distinct windows kept in "
                                     "memory (backbone embedding)")
 
@@ -124,6 +138,7 @@ def model_config(config: Config, G: Generator) -> InversionEncoderConfig:
         offset_init_std=config.offset_init_std,
         backbone=config.backbone,
         head_hidden=config.head_hidden,
+        prototypes=config.prototypes,
     )
 
 
@@ -152,11 +167,22 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
     classes = check_classes(dataset)
     with torch.no_grad():
         class_text = clip.encode_labels(classes)
+    if config.prototypes and config.prototypes != len(classes):
+        raise SoundvjError(f"stage.prototypes: expected the data's class count {len(classes)} ({list(classes)}), "
+                           f"got {config.prototypes}")
     w_class = class_latents(G, config.generator, classes, config.class_latent_samples) if config.lambda_class_w > 0 else None
 
     encoder = build_inversion_encoder(model_config(config, G)).to(device)
     encoder.set_w_avg(G.mapping.w_avg)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.prototypes:
+        if w_class is None and G.c_dim and generator_classes(config.generator) is not None:
+            w_class = class_latents(G, config.generator, classes, config.class_latent_samples)
+        if w_class is not None:  # a resumed run's checkpoint replaces them
+            encoder.set_scenes(w_class - G.mapping.w_avg)
+    kind = [p for name, p in encoder.named_parameters() if name.startswith("kind.")]
+    rest = [p for name, p in encoder.named_parameters() if not name.startswith("kind.")]
+    groups = [{"params": rest}] + ([{"params": kind, "lr": config.lr_kind or config.lr}] if kind else [])
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_schedule(optimizer, config.warmup_steps)
 
     top_db = mel_config.top_db
@@ -190,14 +216,23 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         with torch.no_grad(), step.autocast():
             audio_embed = audio_encoder(mel).float()  # the target: what the whole, unaltered window means
         heard = augment(mel)
+        inverter = step.modules["inversion_encoder"]
         with step.autocast():
-            w_hat = step.modules["inversion_encoder"](heard).float()
+            if config.prototypes:
+                embedding = embed_windows(heard)
+                w_hat = inverter.from_embedding(embedding).float()
+                kind_logits = inverter.kind_logits(embedding).float()
+            else:
+                w_hat = inverter(heard).float()
             images = G.synthesis(w_hat, noise_mode="const")
             image_embed = clip.encode_images(images).float()
         parts = encoder_loss(image_embed, audio_embed, class_text[labels].float(), w_hat, G.mapping.w_avg, config.lambda_b)
-        if w_class is not None:
+        if w_class is not None and config.lambda_class_w > 0:
             parts["class_latent"] = (w_hat - w_class[labels]).square().mean()
             parts["loss"] = parts["loss"] + config.lambda_class_w * parts["class_latent"]
+        if config.prototypes:
+            parts["kind"] = torch.nn.functional.cross_entropy(kind_logits, labels)
+            parts["loss"] = parts["loss"] + config.lambda_kind * parts["kind"]
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         optimizer.step()
