@@ -212,8 +212,16 @@ def _cmd_data_demo(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _cmd_data_folds(args: argparse.Namespace) -> int:
+    from training.evaluation.source_folds import run_cli  # torch and the sound embedding: only when asked
+
+    if args.steps < 1:
+        raise SoundvjError(f"--steps: expected a positive number of steps, got {args.steps}")
+    return run_cli(args)
+
+
 def register_data(sub: argparse._SubParsersAction) -> None:
-    """`soundvj data scan DIR`, `soundvj data synth DIR` and `soundvj data demo DIR`."""
+    """`soundvj data scan DIR`, `soundvj data synth DIR`, `soundvj data demo DIR` and `soundvj data folds DIR`."""
     p = sub.add_parser("data", help="inspect a training dataset, or write the procedural one")
     cmds = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=type(p))
     cmds.required = True
@@ -251,6 +259,16 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete set")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd_data_demo)
+
+    f = cmds.add_parser("folds", help="how far the sound embedding carries each class to sources it never heard: "
+                                      "a linear read-out trained with each (class, source) held out in turn")
+    f.add_argument("dataset", help="labelled dataset folder with SOURCES.csv (as `soundvj data demo` writes in clips/)")
+    f.add_argument("--per-second", type=float, default=2.0, help="windows a second of each clip (default 2)")
+    f.add_argument("--steps", type=int, default=300, help="full-batch training steps of each fold's read-out (default 300)")
+    f.add_argument("--csv", metavar="PATH", default=None, help="also write class,source,windows,accuracy")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="data settings, e.g. --set data.fps=24 (repeatable)")
+    f.set_defaults(func=_cmd_data_folds)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""`soundvj data folds DATASET`: how far the sound embedding carries each class to sources it never heard.
+
+One held-out source per class says little: it may be an easy or a strange recording. Here every source
+of every class is held out in turn. For each (class, source) pair a linear read-out of the embedding
+(LayerNorm, then Linear 512 -> classes: E_I's choice of kind, `stage.prototypes`) is trained on the
+windows of every other clip of the dataset, training and held-out alike, and judged on that source's
+windows of that class. It is cheap: the embedding of each window is computed once, and each fold trains
+only the read-out (full batch, AdamW).
+
+Windows: `per_second` a second of every clip from its second second on (the first hears part of a
+window), in the embedding's mel settings. Sources come from the dataset's `SOURCES.csv` (as `soundvj
+data demo` writes it in `clips/`). The result is per pair, per class (the mean over its sources, every
+source counting once, and the worst), and the class mean (every class counting once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.atomic_write import write_bytes_atomic
+from core.errors import SoundvjError
+from core.sound.sound_embedding import EMBED_DIM, MEL, shared_sound_embedding
+from training.data.datasets import open_datasets
+from training.evaluation.evaluate import data_config, read_clip_sources
+
+BATCH = 256  # windows per embedding call
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One held-out (class, source) pair: how many of its windows the read-out put in the class."""
+
+    label: str
+    source: str
+    windows: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class SourceWindows:
+    """Embeddings [N, 512] of the dataset's windows, each with its class index and its source."""
+
+    classes: tuple[str, ...]
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    sources: list[str]
+
+
+def source_windows(dataset: str | Path, per_second: float = 2.0, overrides: list[str] = ()) -> SourceWindows:
+    """The embedding of `per_second` windows a second of every clip (from its second second on)."""
+    if not 0 < per_second <= 24:
+        raise SoundvjError(f"--per-second: expected a number in (0, 24], got {per_second!r}")
+    data = data_config(dataset, ["data.holdout_fraction=0", *overrides])
+    sources = read_clip_sources(data.path)
+    clips, _, _ = open_datasets(data, MEL, verbose=False)
+    stride = max(1, round(data.fps / per_second))
+    skip = round(data.fps * data.window_seconds)
+    embed = shared_sound_embedding("cpu")
+    embeddings, labels, names = [], [], []
+    for index in range(len(clips.clips)):
+        whole = clips.whole_clip(index)
+        label = clips.classes[int(whole["label"])]
+        key = (label, Path(whole["path"]).name)
+        if key not in sources:
+            raise SoundvjError(f"{data.path}: {label}/{key[1]} is not in SOURCES.csv; expected every clip listed")
+        mel = whole["mel"][skip::stride]
+        if not len(mel):
+            continue
+        embeddings += [embed(mel[i : i + BATCH]) for i in range(0, len(mel), BATCH)]
+        labels += [int(whole["label"])] * len(mel)
+        names += [sources[key][0]] * len(mel)
+    if not labels:
+        raise SoundvjError(f"{data.path}: no clip is longer than {data.window_seconds:g} s; nothing to judge")
+    return SourceWindows(clips.classes, torch.cat(embeddings), torch.tensor(labels), names)
+
+
+def train_read_out(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int = 300, lr: float = 5e-3,
+                   seed: int = 0) -> torch.nn.Module:
+    """LayerNorm + Linear over embeddings x [N, 512] for labels y, full batch; every class weighs the same."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.LayerNorm(EMBED_DIM), torch.nn.Linear(EMBED_DIM, classes))
+    counts = torch.bincount(y, minlength=classes).clamp(min=1).float()
+    weight = counts.sum() / (classes * counts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y, weight=weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def source_folds(windows: SourceWindows, steps: int = 300) -> list[FoldResult]:
+    """Every (class, source) pair held out in turn, in class then source order."""
+    results = []
+    names = sorted(set(windows.sources))
+    sources = torch.tensor([names.index(s) for s in windows.sources])
+    for k, label in enumerate(windows.classes):
+        in_class = windows.labels == k
+        for source in sorted({s for s, c in zip(windows.sources, windows.labels.tolist()) if c == k}):
+            held = in_class & (sources == names.index(source))
+            read_out = train_read_out(windows.embeddings[~held], windows.labels[~held], len(windows.classes), steps)
+            with torch.no_grad():
+                called = read_out(windows.embeddings[held]).argmax(dim=1)
+            results.append(FoldResult(label, source, int(held.sum()), (called == k).float().mean().item()))
+    return results
+
+
+def class_summary(results: list[FoldResult]) -> dict[str, tuple[float, float, int]]:
+    """Per class: (mean over its sources, worst source, number of sources)."""
+    out = {}
+    for label in dict.fromkeys(r.label for r in results):
+        accs = [r.accuracy for r in results if r.label == label]
+        out[label] = (sum(accs) / len(accs), min(accs), len(accs))
+    return out
+
+
+def format_folds(results: list[FoldResult]) -> str:
+    lines = [f"{'sound':<10}{'held-out source':<28}{'windows':>8}{'accuracy':>10}"]
+    lines += [f"{r.label:<10}{r.source:<28}{r.windows:>8}{r.accuracy:>10.2f}" for r in results]
+    summary = class_summary(results)
+    lines += ["", f"{'sound':<10}{'sources':>8}{'mean':>8}{'worst':>8}"]
+    lines += [f"{label:<10}{n:>8}{mean:>8.2f}{worst:>8.2f}" for label, (mean, worst, n) in summary.items()]
+    lines.append(f"{'class mean':<18}{sum(m for m, _, _ in summary.values()) / len(summary):>8.2f}")
+    return "\n".join(lines)
+
+
+def write_folds_csv(path: str | Path, results: list[FoldResult]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["class", "source", "windows", "accuracy"])
+    writer.writerows([r.label, r.source, r.windows, f"{r.accuracy:.6f}"] for r in results)
+    write_bytes_atomic(Path(path), buffer.getvalue().encode())
+    return Path(path)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    windows = source_windows(args.dataset, args.per_second, args.overrides)
+    results = source_folds(windows, args.steps)
+    print(format_folds(results))
+    if args.csv:
+        print(f"soundvj: wrote {write_folds_csv(args.csv, results)}", file=sys.stderr)
+    return 0
