@@ -122,6 +122,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Std of the 512-d noise vector fed into the stepper's last FC layer.",
     ),
     ParamSpec(
+        "focus", "float", 4.0, 0.0, 10.0, "motion", "Scene focus",
+        "How firmly the picture settles on the kind of sound it hears most: 1 blends the model's kinds "
+        "of scene as it learned them, higher commits to the likeliest, 0 blends all alike. Models "
+        "without kinds of scene ignore it.",
+    ),
+    ParamSpec(
         "seed", "int", 0, 0, 2**31 - 1, "motion", "Seed",
         "Seed for the first latent and the noise stream.",
         live=False,
@@ -200,6 +206,7 @@ class Params:
     alpha_middle: float | None = _default("alpha_middle")
     alpha_fine: float | None = _default("alpha_fine")
     noise: float = _default("noise")
+    focus: float = _default("focus")
     seed: int = _default("seed")
     psi: float = _default("psi")
     rotate_deg: float = _default("rotate_deg")

@@ -171,7 +171,7 @@ class FramePipeline:
         if self._embeddings is not None:
             embeddings = self._embeddings.embeddings(mel, p.fps)
             embeds = sound.audio_encoder.from_embedding(embeddings)
-            w_hats = sound.inversion_encoder.from_embedding(embeddings)
+            w_hats = sound.inversion_encoder.from_embedding(embeddings, p.focus)
         else:
             embeds = sound.audio_encoder(mel)
             w_hats = sound.inversion_encoder(mel)

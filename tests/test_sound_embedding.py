@@ -11,7 +11,7 @@ import torch
 
 from core.audio.windows import WindowConfig, mel_windows
 from core.errors import SoundvjError
-from core.sound.embedding_schedule import EmbeddingSchedule, embedding_source_frame, period_frames
+from core.sound.embedding_schedule import EmbeddingSchedule, at_once_frames, embedding_source_frame, period_frames
 from core.sound.sound_embedding import (
     EMBEDDING_FILE,
     MEL,
@@ -109,38 +109,46 @@ def _frame_index_embedding(windows: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("chunks", [[40], [1] * 40, [7, 1, 13, 19]])
-def test_each_frame_uses_the_key_frame_one_period_back(chunks):
+def test_key_frames_answer_at_once_in_the_first_second_then_one_period_back(chunks):
     fps = 24.0
-    period = period_frames(fps)
-    assert period == 3
+    period, at_once = period_frames(fps), at_once_frames(fps)
+    assert (period, at_once) == (3, 24)
     schedule = EmbeddingSchedule(_frame_index_embedding)
     windows = _indexed_windows(sum(chunks))
     used, start = [], 0
     for size in chunks:
         used += schedule.embeddings(windows[start : start + size], fps)[:, 0].tolist()
         start += size
-    assert used == [float(embedding_source_frame(f, period)) for f in range(len(used))]
-    assert used[:6] == [0.0] * 6 and used[6:9] == [3.0] * 3 and used[9] == 6.0
+    assert used == [float(embedding_source_frame(f, period, at_once)) for f in range(len(used))]
+    # First second: each key frame's own window from the key frame on.
+    assert used[:3] == [0.0] * 3 and used[3:6] == [3.0] * 3 and used[21:24] == [21.0] * 3
+    # Then one period back: frame 24 still shows key frame 21, frame 27 shows key frame 24.
+    assert used[24:27] == [21.0] * 3 and used[27:30] == [24.0] * 3 and used[38] == 33.0 and used[39] == 36.0
 
 
 def test_live_schedule_embeds_on_its_own_thread_and_gives_the_same_embeddings():
     import threading
 
-    threads: set[str] = set()
+    threads: dict[int, str] = {}
 
     def embed(windows: torch.Tensor) -> torch.Tensor:
-        threads.add(threading.current_thread().name)
+        for index in _frame_index_embedding(windows)[:, 0].tolist():
+            threads[int(index)] = threading.current_thread().name
         return _frame_index_embedding(windows)
 
-    offline = EmbeddingSchedule(_frame_index_embedding).embeddings(_indexed_windows(30), 24.0)
+    offline = EmbeddingSchedule(_frame_index_embedding).embeddings(_indexed_windows(40), 24.0)
     live = EmbeddingSchedule(embed)
     live.run_in_background(True)
     try:
-        frames = torch.cat([live.embeddings(w[None], 24.0) for w in _indexed_windows(30)])
+        frames = torch.cat([live.embeddings(w[None], 24.0) for w in _indexed_windows(40)])
     finally:
         live.close()
     assert torch.equal(frames, offline)
-    assert "sound-embedding" in threads  # every key frame after the first was embedded there
+    here = threading.current_thread().name
+    # The first second's key frames are used at once, so they are embedded in place; later ones
+    # have a period to be ready and are embedded on the worker.
+    assert {threads[k] for k in range(0, 24, 3)} == {here}
+    assert {threads[k] for k in range(24, 40, 3)} == {"sound-embedding"}
 
 
 def test_reset_starts_the_schedule_again():

@@ -92,17 +92,22 @@ class EmbeddingInversionEncoder(WSpaceModule):
         with torch.no_grad():
             self.scenes.copy_(offsets.reshape(self.scenes.shape))
 
-    def offsets_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Sound embeddings [B, 512] -> offsets from w_avg [B, num_ws, w_dim]."""
+    def offsets_from_embedding(self, embedding: torch.Tensor, focus: float = 1.0) -> torch.Tensor:
+        """Sound embeddings [B, 512] -> offsets from w_avg [B, num_ws, w_dim].
+
+        `focus` scales the kinds' logits before the softmax that mixes their scenes: 1 is the mix
+        training learned, higher settles on the likeliest kind (a mix of two scenes is a picture of
+        neither), 0 mixes all scenes alike. Heads without kinds ignore it."""
         x = self.norm(embedding.to(self.out.weight.dtype))
         offsets = self.out(F.gelu(self.hidden(x)))
         if self.config.prototypes:
-            offsets = offsets + self.kind(x).softmax(dim=1) @ self.scenes
+            offsets = offsets + (self.kind(x) * focus).softmax(dim=1) @ self.scenes
         return offsets.view(-1, self.num_ws, self.w_dim)
 
-    def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Sound embeddings [B, 512] -> w_hat = w_avg + offsets, [B, num_ws, w_dim]."""
-        return self.w_avg + self.offsets_from_embedding(embedding)
+    def from_embedding(self, embedding: torch.Tensor, focus: float = 1.0) -> torch.Tensor:
+        """Sound embeddings [B, 512] -> w_hat = w_avg + offsets, [B, num_ws, w_dim] (`focus`: see
+        `offsets_from_embedding`)."""
+        return self.w_avg + self.offsets_from_embedding(embedding, focus)
 
     def offsets(self, mel: torch.Tensor) -> torch.Tensor:
         return self.offsets_from_embedding(embed_windows(mel))

@@ -2,15 +2,20 @@
 
 The pretrained embedding costs about 20 ms per window on one core: too much for every frame, and
 meaning changes slower than frames. So it runs on a fixed cadence of *key frames*, one every
-`period_frames(fps)` frames (`RATE_HZ` a second), and each embedding is used one period later:
+`period_frames(fps)` frames (`RATE_HZ` a second), and once the stream has played a second each
+embedding is used one period later:
 
-    frame 0            embeds its window and uses it at once (a fresh stream answers at once)
-    key frame k_j      embeds its window; until the next key frame, frames use k_(j-1)'s embedding
+    first second       a key frame embeds its window and uses it at once: a fresh stream has
+                       little sound in its windows, so every key frame of it counts
+    key frame k_j      (after that) embeds its window; until the next key frame, frames use
+                       k_(j-1)'s embedding
 
-So the embedding of a key window has a whole period to be ready. Live, it is computed on its own
-thread (one torch thread) while the render thread synthesises frames; offline (render, replay,
-evaluation) it is computed in place. Both give every frame the same embedding, so a set replays as it
-played. The rule depends only on frame indices, which `reset` sets back to 0.
+So after the first second, the embedding of a key window has a whole period to be ready. Live, it
+is computed on its own thread (one torch thread) while the render thread synthesises frames; in the
+first second the render thread computes it in place, which costs those eight frames about 20 ms
+each. Offline (render, replay, evaluation) every embedding is computed in place. Both give every
+frame the same embedding, so a set replays as it played. The rule depends only on frame indices,
+which `reset` sets back to 0.
 """
 
 from __future__ import annotations
@@ -31,10 +36,21 @@ def period_frames(fps: float) -> int:
     return max(1, round(fps / RATE_HZ))
 
 
-def embedding_source_frame(frame: int, period: int) -> int:
+# Seconds from a stream's start during which key frames use their own embedding at once.
+AT_ONCE_SECONDS = 1.0
+
+
+def at_once_frames(fps: float) -> int:
+    """Frames from a stream's start whose key frames answer at once: about `AT_ONCE_SECONDS`."""
+    return max(1, round(fps * AT_ONCE_SECONDS))
+
+
+def embedding_source_frame(frame: int, period: int, at_once: int = 1) -> int:
     """The key frame whose embedding `frame` uses, for a stream that starts at frame 0 with a fixed
-    period (what `EmbeddingSchedule` does while the fps holds still)."""
-    return max(0, (frame // period - 1) * period)
+    period and whose first `at_once` frames' key frames answer at once (what `EmbeddingSchedule`
+    does while the fps holds still: `at_once_frames(fps)`)."""
+    key = (frame // period) * period
+    return key if key < at_once else max(0, key - period)
 
 
 class EmbeddingWorker:
@@ -98,7 +114,7 @@ class EmbeddingSchedule:
     def embeddings(self, windows: torch.Tensor, fps: float) -> torch.Tensor:
         """The embedding each of T consecutive frames uses, [T, D], for their windows [T, n_mels, W];
         advances the frame count by T."""
-        period = period_frames(fps)
+        period, at_once = period_frames(fps), at_once_frames(fps)
         keys = []  # positions in this batch of the key frames
         for t in range(windows.shape[0]):
             frame = self._frame + t
@@ -114,16 +130,14 @@ class EmbeddingSchedule:
         for t in range(windows.shape[0]):
             if t in key_rank:
                 fresh: torch.Tensor | queue.Queue
+                answer_now = self._frame + t < at_once
                 if batch_embeddings is not None:
                     fresh = batch_embeddings[key_rank[t] : key_rank[t] + 1]
-                elif self._frame + t == 0:
+                elif answer_now:
                     fresh = self._embed(windows[t : t + 1])
                 else:
                     fresh = self._worker.submit(windows[t : t + 1].clone())
-                if self._frame + t == 0:
-                    self._current = fresh  # the first frame answers at once
-                else:
-                    self._current = self._resolve(self._pending)
+                self._current = fresh if answer_now else self._resolve(self._pending)
                 self._pending = fresh
             out.append(self._current)
         self._frame += windows.shape[0]
