@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core.audio import MelConfig, WindowConfig, demo_soundscape, mel_windows
+from core import model_file
 from core.model import load_model
 from core.params import Params
 from core.pipeline import FramePipeline, apply_gain_db, input_transform
@@ -167,3 +168,21 @@ def test_seeded_sound_models_tell_the_demo_sections_apart():
     again = load_model(None, device="cpu")
     with torch.no_grad():
         assert torch.equal(again.sound.inversion_encoder(wins), w_hat)  # seeded: the same every time
+
+
+def _latents(model, params: Params, seconds: float = 1.0) -> torch.Tensor:
+    pipe = FramePipeline(model, params)
+    return pipe.step_latents(mel_windows(demo_soundscape(seconds=seconds), pipe.mel_config, pipe.window_config()))
+
+
+def test_focus_reaches_the_choice_of_scene_of_a_model_with_kinds():
+    model = load_model(model_file.SHIPPED_DEFAULT, device="cpu")  # the suite's default is random weights
+    assert model.sound.inversion_encoder.config.prototypes > 0
+    blended = _latents(model, Params(focus=1.0, noise=0.0))
+    settled = _latents(model, Params(focus=8.0, noise=0.0))
+    assert (blended - settled).abs().max() > 1e-3
+
+
+def test_focus_leaves_a_model_without_kinds_unchanged():
+    model = tiny_model()
+    assert torch.equal(_latents(model, Params(focus=1.0)), _latents(model, Params(focus=8.0)))

@@ -1,6 +1,6 @@
 """E_I over the sound embedding with kinds of scene: the head classifies a sound into kinds and adds the
 softmax-weighted mix of one learned scene offset per kind, so a confident choice lands on that kind's
-scene; the choice is a linear read-out of the embedding. The model file carries the kinds and scenes."""
+scene; the choice is a linear read-out of the embedding, and the focus scales it. The model file carries the kinds and scenes."""
 
 from __future__ import annotations
 
@@ -42,6 +42,32 @@ def test_the_kinds_mix_by_the_softmax_of_a_linear_read_out():
         expected = head.out(torch.nn.functional.gelu(head.hidden(x))) + (x @ head.kind.weight.T + head.kind.bias).softmax(1) @ head.scenes
         assert torch.allclose(head.kind_logits(e), x @ head.kind.weight.T + head.kind.bias, atol=1e-6)
         assert torch.allclose(head.offsets_from_embedding(e), expected.view(2, 4, 8), atol=1e-5)
+
+
+def _scenes_only_head() -> tuple[EmbeddingInversionEncoder, torch.Tensor]:
+    """A head whose offsets are only its mix of scenes, with scenes far apart."""
+    head = _head()
+    scenes = torch.randn(3, 4, 8) * 10
+    head.set_scenes(scenes)
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.zero_()
+    return head, scenes
+
+
+def test_focus_settles_on_the_likeliest_kind_and_zero_focus_mixes_all_alike():
+    head, scenes = _scenes_only_head()
+    e = torch.randn(4, 512)
+    with torch.no_grad():
+        likeliest = head.kind_logits(e).argmax(dim=1)
+        trained = head.offsets_from_embedding(e)
+        settled = head.offsets_from_embedding(e, focus=1e4)
+        even = head.offsets_from_embedding(e, focus=0.0)
+        assert torch.equal(head.from_embedding(e), head.from_embedding(e, focus=1.0))  # 1 is the trained mix
+    assert torch.allclose(settled, scenes[likeliest], atol=1e-3)
+    assert torch.allclose(even, scenes.mean(dim=0).expand(4, 4, 8), atol=1e-4)
+    # Higher focus moves each sound's latent toward its likeliest scene.
+    assert ((settled - scenes[likeliest]).norm() < (trained - scenes[likeliest]).norm())
 
 
 def test_without_prototypes_the_head_has_no_kinds():
