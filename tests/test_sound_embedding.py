@@ -119,7 +119,7 @@ def test_key_frames_answer_at_once_in_the_first_second_then_one_period_back(chun
     for size in chunks:
         used += schedule.embeddings(windows[start : start + size], fps)[:, 0].tolist()
         start += size
-    assert used == [float(embedding_source_frame(f, period, at_once)) for f in range(len(used))]
+    assert used == [float(embedding_source_frame(f, fps)) for f in range(len(used))]
     # First second: each key frame's own window from the key frame on.
     assert used[:3] == [0.0] * 3 and used[3:6] == [3.0] * 3 and used[21:24] == [21.0] * 3
     # Then one period back: frame 24 still shows key frame 21, frame 27 shows key frame 24.

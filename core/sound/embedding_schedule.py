@@ -45,12 +45,12 @@ def at_once_frames(fps: float) -> int:
     return max(1, round(fps * AT_ONCE_SECONDS))
 
 
-def embedding_source_frame(frame: int, period: int, at_once: int = 1) -> int:
-    """The key frame whose embedding `frame` uses, for a stream that starts at frame 0 with a fixed
-    period and whose first `at_once` frames' key frames answer at once (what `EmbeddingSchedule`
-    does while the fps holds still: `at_once_frames(fps)`)."""
+def embedding_source_frame(frame: int, fps: float) -> int:
+    """The key frame whose embedding `frame` uses, for a stream that starts at frame 0 and holds `fps`
+    (what `EmbeddingSchedule` does)."""
+    period = period_frames(fps)
     key = (frame // period) * period
-    return key if key < at_once else max(0, key - period)
+    return key if key < at_once_frames(fps) else max(0, key - period)
 
 
 class EmbeddingWorker:

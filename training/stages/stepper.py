@@ -53,7 +53,7 @@ from core.errors import SoundvjError
 from core.audio.mel import MelConfig
 from core.sound import LatentStepper, LatentStepperConfig
 from core.sound.embedding_heads import embed_windows
-from core.sound.embedding_schedule import at_once_frames, embedding_source_frame, period_frames
+from core.sound.embedding_schedule import embedding_source_frame
 from core.sound.sound_embedding import mel_config_for
 from core.stylegan3.networks import Generator
 from training.config import RunConfig
@@ -232,8 +232,7 @@ class FrozenChain:
         frame pipeline's key-frame schedule, as they do live and in `render`."""
         batch, frames = mel.shape[:2]
         if self.audio_encoder.config.backbone == "embedding":
-            period, at_once = period_frames(self.fps), at_once_frames(self.fps)
-            used = [embedding_source_frame(t, period, at_once) for t in range(frames)]
+            used = [embedding_source_frame(t, self.fps) for t in range(frames)]
             keys = sorted(set(used))
             key_embeddings = embed_windows(mel[:, keys].flatten(0, 1)).view(batch, len(keys), -1)  # frozen
             per_frame = key_embeddings[:, [keys.index(u) for u in used]].flatten(0, 1)
