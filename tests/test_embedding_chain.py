@@ -120,3 +120,47 @@ def test_inverter_refuses_a_kind_count_other_than_the_class_count(embedding_chai
 
     with pytest.raises(SoundvjError, match="stage.prototypes: expected the data's class count 5"):
         run_stage("inverter", embedding_chain, tmp_path / "run", HEADS + ["stage.prototypes=3"])
+
+
+def test_a_fitted_choice_of_kind_stays_fixed_while_the_rest_of_the_inverter_learns(embedding_chain, tmp_path):
+    """With stage.kind_fit_steps, E_I's choice of kind is the read-out fitted on every training window
+    before the loop (the same as fitting it directly), the LayerNorm it reads stays at rest, no
+    cross-entropy of the choice is trained, the rest of E_I still learns, and a resumed run repeats."""
+    from training.read_out import ReadOutFit, fit_read_out
+
+    fitted = HEADS + ["stage.prototypes=5", "stage.kind_fit_steps=60"]
+    run_stage("inverter", embedding_chain, tmp_path / "full", fitted)
+    state = _load(tmp_path / "full")["modules"]["inversion_encoder"]
+    assert torch.equal(state["norm.weight"], torch.ones(512)) and torch.equal(state["norm.bias"], torch.zeros(512))
+    assert "loss/kind" not in (tmp_path / "full" / "scalars.csv").read_text()
+
+    run_stage("inverter", embedding_chain, tmp_path / "half", fitted + [f"loop.steps={CHAIN_STEPS // 2}"])
+    half = _load(tmp_path / "half")["modules"]["inversion_encoder"]
+    assert torch.equal(half["kind.weight"], state["kind.weight"]) and torch.equal(half["kind.bias"], state["kind.bias"])
+    assert not torch.equal(half["out.weight"], state["out.weight"])  # the head around the choice trained on
+
+    # The stage's choice is the read-out of its training windows, fitted from the loop's seed.
+    from core.sound.sound_embedding import MEL
+    from training.config import load_run_config
+    from training.data.stage_datasets import open_stage_datasets
+    from training.stages.inverter import Config, training_window_embeddings
+    from tests.training_chain import stage_overrides
+
+    run = load_run_config("inverter", Config, None, stage_overrides("inverter", embedding_chain) + fitted)
+    dataset, _ = open_stage_datasets(run, 32, need_frames=False, verbose=False, mel=MEL)
+    embeddings, labels, groups = training_window_embeddings(dataset, run.data.path, torch.device("cpu"))
+    assert groups is None and len(embeddings) == len(dataset)  # the chain's data lists no sources
+    direct = fit_read_out(embeddings, labels, 5, None, ReadOutFit(steps=60, seed=run.loop.seed))
+    assert torch.allclose(direct.weight, state["kind.weight"], atol=1e-6)
+    called = torch.nn.functional.layer_norm(embeddings, (512,)) @ state["kind.weight"].T + state["kind.bias"]
+    assert (called.argmax(dim=1) == labels).float().mean() > 0.6  # five procedural kinds: chance is 0.2
+
+    run_stage("inverter", embedding_chain, tmp_path / "half", fitted, resume=True)
+    assert_same_state(_load(tmp_path / "full")["modules"], _load(tmp_path / "half")["modules"], "modules")
+
+
+def test_fitting_the_choice_of_kind_needs_kinds_of_scene(embedding_chain, tmp_path):
+    from core.errors import SoundvjError
+
+    with pytest.raises(SoundvjError, match="stage.kind_fit_steps: .* set stage.prototypes"):
+        run_stage("inverter", embedding_chain, tmp_path / "run", HEADS + ["stage.kind_fit_steps=10"])

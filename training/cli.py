@@ -261,10 +261,11 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_cmd_data_demo)
 
     f = cmds.add_parser("folds", help="how far the sound embedding carries each class to sources it never heard: "
-                                      "a linear read-out trained with each (class, source) held out in turn")
+                                      "E_I's choice of kind, fitted with each (class, source) held out in turn")
     f.add_argument("dataset", help="labelled dataset folder with SOURCES.csv (as `soundvj data demo` writes in clips/)")
     f.add_argument("--per-second", type=float, default=2.0, help="windows a second of each clip (default 2)")
-    f.add_argument("--steps", type=int, default=300, help="full-batch training steps of each fold's read-out (default 300)")
+    f.add_argument("--steps", type=int, default=2000, help="minibatch steps of each fold's read-out (default 2000, as "
+                   "`train inverter`'s kind_fit_steps)")
     f.add_argument("--csv", metavar="PATH", default=None, help="also write class,source,windows,accuracy")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="data settings, e.g. --set data.fps=24 (repeatable)")

@@ -52,6 +52,7 @@ from core.errors import SoundvjError
 from core.model import SoundvjModel, load_model, seeded_sound_models
 from core.params import Params
 from core.pipeline import FramePipeline
+from training.data.clip_sources import SOURCES_LIST, read_clip_sources
 from training.data.config import DataConfig
 from training.data.datasets import ClipDataset, open_datasets
 from training.evaluation.samples import grid_image
@@ -64,7 +65,6 @@ BASELINE = "untrained baseline"
 ALL_CLIPS = "ALL"
 FRAMES_PER_BATCH = 8
 TIME_SPANS = ((0, 10), (10, 30), (30, None))  # frame index ranges of the --parts timeline
-SOURCES_LIST = "SOURCES.csv"  # next to HOLDOUT.txt: clip,class,source,use (training.data.demo.build writes it)
 SPLITS = {"heldout-source": "held-out sources", "heldout": "same-source held out"}  # --by-source, in print order
 
 
@@ -85,32 +85,6 @@ class EvalRow:
     inverter_zero_shot: float | None = None
     inverter_classifier_accuracy: float | None = None
     split: str = ""  # --by-source: "heldout-source" or "heldout" ("" on the overall summary rows)
-
-
-def read_clip_sources(dataset: str | Path) -> dict[tuple[str, str], tuple[str, str]]:
-    """(class, file name) -> (source, use) of every clip `SOURCES.csv` lists (in the dataset folder, or
-    next to a CSV dataset); bad or missing lists are one-line errors."""
-    root = Path(dataset)
-    path = (root if root.is_dir() else root.parent) / SOURCES_LIST
-    if not path.is_file():
-        raise SoundvjError(f"--by-source: {path} not found; expected the clip sources list `soundvj data demo` "
-                           "writes in its clips/ folder")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = {"clip", "source", "use"} - set(reader.fieldnames or ())
-            if missing:
-                raise SoundvjError(f"{path}: no column {', '.join(sorted(missing))}; expected clip,class,source,use")
-            table = {}
-            for number, row in enumerate(reader, start=2):
-                label, sep, name = (row["clip"] or "").partition("/")
-                if not sep or not name or row["use"] not in (*SPLITS, "train"):
-                    raise SoundvjError(f"{path} line {number}: expected <class>/<file>,...,<source>,train|heldout|"
-                                       f"heldout-source, got {row['clip']!r} use {row['use']!r}")
-                table[(label, name)] = (row["source"], row["use"])
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SoundvjError(f"{path}: cannot be read ({e})") from None
-    return table
 
 
 def _split_rows(rows: list[EvalRow], sources: dict[tuple[str, str], tuple[str, str]]) -> list[EvalRow]:

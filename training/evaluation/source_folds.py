@@ -1,11 +1,11 @@
 """`soundvj data folds DATASET`: how far the sound embedding carries each class to sources it never heard.
 
 One held-out source per class says little: it may be an easy or a strange recording. Here every source
-of every class is held out in turn. For each (class, source) pair a linear read-out of the embedding
-(LayerNorm, then Linear 512 -> classes: E_I's choice of kind, `stage.prototypes`) is trained on the
-windows of every other clip of the dataset, training and held-out alike, and judged on that source's
-windows of that class. It is cheap: the embedding of each window is computed once, and each fold trains
-only the read-out (full batch, AdamW).
+of every class is held out in turn. For each (class, source) pair the linear read-out E_I's choice of
+kind is fitted with (`training.read_out`, the same settings as `train inverter`'s `kind_fit_*`) is fitted
+on the windows of every other clip of the dataset, training and held-out alike, and judged on that
+source's windows of that class. It is cheap: the embedding of each window is computed once, and each
+fold fits only the read-out.
 
 Windows: `per_second` a second of every clip from its second second on (the first hears part of a
 window), in the embedding's mel settings. Sources come from the dataset's `SOURCES.csv` (as `soundvj
@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from core.atomic_write import write_bytes_atomic
 from core.errors import SoundvjError
 from core.sound.sound_embedding import EMBED_DIM, MEL, shared_sound_embedding
 from training.data.datasets import open_datasets
-from training.evaluation.evaluate import data_config, read_clip_sources
+from training.data.clip_sources import read_clip_sources
+from training.evaluation.evaluate import data_config
+from training.read_out import ReadOutFit, fit_read_out
 
 BATCH = 256  # windows per embedding call
 
@@ -45,12 +48,14 @@ class FoldResult:
 
 @dataclass(frozen=True)
 class SourceWindows:
-    """Embeddings [N, 512] of the dataset's windows, each with its class index and its source."""
+    """Embeddings [N, 512] of the dataset's windows, each with its class index, its source and its
+    recording."""
 
     classes: tuple[str, ...]
     embeddings: torch.Tensor
     labels: torch.Tensor
     sources: list[str]
+    recordings: list[str]
 
 
 def source_windows(dataset: str | Path, per_second: float = 2.0, overrides: list[str] = ()) -> SourceWindows:
@@ -63,7 +68,7 @@ def source_windows(dataset: str | Path, per_second: float = 2.0, overrides: list
     stride = max(1, round(data.fps / per_second))
     skip = round(data.fps * data.window_seconds)
     embed = shared_sound_embedding("cpu")
-    embeddings, labels, names = [], [], []
+    embeddings, labels, names, recordings = [], [], [], []
     for index in range(len(clips.clips)):
         whole = clips.whole_clip(index)
         label = clips.classes[int(whole["label"])]
@@ -75,29 +80,14 @@ def source_windows(dataset: str | Path, per_second: float = 2.0, overrides: list
             continue
         embeddings += [embed(mel[i : i + BATCH]) for i in range(0, len(mel), BATCH)]
         labels += [int(whole["label"])] * len(mel)
-        names += [sources[key][0]] * len(mel)
+        names += [sources[key].source] * len(mel)
+        recordings += [sources[key].recording] * len(mel)
     if not labels:
         raise SoundvjError(f"{data.path}: no clip is longer than {data.window_seconds:g} s; nothing to judge")
-    return SourceWindows(clips.classes, torch.cat(embeddings), torch.tensor(labels), names)
+    return SourceWindows(clips.classes, torch.cat(embeddings), torch.tensor(labels), names, recordings)
 
 
-def train_read_out(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int = 300, lr: float = 5e-3,
-                   seed: int = 0) -> torch.nn.Module:
-    """LayerNorm + Linear over embeddings x [N, 512] for labels y, full batch; every class weighs the same."""
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.LayerNorm(EMBED_DIM), torch.nn.Linear(EMBED_DIM, classes))
-    counts = torch.bincount(y, minlength=classes).clamp(min=1).float()
-    weight = counts.sum() / (classes * counts)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(model(x), y, weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
-def source_folds(windows: SourceWindows, steps: int = 300) -> list[FoldResult]:
+def source_folds(windows: SourceWindows, fit: ReadOutFit = ReadOutFit()) -> list[FoldResult]:
     """Every (class, source) pair held out in turn, in class then source order."""
     results = []
     names = sorted(set(windows.sources))
@@ -106,9 +96,10 @@ def source_folds(windows: SourceWindows, steps: int = 300) -> list[FoldResult]:
         in_class = windows.labels == k
         for source in sorted({s for s, c in zip(windows.sources, windows.labels.tolist()) if c == k}):
             held = in_class & (sources == names.index(source))
-            read_out = train_read_out(windows.embeddings[~held], windows.labels[~held], len(windows.classes), steps)
+            kept = [r for r, h in zip(windows.recordings, held.tolist()) if not h]
+            read_out = fit_read_out(windows.embeddings[~held], windows.labels[~held], len(windows.classes), kept, fit)
             with torch.no_grad():
-                called = read_out(windows.embeddings[held]).argmax(dim=1)
+                called = read_out(F.layer_norm(windows.embeddings[held], (EMBED_DIM,))).argmax(dim=1)
             results.append(FoldResult(label, source, int(held.sum()), (called == k).float().mean().item()))
     return results
 
@@ -143,7 +134,7 @@ def write_folds_csv(path: str | Path, results: list[FoldResult]) -> Path:
 
 def run_cli(args: argparse.Namespace) -> int:
     windows = source_windows(args.dataset, args.per_second, args.overrides)
-    results = source_folds(windows, args.steps)
+    results = source_folds(windows, ReadOutFit(steps=args.steps))
     print(format_folds(results))
     if args.csv:
         print(f"soundvj: wrote {write_folds_csv(args.csv, results)}", file=sys.stderr)

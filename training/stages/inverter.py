@@ -18,6 +18,9 @@ makes E_I choose among kinds of scene by a linear read-out of the embedding and 
 offset, the choice trained by `lambda_kind` times its cross-entropy against the sound's class; the scenes
 start at `w_class` when the generator is class-conditional with the data's class names. A linear read-out
 is what keeps telling kinds of sound apart on recordings of other sources (docs/sound-embedding.md).
+With `kind_fit_steps` the choice is instead fitted once before the loop, on the embeddings of every
+training window with each recording weighing the same (`training.read_out`), and then kept fixed: learnt
+from a few windows a step, it moved from seed to seed by more than a change of data does.
 
 Also beyond the paper (off by default): `spec_augment` and `level_db` alter the window E_I hears (not the
 one E_A turns into the target), so E_I may learn the kind of sound rather than one recording's level and
@@ -29,8 +32,10 @@ demo data).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -42,11 +47,13 @@ from core.sound.sound_embedding import mel_config_for, shared_sound_embedding
 from core.stylegan3.networks import Generator
 from training.augment.mel import level_shift, mix_recordings, spec_augment
 from training.config import RunConfig
+from training.data.clip_sources import clip_sources_path, read_clip_sources
 from training.data.stage_datasets import check_classes, open_stage_datasets
 from training.evaluation.samples import items_per_class, write_grid
 from training.loop import BuildContext, Stage, StepContext
 from training.losses import encoder_loss
 from training.models.clip import ClipConfig, build_clip
+from training.read_out import ReadOutFit, fit_read_out
 from training.schedules import warmup_schedule
 from training.settings import setting
 from training.stages import INVERTER_STAGE
@@ -59,6 +66,8 @@ from training.stages.pretrained import (
     read_stage_checkpoint,
     stage_config_from,
 )
+
+KIND_FIT_BATCH = 64  # windows per embedding call while fitting the choice of kind
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,18 @@ class Config:
     lr_kind: float = setting(0.0, min=0.0, help="AdamW learning rate of E_I's choice of kind (a linear layer, which "
                              "wants more than the rest of the head; 0: stage.lr)")
     lambda_kind: float = setting(1.0, min=0.0, help="weight of the cross-entropy of E_I's choice of kind against the "
-                                 "sound's class (with prototypes)")
+                                 "sound's class (with prototypes, when the choice is learnt in the loop)")
+    kind_fit_steps: int = setting(0, min=0, max=1_000_000, help="with prototypes: fit E_I's choice of kind before the "
+                                  "loop, on the embeddings of every training window with every recording weighing the "
+                                  "same (training.read_out), and keep it and the LayerNorm it reads fixed; 0: learn "
+                                  "it in the loop on each step's windows")
+    kind_fit_groups: Literal["recording", "source", "class"] = setting(
+        "recording", help="what weighs the same within a class in the fit: each recording, each source (package or "
+        "author; both from the data's SOURCES.csv, else each class is one group) or each window (class)")
+    kind_fit_noise: float = setting(0.5, min=0.0, max=10.0, help="Gaussian noise on the fit's standardised "
+                                    "embeddings, in standard deviations")
+    kind_fit_lr: float = setting(1e-3, min=0.0, help="AdamW learning rate of the fit")
+    kind_fit_weight_decay: float = setting(1e-3, min=0.0, help="AdamW weight decay of the fit")
     remember_windows: int = setting(60000, min=0, max=10_000_000, help="embeddings of distinct windows kept in "
                                     "memory (backbone embedding)")
 
@@ -142,6 +162,47 @@ def model_config(config: Config, G: Generator) -> InversionEncoderConfig:
     )
 
 
+def training_window_embeddings(dataset: torch.utils.data.Dataset, data_path: str | Path, device: torch.device,
+                                groups_by: str = "recording") -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """The sound embedding of every training item's window [N, 512], its class [N] and its clip's group:
+    its recording or its source (`groups_by`, from the dataset's `SOURCES.csv`); None when grouping by
+    class or when the dataset has no such list."""
+    listed = groups_by != "class" and clip_sources_path(data_path).is_file()
+    sources = read_clip_sources(data_path) if listed else None
+    groups: list[str] | None = [] if sources is not None else None
+    embeddings, labels = [], []
+    for first in range(0, len(dataset), KIND_FIT_BATCH):
+        items = [dataset[k] for k in range(first, min(first + KIND_FIT_BATCH, len(dataset)))]
+        with torch.no_grad():
+            embeddings.append(embed_windows(torch.stack([item["mel"][0] for item in items]).to(device)).float())
+        labels += [int(item["label"]) for item in items]
+        if groups is not None:
+            for item in items:
+                entry = dataset.clips[int(item["clip"])].entry  # type: ignore[attr-defined]
+                key = (entry.label, Path(entry.path).name)
+                if key not in sources:
+                    raise SoundvjError(f"{clip_sources_path(data_path)}: {key[0]}/{key[1]} is not listed; expected "
+                                       "every clip listed")
+                groups.append(sources[key].recording if groups_by == "recording" else sources[key].source)
+    return torch.cat(embeddings), torch.tensor(labels, device=device), groups
+
+
+def fit_kind(encoder: torch.nn.Module, dataset: torch.utils.data.Dataset, run: RunConfig, device: torch.device) -> None:
+    """Fit E_I's choice of kind on every training window (`training.read_out`), then fix it and the
+    LayerNorm it reads (at rest, as the fit assumed): the rest of E_I learns around a steady choice."""
+    config: Config = run.stage
+    print(f"train inverter: fitting the choice of kind on {len(dataset)} training windows", file=sys.stderr, flush=True)
+    embeddings, labels, groups = training_window_embeddings(dataset, run.data.path, device, config.kind_fit_groups)
+    fit = ReadOutFit(steps=config.kind_fit_steps, lr=config.kind_fit_lr, weight_decay=config.kind_fit_weight_decay,
+                     noise=config.kind_fit_noise, seed=run.loop.seed)
+    read_out = fit_read_out(embeddings, labels, config.prototypes, groups, fit)
+    with torch.no_grad():
+        encoder.norm.reset_parameters()
+        encoder.kind.load_state_dict(read_out.state_dict())
+    encoder.norm.requires_grad_(False)
+    encoder.kind.requires_grad_(False)
+
+
 def check_embed_dims(clip_dim: int, audio_dim: int, audio_path: str) -> None:
     if clip_dim != audio_dim:
         raise SoundvjError(
@@ -179,8 +240,13 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             w_class = class_latents(G, config.generator, classes, config.class_latent_samples)
         if w_class is not None:  # a resumed run's checkpoint replaces them
             encoder.set_scenes(w_class - G.mapping.w_avg)
-    kind = [p for name, p in encoder.named_parameters() if name.startswith("kind.")]
-    rest = [p for name, p in encoder.named_parameters() if not name.startswith("kind.")]
+    if config.kind_fit_steps:
+        if not config.prototypes:
+            raise SoundvjError("stage.kind_fit_steps: fits E_I's choice among kinds of scene; set stage.prototypes")
+        fit_kind(encoder, dataset, run, device)
+    trainable = [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
+    kind = [p for name, p in trainable if name.startswith("kind.")]
+    rest = [p for name, p in trainable if not name.startswith("kind.")]
     groups = [{"params": rest}] + ([{"params": kind, "lr": config.lr_kind or config.lr}] if kind else [])
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_schedule(optimizer, config.warmup_steps)
@@ -221,7 +287,8 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
             if config.prototypes:
                 embedding = embed_windows(heard)
                 w_hat = inverter.from_embedding(embedding).float()
-                kind_logits = inverter.kind_logits(embedding).float()
+                if not config.kind_fit_steps:
+                    kind_logits = inverter.kind_logits(embedding).float()
             else:
                 w_hat = inverter(heard).float()
             images = G.synthesis(w_hat, noise_mode="const")
@@ -230,7 +297,7 @@ def build(run: RunConfig, ctx: BuildContext) -> Stage:
         if w_class is not None and config.lambda_class_w > 0:
             parts["class_latent"] = (w_hat - w_class[labels]).square().mean()
             parts["loss"] = parts["loss"] + config.lambda_class_w * parts["class_latent"]
-        if config.prototypes:
+        if config.prototypes and not config.kind_fit_steps:
             parts["kind"] = torch.nn.functional.cross_entropy(kind_logits, labels)
             parts["loss"] = parts["loss"] + config.lambda_kind * parts["kind"]
         optimizer.zero_grad(set_to_none=True)

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import SoundvjError
+from training.data.clip_sources import SOURCES_LIST
 from training.data.demo import sources as S
 from training.data.demo.images import Photo, class_look, load_photos
 from training.data.demo.packages import resolve_root
@@ -51,7 +52,6 @@ from training.data.demo.sounds import (
 )
 
 COMPLETE_MARKER = "credits.json"  # written last: its presence means the set is whole
-SOURCES_LIST = "SOURCES.csv"  # in clips/: every clip's class, source and use
 FORMAT_VERSION = 2  # 2: many sources per class, held-out sources, clips/SOURCES.csv
 HELDOUT_USES = ("heldout", "heldout-source")
 CLIP_TAG = {"heldout": "heldout", "heldout-source": "hsource"}  # in held-out clip file names
