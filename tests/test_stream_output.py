@@ -9,6 +9,7 @@ decoded afterwards with PyAV); each is ended by its PID in the fixture's finaliz
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -176,6 +177,10 @@ def test_a_receiver_gets_the_frames_at_the_stream_size_and_colours(receiver, sen
     first, second = (200, 40, 90), (30, 180, 220)
     sender = StreamSender(receiver.url, FPS, SIZE)
     senders.append(sender.start())
+    # How long the encoder takes to start is not measured here (seconds on a busy machine): the rate is
+    # counted from its first frame, so the feeding starts once it has taken one.
+    sender.feed(published(solid(first), 0), np.zeros(0, np.float32))
+    assert wait_for(lambda: not math.isnan(sender.started_at), 30.0), "the encoder never took a first frame"
     feed_for(sender, 4.0, lambda t: solid(first if t < 2.0 else second))
     sending = time.monotonic() - sender.started_at
     assert receiver.wait_receiving()
