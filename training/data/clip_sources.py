@@ -32,6 +32,15 @@ def clip_sources_path(dataset: str | Path) -> Path:
     return (root if root.is_dir() else root.parent) / SOURCES_LIST
 
 
+def listed_source(table: dict[tuple[str, str], ClipSource], dataset: str | Path, label: str,
+                  path: str | Path) -> ClipSource:
+    """What the list says of the clip `label`/`path`'s file; a clip it leaves out is a one-line error."""
+    name = Path(path).name
+    if (label, name) not in table:
+        raise SoundvjError(f"{dataset}: {label}/{name} is not in {SOURCES_LIST}; expected every clip listed")
+    return table[(label, name)]
+
+
 def read_clip_sources(dataset: str | Path) -> dict[tuple[str, str], ClipSource]:
     """(class, file name) -> (source, use, recording) of every clip the dataset's `SOURCES.csv` lists; a missing or
     bad list is a one-line error."""

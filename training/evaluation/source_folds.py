@@ -29,7 +29,7 @@ from core.atomic_write import write_bytes_atomic
 from core.errors import SoundvjError
 from core.sound.sound_embedding import EMBED_DIM, MEL, shared_sound_embedding
 from training.data.datasets import open_datasets
-from training.data.clip_sources import read_clip_sources
+from training.data.clip_sources import listed_source, read_clip_sources
 from training.evaluation.evaluate import data_config
 from training.read_out import ReadOutFit, fit_read_out
 
@@ -72,16 +72,14 @@ def source_windows(dataset: str | Path, per_second: float = 2.0, overrides: list
     for index in range(len(clips.clips)):
         whole = clips.whole_clip(index)
         label = clips.classes[int(whole["label"])]
-        key = (label, Path(whole["path"]).name)
-        if key not in sources:
-            raise SoundvjError(f"{data.path}: {label}/{key[1]} is not in SOURCES.csv; expected every clip listed")
+        listed = listed_source(sources, data.path, label, whole["path"])
         mel = whole["mel"][skip::stride]
         if not len(mel):
             continue
         embeddings += [embed(mel[i : i + BATCH]) for i in range(0, len(mel), BATCH)]
         labels += [int(whole["label"])] * len(mel)
-        names += [sources[key].source] * len(mel)
-        recordings += [sources[key].recording] * len(mel)
+        names += [listed.source] * len(mel)
+        recordings += [listed.recording] * len(mel)
     if not labels:
         raise SoundvjError(f"{data.path}: no clip is longer than {data.window_seconds:g} s; nothing to judge")
     return SourceWindows(clips.classes, torch.cat(embeddings), torch.tensor(labels), names, recordings)

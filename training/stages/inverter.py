@@ -47,7 +47,7 @@ from core.sound.sound_embedding import mel_config_for, shared_sound_embedding
 from core.stylegan3.networks import Generator
 from training.augment.mel import level_shift, mix_recordings, spec_augment
 from training.config import RunConfig
-from training.data.clip_sources import clip_sources_path, read_clip_sources
+from training.data.clip_sources import clip_sources_path, listed_source, read_clip_sources
 from training.data.stage_datasets import check_classes, open_stage_datasets
 from training.evaluation.samples import items_per_class, write_grid
 from training.loop import BuildContext, Stage, StepContext
@@ -179,11 +179,8 @@ def training_window_embeddings(dataset: torch.utils.data.Dataset, data_path: str
         if groups is not None:
             for item in items:
                 entry = dataset.clips[int(item["clip"])].entry  # type: ignore[attr-defined]
-                key = (entry.label, Path(entry.path).name)
-                if key not in sources:
-                    raise SoundvjError(f"{clip_sources_path(data_path)}: {key[0]}/{key[1]} is not listed; expected "
-                                       "every clip listed")
-                groups.append(sources[key].recording if groups_by == "recording" else sources[key].source)
+                listed = listed_source(sources, data_path, entry.label, entry.path)
+                groups.append(listed.recording if groups_by == "recording" else listed.source)
     return torch.cat(embeddings), torch.tensor(labels, device=device), groups
 
 
