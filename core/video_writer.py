@@ -502,9 +502,9 @@ def probe_media(path: str | os.PathLike) -> MediaInfo:
     if not src.is_file():
         raise SoundvjError(f"{src}: no such file")
     try:
-        with av.open(str(src)) as container:
+        with av.open(str(src), metadata_errors="replace") as container:
             video_fields = _probe_video(container)
-        with av.open(str(src)) as container:
+        with av.open(str(src), metadata_errors="replace") as container:
             audio_fields = _probe_audio(container)
     except av.FFmpegError as e:
         raise SoundvjError(f"{src}: not a readable media file ({one_line(e)})") from None

@@ -263,3 +263,20 @@ def test_directory_and_bad_arguments(tmp_path):
     _one_line_error(lambda: decode_audio(path, sample_rate=10), "sample_rate")
     _one_line_error(lambda: decode_audio(path, start=-1.0), "start")
     _one_line_error(lambda: decode_audio(path, seconds=0), "seconds")
+
+
+def test_wav_with_latin1_tags_decodes(tmp_path):
+    """Old WAV editors write INFO tags in Latin-1 (a bare 0xA9 for the copyright sign); the samples must
+    still decode rather than fail on the tag's text."""
+    samples = (np.sin(np.arange(8000) * 0.05) * 12000).astype("<i2")
+    tag = b"ICOP" + (22).to_bytes(4, "little") + b"Copyright \xa9 1998 FMJ\x00\x00"
+    info = b"LIST" + (4 + len(tag)).to_bytes(4, "little") + b"INFO" + tag
+    fmt = b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") \
+        + (8000).to_bytes(4, "little") + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    data = b"data" + len(samples.tobytes()).to_bytes(4, "little") + samples.tobytes()
+    body = b"WAVE" + fmt + info + data
+    path = tmp_path / "tagged.wav"
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    decoded = decode_audio(path)
+    assert decoded.sample_rate == 8000
+    np.testing.assert_allclose(decoded.samples[0].numpy(), samples / 32768.0, atol=1e-6)

@@ -140,9 +140,10 @@ class AudioFileReader:
         try:
             # A FIFO with no writer yet blocks here, as with any Unix tool; Ctrl-C ends the wait.
             if fileobj is not None:
-                self._container = av.open(fileobj)
+                self._container = av.open(fileobj, metadata_errors="replace")
             else:
-                self._container = av.open(sys.stdin.buffer if str(path) == STDIN else str(self.path))
+                self._container = av.open(sys.stdin.buffer if str(path) == STDIN else str(self.path),
+                                          metadata_errors="replace")
         except av.FFmpegError as err:
             if fileobj is not None:
                 fileobj.close()

@@ -133,7 +133,7 @@ def _strip_path(message: str, path: Path) -> str:
 
 def _check_video_stream(path: Path) -> Problem | None:
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             if not container.streams.video:
                 return Problem(path, "unreadable", "unreadable: has no video stream")
             for _ in container.decode(container.streams.video[0]):

@@ -94,7 +94,7 @@ def decode_frames(path: Path, fps: float, count: int, resolution: int) -> np.nda
     """Up to `count` frames at `fps` (frame t = the picture showing at t / fps), uint8 [n, R, R, 3]."""
     out: list[np.ndarray] = []
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             if not container.streams.video:
                 raise SoundvjError(f"video file {str(path)!r}: has no video stream")
             stream = container.streams.video[0]
