@@ -164,3 +164,12 @@ def test_fitting_the_choice_of_kind_needs_kinds_of_scene(embedding_chain, tmp_pa
 
     with pytest.raises(SoundvjError, match="stage.kind_fit_steps: .* set stage.prototypes"):
         run_stage("inverter", embedding_chain, tmp_path / "run", HEADS + ["stage.kind_fit_steps=10"])
+
+
+def test_a_fit_that_cannot_move_is_refused_by_its_setting(embedding_chain, tmp_path):
+    """A zero learning rate would leave the choice of kind at its random start; the error names the setting."""
+    from core.errors import SoundvjError
+
+    with pytest.raises(SoundvjError, match=r"stage.kind_fit_lr: expected a value >= 1e-09, got 0"):
+        run_stage("inverter", embedding_chain, tmp_path / "run",
+                  HEADS + ["stage.prototypes=5", "stage.kind_fit_steps=10", "stage.kind_fit_lr=0"])

@@ -113,7 +113,7 @@ class Config:
         "author; both from the data's SOURCES.csv, else each class is one group) or each window (class)")
     kind_fit_noise: float = setting(0.5, min=0.0, max=10.0, help="Gaussian noise on the fit's standardised "
                                     "embeddings, in standard deviations")
-    kind_fit_lr: float = setting(1e-3, min=0.0, help="AdamW learning rate of the fit")
+    kind_fit_lr: float = setting(1e-3, min=1e-9, help="AdamW learning rate of the fit (above 0: a fit that cannot move is refused)")
     kind_fit_weight_decay: float = setting(1e-3, min=0.0, help="AdamW weight decay of the fit")
     remember_windows: int = setting(60000, min=0, max=10_000_000, help="embeddings of distinct windows kept in "
                                     "memory (backbone embedding)")
